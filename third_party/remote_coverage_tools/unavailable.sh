@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "vbus: bazel coverage is not available offline (its tools would be downloaded)" >&2
+exit 1
