@@ -18,16 +18,16 @@ absl::StatusOr<Guid> Guid::Parse(absl::string_view text) {
   for (size_t i = 0; i < kTextLength;) {
     if (IsDashPosition(i)) {
       if (text[i] != '-') {
-        return absl::InvalidArgumentError(absl::StrCat("GUID \"", absl::CHexEscape(text),
-                                                       "\": expected '-' at position ", i));
+        return absl::InvalidArgumentError(
+            absl::StrCat("GUID \"", absl::CHexEscape(text), "\": expected '-' at position ", i));
       }
       ++i;
       continue;
     }
     for (size_t j = i; j < i + 2; ++j) {
       if (HexValue(text[j]) < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "GUID \"", absl::CHexEscape(text), "\": expected a hex digit at position ", j));
+        return absl::InvalidArgumentError(absl::StrCat("GUID \"", absl::CHexEscape(text),
+                                                       "\": expected a hex digit at position ", j));
       }
     }
     bytes[out++] = static_cast<uint8_t>(HexValue(text[i]) << 4 | HexValue(text[i + 1]));
@@ -53,9 +53,9 @@ void Guid::ToWire(uint8_t wire[16]) const {
 
 std::string Guid::ToString() const {
   const Bytes& b = bytes_;
-  return absl::StrFormat(
-      "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-      b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                         b[12], b[13], b[14], b[15]);
 }
 
 }  // namespace vbus

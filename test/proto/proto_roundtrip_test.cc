@@ -5,11 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"
 
@@ -31,8 +31,7 @@ void Fill(Message* m, uint64_t seed, int depth, int oneof_pick = 0) {
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* f = d->field(i);
     if (f->real_containing_oneof() != nullptr) {
-      const bool picked = oneof_pick != 0 ? f->number() == oneof_pick
-                                          : f->index_in_oneof() == 0;
+      const bool picked = oneof_pick != 0 ? f->number() == oneof_pick : f->index_in_oneof() == 0;
       if (!picked) continue;
     }
     const uint64_t v = seed * 1000003 + f->number() * 7919 + 1;
@@ -53,7 +52,8 @@ void Fill(Message* m, uint64_t seed, int depth, int oneof_pick = 0) {
                            : r->SetUInt32(m, f, static_cast<uint32_t>(x) | 0x80000000u);
           break;
         case FieldDescriptor::CPPTYPE_UINT64:
-          f->is_repeated() ? r->AddUInt64(m, f, x | (1ull << 63)) : r->SetUInt64(m, f, x | (1ull << 63));
+          f->is_repeated() ? r->AddUInt64(m, f, x | (1ull << 63))
+                           : r->SetUInt64(m, f, x | (1ull << 63));
           break;
         case FieldDescriptor::CPPTYPE_BOOL:
           f->is_repeated() ? r->AddBool(m, f, true) : r->SetBool(m, f, true);
