@@ -291,6 +291,7 @@ IncomingRing::IncomingRing(RingControlPage* control, uint8_t* data, uint32_t dat
       data_size_(data_size),
       committed_read_(read),
       read_(read),
+      last_write_(write),
       available_(Forward(read, write, data_size)) {}
 
 absl::StatusOr<IncomingRing> IncomingRing::Attach(absl::Span<uint8_t> ring_memory,
@@ -318,14 +319,21 @@ absl::Status IncomingRing::RefreshWriteIndex() {
   // UnmaskInterrupts, after [R2] in CommitRead).
   const uint32_t write = Field(control_->write_index).load(std::memory_order_seq_cst);
   if (absl::Status s = CheckIndex("write_index", write, data_size_); !s.ok()) return Fail(s);
-  const uint32_t available = Forward(read_, write, data_size_);
-  // The writer only adds packets: what was available stays available until we consume it.
-  if (available < available_) {
+  // The writer only adds packets, and only into space it saw free: from the last write_index
+  // we saw it can advance by at most the free space at that time minus 8 (it never fills
+  // the ring completely; it sees our committed read_index or an older one). Anything else is
+  // write_index moving backwards or over unread packets.
+  const uint32_t advance = Forward(last_write_, write, data_size_);
+  const uint32_t limit =
+      data_size_ - Forward(committed_read_, last_write_, data_size_) - kPacketAlignment;
+  if (advance > limit) {
     return Fail(absl::DataLossError(absl::StrFormat(
-        "ring write_index moved backwards: %u bytes were available at read offset %u, now %u "
-        "(write_index %u)",
-        available_, read_, available, write)));
+        "ring write_index moved from %u to %u: backwards, or over unread packets (read_index "
+        "%u)",
+        last_write_, write, committed_read_)));
   }
+  last_write_ = write;
+  const uint32_t available = Forward(read_, write, data_size_);
   available_ = available;
   return absl::OkStatus();
 }

@@ -406,8 +406,9 @@ class IncomingRing {
   // The next packet, or nullopt when none is available. Consumes it from this object's view;
   // its ring space is freed only by CommitRead. Errors:
   // - DataLoss (sticky, the ring object is failed) naming the corruption: write_index outside
-  //   the data area, misaligned, or moved backwards; fewer bytes available than a minimal
-  //   packet; len8 * 8 < 16 or larger than the bytes available; offset8 * 8 < 16 or past len8.
+  //   the data area, misaligned, moved backwards or over unread packets; fewer bytes available
+  //   than a minimal packet; len8 * 8 < 16 or larger than the bytes available; offset8 * 8 < 16 or
+  //   past len8.
   // - ResourceExhausted (not sticky; the packet is not consumed) for a packet that wraps and
   //   is larger than the scratch buffer.
   absl::StatusOr<std::optional<PacketView>> Next();
@@ -459,6 +460,7 @@ class IncomingRing {
   uint32_t data_size_;
   uint32_t committed_read_;  // private copy of the published read_index
   uint32_t read_;            // start of the next packet Next returns
+  uint32_t last_write_;      // the last write_index seen (validated)
   uint32_t available_;       // bytes known written beyond read_ (from the last write_index)
   absl::Status status_;
 };
