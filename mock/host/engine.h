@@ -1,0 +1,336 @@
+// HostEngine: the mock host's side of the channel-bus conversation, as a state machine with
+// no I/O.
+//
+// The engine plays what Hyper-V plays for each attached guest: it negotiates the protocol
+// version, offers channels, records GPADLs (checking every PFN against the guest's memory),
+// opens and closes channels, rescinds them, hands out and takes back relids, answers
+// ModifyChannel and Unload. It owns no threads, sockets, clocks, files or maps. Every input is
+// a method call that takes the current time; every effect is an Action appended to the
+// caller's list, in the order it must happen:
+//
+//   inputs                                   outputs (Actions)
+//   Attach / Detach a guest                  SendToGuest    a HostToGuest message for a guest
+//   HandleGuestMessage (control, signal)     PublishEvent   a ProtocolEvent for watchers
+//   HostControl: Offer, Rescind, Configure,  MapRings       map an opening channel's rings;
+//     InjectFault                                           answer with CompleteOpen
+//   CompleteOpen (the rings are mapped)      UnmapRings     a channel's rings are gone
+//   AdvanceTime (timers: delayed messages)   SignalChannel  the guest signalled on the stream
+//                                            DisconnectGuest  end a guest's stream (a fault)
+//
+// The runtime (mock/host/mock_host.h) wraps it with gRPC streams, the shared memory, the
+// doorbell threads and a clock; a deterministic simulation drives it directly with a seeded
+// scheduler. Given the same options (seed included) and the same inputs, the outputs are the
+// same: relids are the lowest free, guest ids count up, generated GUIDs come from a PRNG
+// seeded by EngineOptions::seed, and every container is iterated in a fixed order.
+//
+// Protocol rules enforced (VMBUS_FACTS.md):
+// - Before a successful InitiateContact, the only accepted message is InitiateContact; anything
+//   else gets a ProtocolError (FAILED_PRECONDITION). Versions 2.4, 3.0, 4.0, 4.1, 5.0, 5.1, 5.2
+//   and 5.3 up to HostSettings.max_version are accepted; others get version_supported = false.
+//   From 5.0 the VersionResponse carries kMessageConnectionId.
+// - Requests the guest waits on (GpadlCreate, OpenChannel, ModifyChannel from 5.3) are answered
+//   with a non-zero status when refused; others (CloseChannel, GpadlTeardown, RelidReleased,
+//   Unload, ...) get a ProtocolError. Every refusal also publishes an ERROR event.
+// - GPADL PFNs must be data pages inside the guest's file and not held by another live GPADL.
+//   An open maps the outbound ring (guest → host) from the first downstream_ring_page_offset
+//   pages of the GPADL and the inbound ring from the rest; each ring needs >= 2 pages.
+// - A rescinded channel stays RESCINDED (its relid taken) until the guest's RelidReleased;
+//   sub-channels are rescinded before their primary.
+// - Unload (from 3.0) closes every channel, forgets every GPADL and unsent state, and answers
+//   UnloadResponse; the guest may then negotiate again and request offers, which re-offers
+//   every channel (with new relids if HostSettings.remap_relids_on_resume).
+//
+// Threading: thread-compatible. The runtime serialises all calls under one mutex.
+#ifndef VBUS_MOCK_HOST_ENGINE_H_
+#define VBUS_MOCK_HOST_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "core/guid.h"
+#include "mock/guest_memory.h"
+#include "mock/host/device_kinds.h"
+#include "mock/host/gpadl_table.h"
+#include "mock/host/relid_allocator.h"
+#include "proto/control.pb.h"
+#include "proto/mock_host.pb.h"
+
+namespace vbus::mock {
+
+// --- Protocol constants the engine answers with ---------------------------------------------
+
+// The protocol versions the engine accepts, oldest first.
+inline constexpr uint32_t kSupportedVersions[] = {0x00020004, 0x00030000, 0x00040000, 0x00040001,
+                                                  0x00050000, 0x00050001, 0x00050002, 0x00050003};
+inline constexpr uint32_t kDefaultMaxVersion = 0x00050003;
+// VersionResponse.message_connection_id from 5.0 (Hyper-V's message connection id 4).
+inline constexpr uint32_t kMessageConnectionId = 4;
+// Offer.connection_id of relid r is kChannelConnectionIdBase + r (the mock's choice; guests
+// only echo it back when they signal).
+inline constexpr uint32_t kChannelConnectionIdBase = 0x10000;
+// NT status codes the engine sends.
+inline constexpr uint32_t kStatusUnsuccessful = 0xC0000001;
+inline constexpr uint32_t kStatusInvalidParameter = 0xC000000D;
+// Default monitor-page scan period.
+inline constexpr uint32_t kDefaultMonitorLatencyUs = 1000;
+// Bytes of Offer.user_defined and OpenChannel.user_data.
+inline constexpr size_t kUserDefinedBytes = 120;
+// Most sub-channels one OfferSpec may ask for.
+inline constexpr uint32_t kMaxSubChannels = 64;
+
+// IsSupportedVersion: whether `version` is one of kSupportedVersions.
+bool IsSupportedVersion(uint32_t version);
+// VersionName: "5.3" for 0x00050003.
+std::string VersionName(uint32_t version);
+// MessageTypeName: the ControlMessage oneof field name ("open_result"), or "empty".
+std::string MessageTypeName(const v1::ControlMessage& message);
+// RelidOf: the child_relid a control message is about, 0 if none.
+uint32_t RelidOf(const v1::ControlMessage& message);
+
+// --- Actions --------------------------------------------------------------------------------
+
+// Deliver `message` on the guest's GuestLink stream.
+struct SendToGuest {
+  std::string guest_id;
+  v1::HostToGuest message;
+};
+
+// Hand `event` to watchers. sequence is 0: the runtime numbers events host-wide.
+struct PublishEvent {
+  v1::ProtocolEvent event;
+};
+
+// A channel is opening: map its rings from guest memory and start its device, then call
+// CompleteOpen with the outcome. The PFNs were checked against the guest's memory.
+struct MapRings {
+  std::string guest_id;
+  uint32_t relid = 0;
+  // The offer's device kind ("echo", "sink", "raw", ...).
+  std::string device;
+  uint32_t gpadl = 0;
+  // Guest → host ring (the guest's outbound ring): control page + data pages.
+  std::vector<uint64_t> outbound_pfns;
+  // Host → guest ring (the guest's inbound ring).
+  std::vector<uint64_t> inbound_pfns;
+  // Set if the guest signals this channel through the monitor pages.
+  std::optional<uint32_t> monitor_id;
+};
+
+// The channel's rings must no longer be touched (close, rescind, unload, detach). Stop its
+// device and unmap. Sent at most once per MapRings.
+struct UnmapRings {
+  std::string guest_id;
+  uint32_t relid = 0;
+};
+
+// The guest sent a slow-path Signal for an open channel: drain it as if its event bit were set.
+struct SignalChannel {
+  std::string guest_id;
+  uint32_t relid = 0;
+};
+
+// End the guest's GuestLink stream (it will then be detached).
+struct DisconnectGuest {
+  std::string guest_id;
+  std::string reason;
+};
+
+using Action =
+    std::variant<SendToGuest, PublishEvent, MapRings, UnmapRings, SignalChannel, DisconnectGuest>;
+using Actions = std::vector<Action>;
+
+// --- Options --------------------------------------------------------------------------------
+
+struct EngineOptions {
+  // Host settings; unset fields take the defaults (max_version 5.3, no relid remapping,
+  // monitor latency kDefaultMonitorLatencyUs).
+  v1::HostSettings settings;
+  // Offered to every guest that attaches, in order.
+  std::vector<v1::OfferSpec> default_offers;
+  // Device kinds an OfferSpec may name, with their default class GUIDs.
+  absl::btree_map<std::string, Guid> device_classes = BuiltinDeviceClasses();
+  // Seeds the PRNG that generates instance GUIDs.
+  uint64_t seed = 0x76627573;  // "vbus"
+};
+
+// --- Engine ---------------------------------------------------------------------------------
+
+class HostEngine {
+ public:
+  // Create
+  // InvalidArgument if the settings or a default offer are invalid (naming which).
+  static absl::StatusOr<std::unique_ptr<HostEngine>> Create(EngineOptions options);
+
+  ~HostEngine();
+  HostEngine(const HostEngine&) = delete;
+  HostEngine& operator=(const HostEngine&) = delete;
+
+  // Attach
+  // A guest attached (the runtime has mapped its memory). Checks the name (non-empty, unique)
+  // and the memory description (size a positive multiple of 4096, ValidateLayout); creates the
+  // default offers (sent once the guest requests offers). Emits the Attached message and a
+  // GUEST_ATTACHED event. Returns the new guest id ("guest-1", "guest-2", ...).
+  // InvalidArgument / AlreadyExists on a bad request, with nothing emitted.
+  absl::StatusOr<std::string> Attach(const v1::Attach& attach, absl::Time now, Actions* out);
+
+  // Detach
+  // The guest's stream ended. Unmaps its open channels (UnmapRings each), drops its delayed
+  // messages, emits GUEST_DETACHED (with `reason`) and forgets the guest. NotFound for an
+  // unknown guest id.
+  absl::Status Detach(absl::string_view guest_id, absl::string_view reason, absl::Time now,
+                      Actions* out);
+
+  // HandleGuestMessage
+  // One message from the guest's stream after Attach: a control message or a slow-path
+  // signal (a second Attach is a protocol error). Bad input yields a ProtocolError or a status
+  // answer and an ERROR event; it never fails the engine. NotFound only for an unknown guest.
+  absl::Status HandleGuestMessage(absl::string_view guest_id, const v1::GuestToHost& message,
+                                  absl::Time now, Actions* out);
+
+  // CompleteOpen
+  // The outcome of a MapRings. OK → the channel is open: OpenResult(status 0) and a
+  // CHANNEL_OPENED event. An error → OpenResult with kStatusUnsuccessful and an ERROR event
+  // naming `mapped`. If the channel stopped opening meanwhile (closed, rescinded, unloaded),
+  // a successful mapping is undone with UnmapRings and nothing is sent. NotFound for an
+  // unknown guest; FailedPrecondition if no MapRings for this relid is outstanding.
+  absl::Status CompleteOpen(absl::string_view guest_id, uint32_t relid, const absl::Status& mapped,
+                            absl::Time now, Actions* out);
+
+  // --- HostControl -----------------------------------------------------------------------
+
+  // ResolveGuest
+  // The guest id named by `selector`: a guest id, a guest name, or empty for the only
+  // attached guest. NotFound if nothing matches; FailedPrecondition for an empty selector
+  // with zero or several guests attached.
+  absl::StatusOr<std::string> ResolveGuest(absl::string_view selector) const;
+
+  // Offer
+  // Offers a device (and its sub-channels) to a guest: relids allocated now; the offers are
+  // sent at once if the guest already requested offers (hot-add), else with its
+  // RequestOffers answer. InvalidArgument for a bad spec (unknown kind, malformed GUID,
+  // user_defined over 120 bytes, too many sub-channels), AlreadyExists for an instance GUID a
+  // live primary of that guest uses, ResourceExhausted when relids or monitor ids run out.
+  absl::StatusOr<v1::OfferResponse> Offer(const v1::OfferRequest& request, absl::Time now,
+                                          Actions* out);
+
+  // Rescind
+  // Rescinds a channel: for a primary, its live sub-channels first, then itself. Channels the
+  // guest was told about become RESCINDED (RescindOffer sent; open ones are unmapped first);
+  // channels it never heard of are forgotten at once. NotFound for an unknown relid;
+  // FailedPrecondition if already rescinded.
+  absl::StatusOr<v1::RescindResponse> Rescind(const v1::RescindRequest& request, absl::Time now,
+                                              Actions* out);
+
+  // ListGuests / ListChannels
+  // Snapshots. Channel counters (packets, bytes, signals) are left 0: the data plane owns
+  // them and the runtime fills them in. ListChannels: NotFound for an unknown guest.
+  v1::ListGuestsResponse ListGuests() const;
+  absl::StatusOr<v1::ListChannelsResponse> ListChannels(absl::string_view selector) const;
+
+  // InjectFault
+  // Arms a fault for a guest: a MessageFault applies to its next `count` host → guest control
+  // messages of the named type (drop, delay by delay_ms, or duplicate); a RefuseNext makes the
+  // next GpadlCreate / OpenChannel / ModifyChannel fail with the given status; disconnect
+  // emits DisconnectGuest now. Each firing emits a FAULT_FIRED event. InvalidArgument for an
+  // unknown message type, a guest → host type, or an unset fault.
+  absl::Status InjectFault(const v1::InjectFaultRequest& request, absl::Time now, Actions* out);
+
+  // Configure
+  // Merges the set fields into the settings and returns the settings now in force.
+  // InvalidArgument (nothing changed) for an unsupported max_version or a monitor latency
+  // outside 1 µs .. 1 s. A lower max_version affects later negotiations only.
+  absl::StatusOr<v1::HostSettings> Configure(const v1::ConfigureRequest& request);
+  const v1::HostSettings& settings() const { return settings_; }
+
+  // --- Timers ----------------------------------------------------------------------------
+
+  // AdvanceTime: sends every delayed message whose time has come (in due-time order).
+  void AdvanceTime(absl::Time now, Actions* out);
+  // NextTimer: when AdvanceTime next has work, or nullopt.
+  std::optional<absl::Time> NextTimer() const;
+
+  // --- Introspection (runtime, tests, simulation invariants) --------------------------------
+
+  // The state of one channel, as HostControl reports it plus engine-internal detail.
+  enum class ChannelState { kOffered, kOpening, kOpen, kRescinded };
+  struct ChannelSnapshot {
+    uint32_t relid = 0;
+    ChannelState state = ChannelState::kOffered;
+    bool offer_sent = false;
+    uint32_t primary_relid = 0;  // 0 for a primary
+    uint32_t ring_gpadl = 0;
+    std::optional<uint32_t> monitor_id;
+    std::string device;
+  };
+  // FindChannel: NotFound for an unknown guest or relid.
+  absl::StatusOr<ChannelSnapshot> FindChannel(absl::string_view guest_id, uint32_t relid) const;
+  // GuestIds in attach order.
+  std::vector<std::string> GuestIds() const;
+  // The guest's live GPADLs (nullptr for an unknown guest).
+  const GpadlTable* Gpadls(absl::string_view guest_id) const;
+
+ private:
+  struct Channel;
+  struct Guest;
+  struct DelayedMessage;
+
+  explicit HostEngine(EngineOptions options);
+
+  Guest* FindGuest(absl::string_view guest_id);
+  const Guest* FindGuest(absl::string_view guest_id) const;
+
+  // Guest message handlers.
+  void OnInitiateContact(Guest& g, const v1::InitiateContact& m, absl::Time now, Actions* out);
+  void OnRequestOffers(Guest& g, absl::Time now, Actions* out);
+  void OnGpadlCreate(Guest& g, const v1::GpadlCreate& m, absl::Time now, Actions* out);
+  void OnGpadlTeardown(Guest& g, const v1::GpadlTeardown& m, absl::Time now, Actions* out);
+  void OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time now, Actions* out);
+  void OnCloseChannel(Guest& g, const v1::CloseChannel& m, absl::Time now, Actions* out);
+  void OnRelidReleased(Guest& g, const v1::RelidReleased& m, absl::Time now, Actions* out);
+  void OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now, Actions* out);
+  void OnUnload(Guest& g, absl::Time now, Actions* out);
+  void OnSignal(Guest& g, const v1::Signal& m, absl::Time now, Actions* out);
+
+  // Helpers.
+  Channel* KnownChannel(Guest& g, uint32_t relid);  // offered to the guest, else nullptr
+  absl::StatusOr<std::vector<uint32_t>> CreateOffer(Guest& g, const v1::OfferSpec& spec,
+                                                    absl::Time now, Actions* out,
+                                                    v1::Guid* instance_used);
+  void SendOffer(Guest& g, Channel& c, absl::Time now, Actions* out);
+  void StopChannel(Guest& g, Channel& c, absl::string_view why, absl::Time now, Actions* out);
+  void ForgetChannel(Guest& g, uint32_t relid);
+  void RemapRelids(Guest& g);
+  Guid NewGuid();
+
+  // Output helpers. Control messages to the guest pass through its armed message faults.
+  void SendControl(Guest& g, v1::ControlMessage message, absl::Time now, Actions* out);
+  void EmitControl(const std::string& guest_id, const v1::ControlMessage& message, absl::Time now,
+                   Actions* out);
+  void Reject(Guest& g, absl::StatusCode code, uint32_t relid, const std::string& what,
+              absl::Time now, Actions* out);
+  void Event(const std::string& guest_id, v1::EventKind kind, uint32_t relid, absl::Time now,
+             Actions* out, std::string detail = "", const v1::ControlMessage* message = nullptr);
+
+  EngineOptions options_;
+  v1::HostSettings settings_;
+  std::mt19937_64 rng_;
+  uint64_t next_guest_number_ = 1;
+  absl::btree_map<uint64_t, std::unique_ptr<Guest>> guests_;  // by guest number
+  uint64_t next_delay_sequence_ = 0;
+  absl::btree_map<std::pair<absl::Time, uint64_t>, std::unique_ptr<DelayedMessage>> delayed_;
+};
+
+}  // namespace vbus::mock
+
+#endif  // VBUS_MOCK_HOST_ENGINE_H_
