@@ -46,6 +46,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "backends/pages.h"
 #include "proto/control.pb.h"
 
@@ -97,15 +98,6 @@ struct ChannelSignal {
   uint8_t monitor_id = 0;
   // The channel has its own interrupt: no shared send-flag bit is set.
   bool dedicated_interrupt = false;
-};
-
-// EventFlagsMemory
-// The guest's receive event flags: bit k (byte k / 8, bit k % 8) set by the host means
-// "relid k has work". Bit 0 is never a channel. The memory is 8-byte aligned, lives as long as
-// the backend, and is shared with the host: readers test-and-clear bits atomically.
-struct EventFlagsMemory {
-  uint8_t* bits = nullptr;
-  size_t bit_count = kEventFlagCount;
 };
 
 // BackendListener
@@ -190,9 +182,12 @@ class Backend {
   virtual absl::Status SignalHost(const ChannelSignal& signal) = 0;
 
   // ReceiveEventFlags
-  // The guest's receive event flags (see EventFlagsMemory). Valid after Start, for the
-  // backend's lifetime.
-  virtual EventFlagsMemory ReceiveEventFlags() = 0;
+  // The guest's receive event flags: kEventFlagBytes (256) bytes, 8-byte aligned, shared with
+  // the host. Bit k (byte k / 8, bit k % 8) set by the host means "relid k has work"; bit 0 is
+  // never a channel. Readers test-and-clear bits atomically (core/event_page.h:
+  // EventPage::Attach(backend.ReceiveEventFlags())). Valid after Start, for the backend's
+  // lifetime.
+  virtual absl::Span<uint8_t> ReceiveEventFlags() = 0;
 
   // AllocatePages
   // `count` zero-filled pages the host can reach, mapped contiguously in the guest, with their

@@ -52,6 +52,8 @@ class BusHarness {
   explicit BusHarness(BusConfig config = {});
 
   BusState& bus() { return bus_; }
+  // Whether every step checks BusState::CheckInvariants (default true; O(channels) per step).
+  void set_check_invariants(bool check) { check_invariants_ = check; }
   // The raw actions of the last step.
   const Actions& last() const { return last_; }
 
@@ -85,6 +87,7 @@ class BusHarness {
 
   BusState bus_;
   Actions last_;
+  bool check_invariants_ = true;
 };
 
 }  // namespace vbus::testing
