@@ -284,10 +284,10 @@ class BusState {
   RequestId Unload(absl::Time deadline, Actions* out);
 
   // ReleaseOffer
-  // The runtime has finished with a removed (rescinded or detached) offer: its GPADLs are
-  // released (ReleaseGpadl each) and, for a rescinded one while connected, RelidReleased is
-  // sent so the host may reuse the relid. Synchronous: NotFound for an unknown offer,
-  // FailedPrecondition for an active one.
+  // The runtime has finished with a removed (rescinded or detached) offer: for a rescinded one
+  // while connected, RelidReleased is sent (the host then forgets the relid and its GPADLs and
+  // may reuse both), then its GPADLs are released (ReleaseGpadl each). Synchronous: NotFound for an
+  // unknown offer, FailedPrecondition for an active one.
   absl::Status ReleaseOffer(OfferId offer, Actions* out);
 
   // ---- Inspection (for the runtime, tests and simulation invariants) --------------------
@@ -340,6 +340,8 @@ class BusState {
     GpadlState state = GpadlState::kCreating;
     bool ring = false;
     bool abandoned = false;
+    // A GpadlTeardown was sent before the GPADL was dropped: the host may still answer it.
+    bool teardown_sent = false;
     RequestId waiter;  // CreateGpadl / TeardownGpadl / Close waiting on it
   };
   struct PendingRequest {

@@ -253,6 +253,11 @@ void BusState::HandleGpadlTorndown(const v1::GpadlTorndown& m, Actions* out) {
            out);
     return;
   }
+  if (it->second.state == GpadlState::kDropped && it->second.teardown_sent) {
+    // The teardown crossed the rescind (or unload): the host answered it anyway. It is gone.
+    EraseGpadl(handle, out);
+    return;
+  }
   if (it->second.state != GpadlState::kTearingDown) {
     Ignore(IgnoreReason::kGpadlTorndownUnexpected,
            absl::FailedPreconditionError(absl::StrCat(

@@ -180,6 +180,7 @@ void BusState::DropChannel(OfferRecord& rec, const absl::Status& why, Actions* o
         Finish(id, absl::OkStatus(), out);  // a teardown: the host dropped the GPADL
       }
     }
+    g.teardown_sent = g.state == GpadlState::kTearingDown;
     g.state = GpadlState::kDropped;
   }
   rec.channel = ChannelState::kClosed;
@@ -196,12 +197,6 @@ absl::Status BusState::ReleaseOffer(OfferId offer, Actions* out) {
         absl::StrCat("release of offer ", offer.value(), " (relid ", rec->info.relid,
                      "): it is still offered; only rescinded or detached offers are released"));
   }
-  std::vector<uint32_t> handles = rec->gpadls;
-  std::sort(handles.begin(), handles.end());
-  for (uint32_t handle : handles) {
-    gpadls_.erase(handle);
-    out->push_back(ReleaseGpadl{offer, handle});
-  }
   if (rec->state == OfferState::kRescinded) {
     relid_index_[rec->info.relid] = OfferId();
     if (negotiated()) {
@@ -209,6 +204,14 @@ absl::Status BusState::ReleaseOffer(OfferId offer, Actions* out) {
       m.mutable_relid_released()->set_child_relid(rec->info.relid);
       Send(std::move(m), out);
     }
+  }
+  // After RelidReleased: the host has forgotten the relid's GPADLs before it reads any later
+  // message that could reuse their pages.
+  std::vector<uint32_t> handles = rec->gpadls;
+  std::sort(handles.begin(), handles.end());
+  for (uint32_t handle : handles) {
+    gpadls_.erase(handle);
+    out->push_back(ReleaseGpadl{offer, handle});
   }
   offers_.erase(offer);
   return absl::OkStatus();

@@ -125,9 +125,31 @@ TEST(BusStateRescindTest, RescindOfAnOpenChannelRetiresItAndSendsNothingUntilRel
       ElementsAre("complete request=6 open offer=1: FAILED_PRECONDITION: open of relid 7: "
                   "the host rescinded the channel"));
   EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
-              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10",
-                          "release_gpadl offer=1 gpadl=0xe1e11", "send RelidReleased{relid=7}"));
+              ElementsAre("send RelidReleased{relid=7}", "release_gpadl offer=1 gpadl=0xe1e10",
+                          "release_gpadl offer=1 gpadl=0xe1e11"));
   EXPECT_TRUE(h.bus().Gpadls().empty());
+}
+
+TEST(BusStateRescindTest, ATeardownThatCrossedTheRescindIsStillAnswered) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  h.Call([&](BusState& b, Actions* o) {
+    return b.CreateGpadl(a, GpadlParams{Pfns(300, 1)}, kDeadline, o);
+  });
+  h.Host(GpadlCreatedMsg(7, 0xE1E10));
+  RequestId teardown;
+  h.Call([&](BusState& b, Actions* o) { return b.TeardownGpadl(a, 0xE1E10, kDeadline, o); },
+         &teardown);
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("cancel_timer request=3", "complete request=3 gpadl_teardown offer=1: OK",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  // The host had already processed the teardown: its answer releases the GPADL silently.
+  EXPECT_THAT(h.Host(GpadlTorndownMsg(0xE1E10)),
+              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10"));
+  EXPECT_EQ(h.bus().counters().ignored_total, 0u);
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}"));
 }
 
 TEST(BusStateRescindTest, RescindWhileOpeningFailsTheOpen) {
@@ -194,7 +216,7 @@ TEST(BusStateRescindTest, RescindOfAPrimaryClosesItsSubChannelsFirst) {
   EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(sub, o).ok()); }),
               ElementsAre("send RelidReleased{relid=8}"));
   EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(primary, o).ok()); }),
-              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10", "send RelidReleased{relid=7}"));
+              ElementsAre("send RelidReleased{relid=7}", "release_gpadl offer=1 gpadl=0xe1e10"));
 }
 
 TEST(BusStateRescindTest, RescindOfAPrimaryFailsASubChannelOpenInProgress) {
