@@ -1,0 +1,190 @@
+#include "backends/testing/fake_backend.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace vbus::testing {
+
+FakeBackend::FakeBackend(size_t data_pages, ContactInfo contact) : contact_(contact) {
+  memory_ = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, (1 + data_pages) * kPageSize));
+  std::memset(memory_, 0, kPageSize);
+  pool_ = std::make_unique<PagePool>(memory_ + kPageSize, kFirstDataPfn, data_pages);
+}
+
+FakeBackend::~FakeBackend() {
+  Stop();
+  pool_.reset();  // checks that every Pages was returned
+  std::free(memory_);
+}
+
+absl::Status FakeBackend::Start(BackendListener* listener) {
+  absl::MutexLock lock(&mu_);
+  if (listener_ != nullptr || stopped_) {
+    return absl::FailedPreconditionError("FakeBackend: already started");
+  }
+  listener_ = listener;
+  return absl::OkStatus();
+}
+
+void FakeBackend::Stop() {
+  absl::MutexLock lock(&mu_);
+  stopped_ = true;
+  // Stop returns only when no listener call is running (unless called from inside one).
+  if (delivering_.has_value() && *delivering_ != std::this_thread::get_id()) {
+    mu_.Await(absl::Condition(
+        +[](std::optional<std::thread::id>* d) { return !d->has_value(); }, &delivering_));
+  }
+}
+
+absl::Status FakeBackend::PostMessage(const v1::ControlMessage& message) {
+  absl::MutexLock lock(&mu_);
+  if (fail_next_post_.has_value()) {
+    absl::Status s = *std::move(fail_next_post_);
+    fail_next_post_.reset();
+    return s;
+  }
+  if (host_lost_ || stopped_) return absl::UnavailableError("FakeBackend: the host is gone");
+  if (listener_ == nullptr) return absl::FailedPreconditionError("FakeBackend: not started");
+  if (message.message_case() == v1::ControlMessage::MESSAGE_NOT_SET) {
+    return absl::InvalidArgumentError("FakeBackend: empty ControlMessage");
+  }
+  posted_.push_back(message);
+  return absl::OkStatus();
+}
+
+void FakeBackend::SetConnection(const NegotiatedConnection& connection) {
+  absl::MutexLock lock(&mu_);
+  connection_ = connection;
+}
+
+void FakeBackend::PauseDelivery() {
+  absl::MutexLock lock(&mu_);
+  paused_ = true;
+  if (delivering_.has_value() && *delivering_ != std::this_thread::get_id()) {
+    mu_.Await(absl::Condition(
+        +[](std::optional<std::thread::id>* d) { return !d->has_value(); }, &delivering_));
+  }
+}
+
+void FakeBackend::ResumeDelivery() {
+  {
+    absl::MutexLock lock(&mu_);
+    paused_ = false;
+  }
+  Drain();
+}
+
+absl::Status FakeBackend::SignalHost(const ChannelSignal& signal) {
+  if (signal.relid == 0 || signal.relid >= kEventFlagCount) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FakeBackend: signal for relid ", signal.relid, ", outside 1..2047"));
+  }
+  absl::MutexLock lock(&mu_);
+  if (host_lost_ || stopped_) return absl::UnavailableError("FakeBackend: the host is gone");
+  signals_.push_back(signal);
+  return absl::OkStatus();
+}
+
+absl::Span<uint8_t> FakeBackend::ReceiveEventFlags() {
+  return absl::Span<uint8_t>(memory_, kEventFlagBytes);
+}
+
+absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
+
+absl::Status FakeBackend::DeliverToGuest(v1::ControlMessage message) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (listener_ == nullptr || stopped_ || host_lost_) {
+      return absl::FailedPreconditionError("FakeBackend: no listener to deliver to");
+    }
+    queue_.push_back(std::move(message));
+  }
+  Drain();
+  return absl::OkStatus();
+}
+
+void FakeBackend::Drain() {
+  for (;;) {
+    v1::ControlMessage next;
+    BackendListener* listener = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (paused_ || stopped_ || delivering_.has_value() || queue_.empty()) return;
+      next = std::move(queue_.front());
+      queue_.pop_front();
+      delivering_ = std::this_thread::get_id();
+      listener = listener_;
+    }
+    listener->OnHostMessage(next);
+    absl::MutexLock lock(&mu_);
+    delivering_.reset();
+  }
+}
+
+absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
+  if (relid == 0 || relid >= kEventFlagCount) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FakeBackend: event for relid ", relid, ", outside 1..2047"));
+  }
+  BackendListener* listener = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (listener_ == nullptr || stopped_) {
+      return absl::FailedPreconditionError("FakeBackend: not started");
+    }
+    listener = listener_;
+  }
+  // The guest test-and-clears bits atomically; set ours the same way. [E1] release pairs with
+  // the guest scanner's acquire exchange of the same 64-bit word.
+  uint64_t* word = reinterpret_cast<uint64_t*>(memory_) + relid / 64;
+  std::atomic_ref<uint64_t>(*word).fetch_or(uint64_t{1} << (relid % 64), std::memory_order_release);
+  listener->OnEventsPending();
+  return absl::OkStatus();
+}
+
+void FakeBackend::LoseHost(absl::Status status) {
+  BackendListener* listener = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    if (host_lost_ || listener_ == nullptr || stopped_) return;
+    host_lost_ = true;
+    queue_.clear();
+    listener = listener_;
+  }
+  listener->OnHostLost(status);
+}
+
+void FakeBackend::FailNextPost(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  fail_next_post_ = std::move(status);
+}
+
+std::vector<v1::ControlMessage> FakeBackend::TakePosted() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(posted_, {});
+}
+
+std::vector<ChannelSignal> FakeBackend::TakeSignals() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(signals_, {});
+}
+
+std::optional<NegotiatedConnection> FakeBackend::connection() const {
+  absl::MutexLock lock(&mu_);
+  return connection_;
+}
+
+bool FakeBackend::paused() const {
+  absl::MutexLock lock(&mu_);
+  return paused_;
+}
+
+size_t FakeBackend::queued_messages() const {
+  absl::MutexLock lock(&mu_);
+  return queue_.size();
+}
+
+}  // namespace vbus::testing
