@@ -1,0 +1,190 @@
+// Writes the seed corpora of the fuzzers (checked in under test/fuzz/corpus/):
+//   bazel run //test/fuzz:make_seeds -- $PWD/test/fuzz/corpus
+// Ring seeds are real rings built with OutgoingRing (valid packets, wraps, GPA-direct, a full
+// ring with pending_send_sz armed) plus scripted corruptions; event-page seeds are bitmaps and
+// Set/scan scripts.
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/ring_buffer.h"
+#include "test/fuzz/ring_fuzz_input.h"
+
+namespace vbus::fuzz {
+namespace {
+
+std::filesystem::path g_out;
+
+void WriteFile(const std::string& dir, const std::string& name, const std::vector<uint8_t>& b) {
+  std::filesystem::create_directories(g_out / dir);
+  std::ofstream f(g_out / dir / name, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::printf("%s/%s: %zu bytes\n", dir.c_str(), name.c_str(), b.size());
+}
+
+// A ring being built for a seed.
+struct SeedRing {
+  explicit SeedRing(size_t pages) : memory((pages + 1) * kPageSize + kPageSize) {
+    // Page-align inside the vector.
+    const auto base = reinterpret_cast<uintptr_t>(memory.data());
+    start = memory.data() + (kPageSize - base % kPageSize) % kPageSize;
+    span = absl::Span<uint8_t>(start, (pages + 1) * kPageSize);
+    if (!InitializeRing(span).ok()) std::abort();
+    out.emplace(*OutgoingRing::Attach(span));
+    in.emplace(*IncomingRing::Attach(span, absl::MakeSpan(scratch)));
+  }
+  void Write(size_t payload, PacketType type = PacketType::kDataInband,
+             absl::Span<const uint8_t> sub_header = {}) {
+    std::vector<uint8_t> bytes(payload);
+    for (size_t i = 0; i < payload; ++i) bytes[i] = static_cast<uint8_t>(i * 13 + payload);
+    const absl::Span<const uint8_t> pieces[] = {bytes};
+    OutgoingPacket p;
+    p.type = type;
+    p.trans_id = ++id;
+    p.sub_header = sub_header;
+    p.payload = pieces;
+    if (!out->Write(p).ok()) std::abort();
+  }
+  void Consume(int packets) {
+    for (int i = 0; i < packets; ++i) {
+      if (!in->Next().ok()) std::abort();
+    }
+    if (!in->CommitRead().ok()) std::abort();
+  }
+  // Serializes in the fuzzer's input format.
+  std::vector<uint8_t> Seed(uint8_t shape, const std::vector<uint8_t>& script) {
+    std::vector<uint8_t> b;
+    b.push_back(shape);
+    b.insert(b.end(), start, start + 16);
+    b.insert(b.end(), start + 64, start + 68);
+    b.push_back(static_cast<uint8_t>(script.size()));
+    b.insert(b.end(), script.begin(), script.end());
+    size_t used = span.size() - kPageSize;
+    while (used > 0 && start[kPageSize + used - 1] == 0) --used;  // trailing zeros implied
+    b.insert(b.end(), start + kPageSize, start + kPageSize + used);
+    return b;
+  }
+  std::vector<uint8_t> memory;
+  uint8_t* start;
+  absl::Span<uint8_t> span;
+  std::vector<uint8_t> scratch = std::vector<uint8_t>(3 * kPageSize);
+  std::optional<OutgoingRing> out;
+  std::optional<IncomingRing> in;
+  uint64_t id = 0;
+};
+
+constexpr uint8_t kOnePage = 0, kTwoPages = 1;
+constexpr uint8_t kScratchNone = 0 << 1, kScratch64 = 1 << 1, kScratchFull = 3 << 1;
+
+void RingSeeds() {
+  const std::string dir = "ring_reader";
+  {
+    SeedRing r(1);
+    WriteFile(dir, "empty.bin", r.Seed(kOnePage | kScratchFull, {}));
+  }
+  {
+    SeedRing r(1);
+    r.Write(0);
+    r.Write(5);
+    r.Write(100, PacketType::kCompletion);
+    WriteFile(dir, "three_packets.bin", r.Seed(kOnePage | kScratchFull, {}));
+    WriteFile(dir, "three_packets_script.bin",
+              r.Seed(kOnePage | kScratchFull, {kNext, kCommitRead, kUnmask, kDrain, kCommitRead,
+                                               kUnmask, kAvailable, kWrite, 10, kDrain}));
+    // A peer moving write_index backwards after the reader looked.
+    WriteFile(dir, "write_index_backwards.bin",
+              r.Seed(kOnePage | kScratchFull, {kAvailable, kPeerWriteIndex, 0, 3, kDrain}));
+    // Corrupt len8 of the second packet (at data offset 24, len8 at +4).
+    WriteFile(dir, "corrupt_len8.bin",
+              r.Seed(kOnePage | kScratchFull, {kPeerDataByte, 0, 28, 0xFF, kDrain}));
+    WriteFile(dir, "corrupt_offset8.bin",
+              r.Seed(kOnePage | kScratchFull, {kPeerDataByte, 0, 26, 0x09, kDrain}));
+  }
+  {
+    SeedRing r(1);  // indices near the end, then a packet that wraps
+    r.Write(4096 - 48 - 24);
+    r.Consume(1);
+    r.Write(300);
+    r.Write(20);
+    WriteFile(dir, "wrap.bin", r.Seed(kOnePage | kScratchFull, {}));
+    WriteFile(dir, "wrap_small_scratch.bin",
+              r.Seed(kOnePage | kScratch64, {kNext, kNext, kCommitRead, kAvailable}));
+  }
+  {
+    SeedRing r(1);  // descriptor split across the end
+    r.Write(4096 - 8 - 24);
+    r.Consume(1);
+    r.Write(40);
+    WriteFile(dir, "split_descriptor.bin", r.Seed(kOnePage | kScratchNone, {}));
+  }
+  {
+    SeedRing r(1);
+    const uint64_t pfns[] = {0x1234, 0x1235, 0x99};
+    const GpaRangeSpec ranges[] = {{5000, 16, absl::MakeSpan(pfns, 2)},
+                                   {8, 4000, absl::MakeSpan(pfns + 2, 1)}};
+    std::vector<uint8_t> sub(GpaDirectSubHeaderSize(ranges));
+    if (!EncodeGpaDirectSubHeader(ranges, absl::MakeSpan(sub)).ok()) std::abort();
+    r.Write(64, PacketType::kDataUsingGpaDirect, sub);
+    WriteFile(dir, "gpa_direct.bin", r.Seed(kOnePage | kScratchFull, {}));
+    WriteFile(dir, "gpa_direct_corrupt_count.bin",
+              r.Seed(kOnePage | kScratchFull, {kPeerDataByte, 0, 20, 0x40, kDrain}));
+  }
+  {
+    SeedRing r(1);  // full ring, writer waiting on pending_send_sz
+    for (int i = 0; i < 31; ++i) r.Write(100);
+    if (r.out->ArmPendingSend(PacketRingBytes(0, 300)).value_or(true)) std::abort();
+    WriteFile(dir, "full_pending.bin",
+              r.Seed(kOnePage | kScratchFull,
+                     {kNext, kCommitRead, kNext, kCommitRead, kNext, kCommitRead, kDrain,
+                      kCommitRead, kWrite, 33, kWrite, 200, kPeerReadIndex, 0, 5, kWrite, 1}));
+  }
+  {
+    SeedRing r(2);
+    r.Write(6000);
+    r.Consume(1);
+    r.Write(5000);
+    WriteFile(dir, "two_pages_wrap.bin", r.Seed(kTwoPages | kScratchFull, {}));
+  }
+}
+
+void EventPageSeeds() {
+  const std::string dir = "event_page";
+  WriteFile(dir, "empty.bin", std::vector<uint8_t>(256, 0));
+  WriteFile(dir, "all_set.bin", std::vector<uint8_t>(256, 0xFF));
+  std::vector<uint8_t> b(256, 0);
+  b[0] = 0x03;    // bit 0 (reserved) and relid 1
+  b[8] = 0x80;    // relid 71
+  b[255] = 0x80;  // relid 2047
+  auto op = [&](uint16_t v) {
+    b.push_back(static_cast<uint8_t>(v));
+    b.push_back(static_cast<uint8_t>(v >> 8));
+  };
+  op(7);
+  op(7);
+  op(2047);
+  op(2048);    // invalid
+  op(0);       // invalid
+  op(0x8000);  // scan
+  op(12);
+  op(1000);
+  op(0xC000);  // dispatch through the table
+  op(3);
+  WriteFile(dir, "ops.bin", b);
+}
+
+}  // namespace
+}  // namespace vbus::fuzz
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_seeds <corpus directory>\n");
+    return 1;
+  }
+  vbus::fuzz::g_out = argv[1];
+  vbus::fuzz::RingSeeds();
+  vbus::fuzz::EventPageSeeds();
+  return 0;
+}
