@@ -20,10 +20,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <mutex>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "backends/pages.h"
 
 namespace vbus {
@@ -58,12 +57,14 @@ class PagePool final : public PageReleaser {
   const uint64_t first_pfn_;
   const size_t page_count_;
 
-  mutable absl::Mutex mu_;
-  // Free runs: start index → length; no two runs touch (they are coalesced).
-  std::map<size_t, size_t> free_runs_ ABSL_GUARDED_BY(mu_);
-  // Allocated runs: start index → length.
-  std::map<size_t, size_t> allocated_ ABSL_GUARDED_BY(mu_);
-  size_t free_pages_ ABSL_GUARDED_BY(mu_) = 0;
+  // std::mutex rather than absl::Mutex: Debian's prebuilt Abseil is not TSan-instrumented, so
+  // TSan cannot see absl::Mutex's happens-before edges; it does intercept std::mutex.
+  mutable std::mutex mu_;
+  // Guarded by mu_: free runs (start index → length; no two runs touch: they are coalesced),
+  // allocated runs (start index → length), the free page count.
+  std::map<size_t, size_t> free_runs_;
+  std::map<size_t, size_t> allocated_;
+  size_t free_pages_ = 0;
 };
 
 }  // namespace vbus

@@ -1,6 +1,7 @@
 #include "backends/testing/fake_backend.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -21,7 +22,7 @@ FakeBackend::~FakeBackend() {
 }
 
 absl::Status FakeBackend::Start(BackendListener* listener) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (listener_ != nullptr || stopped_) {
     return absl::FailedPreconditionError("FakeBackend: already started");
   }
@@ -29,18 +30,23 @@ absl::Status FakeBackend::Start(BackendListener* listener) {
   return absl::OkStatus();
 }
 
+void FakeBackend::AwaitNoOtherDelivery(std::unique_lock<std::mutex>& lock) {
+  // Bounded like every wait in vbus: a listener stuck for a minute is a test bug; give up
+  // rather than hang the test.
+  delivery_done_.wait_for(lock, std::chrono::seconds(60), [&] {
+    return !delivering_.has_value() || *delivering_ == std::this_thread::get_id();
+  });
+}
+
 void FakeBackend::Stop() {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   stopped_ = true;
   // Stop returns only when no listener call is running (unless called from inside one).
-  if (delivering_.has_value() && *delivering_ != std::this_thread::get_id()) {
-    mu_.Await(absl::Condition(
-        +[](std::optional<std::thread::id>* d) { return !d->has_value(); }, &delivering_));
-  }
+  AwaitNoOtherDelivery(lock);
 }
 
 absl::Status FakeBackend::PostMessage(const v1::ControlMessage& message) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (fail_next_post_.has_value()) {
     absl::Status s = *std::move(fail_next_post_);
     fail_next_post_.reset();
@@ -56,22 +62,19 @@ absl::Status FakeBackend::PostMessage(const v1::ControlMessage& message) {
 }
 
 void FakeBackend::SetConnection(const NegotiatedConnection& connection) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   connection_ = connection;
 }
 
 void FakeBackend::PauseDelivery() {
-  absl::MutexLock lock(&mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   paused_ = true;
-  if (delivering_.has_value() && *delivering_ != std::this_thread::get_id()) {
-    mu_.Await(absl::Condition(
-        +[](std::optional<std::thread::id>* d) { return !d->has_value(); }, &delivering_));
-  }
+  AwaitNoOtherDelivery(lock);
 }
 
 void FakeBackend::ResumeDelivery() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     paused_ = false;
   }
   Drain();
@@ -82,7 +85,7 @@ absl::Status FakeBackend::SignalHost(const ChannelSignal& signal) {
     return absl::InvalidArgumentError(
         absl::StrCat("FakeBackend: signal for relid ", signal.relid, ", outside 1..2047"));
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (host_lost_ || stopped_) return absl::UnavailableError("FakeBackend: the host is gone");
   signals_.push_back(signal);
   return absl::OkStatus();
@@ -96,7 +99,7 @@ absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count) { return pool_->A
 
 absl::Status FakeBackend::DeliverToGuest(v1::ControlMessage message) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (listener_ == nullptr || stopped_ || host_lost_) {
       return absl::FailedPreconditionError("FakeBackend: no listener to deliver to");
     }
@@ -111,7 +114,7 @@ void FakeBackend::Drain() {
     v1::ControlMessage next;
     BackendListener* listener = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (paused_ || stopped_ || delivering_.has_value() || queue_.empty()) return;
       next = std::move(queue_.front());
       queue_.pop_front();
@@ -119,8 +122,11 @@ void FakeBackend::Drain() {
       listener = listener_;
     }
     listener->OnHostMessage(next);
-    absl::MutexLock lock(&mu_);
-    delivering_.reset();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      delivering_.reset();
+    }
+    delivery_done_.notify_all();
   }
 }
 
@@ -131,7 +137,7 @@ absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
   }
   BackendListener* listener = nullptr;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (listener_ == nullptr || stopped_) {
       return absl::FailedPreconditionError("FakeBackend: not started");
     }
@@ -148,7 +154,7 @@ absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
 void FakeBackend::LoseHost(absl::Status status) {
   BackendListener* listener = nullptr;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (host_lost_ || listener_ == nullptr || stopped_) return;
     host_lost_ = true;
     queue_.clear();
@@ -158,32 +164,32 @@ void FakeBackend::LoseHost(absl::Status status) {
 }
 
 void FakeBackend::FailNextPost(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   fail_next_post_ = std::move(status);
 }
 
 std::vector<v1::ControlMessage> FakeBackend::TakePosted() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return std::exchange(posted_, {});
 }
 
 std::vector<ChannelSignal> FakeBackend::TakeSignals() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return std::exchange(signals_, {});
 }
 
 std::optional<NegotiatedConnection> FakeBackend::connection() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return connection_;
 }
 
 bool FakeBackend::paused() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return paused_;
 }
 
 size_t FakeBackend::queued_messages() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return queue_.size();
 }
 
