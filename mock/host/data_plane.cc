@@ -396,6 +396,13 @@ GuestDataPlane::DrainResult GuestDataPlane::DrainOnce(HostChannel& c) {
   }
 }
 
+absl::Status GuestDataPlane::RaiseEvent(uint32_t relid) {
+  absl::StatusOr<bool> was_clear = host_events_.Set(relid);
+  if (!was_clear.ok()) return was_clear.status();
+  if (*was_clear) memory_->Ring(Doorbell::kHost);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<bool> GuestDataPlane::SendPacket(uint32_t relid, PacketType type, uint16_t flags,
                                                 uint64_t trans_id,
                                                 absl::Span<const uint8_t> payload) {

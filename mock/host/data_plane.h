@@ -118,6 +118,12 @@ class GuestDataPlane {
   // NotFound if it is not mapped.
   absl::Status DrainChannel(uint32_t relid);
 
+  // RaiseEvent
+  // Sets `relid`'s bit in the host event page and rings the host doorbell, exactly as the
+  // guest's own signal would (the runtime uses it for a slow-path Signal on the stream, so the
+  // drain happens on the doorbell thread like every other). InvalidArgument for a bad relid.
+  absl::Status RaiseEvent(uint32_t relid);
+
   // SendPacket
   // Writes one packet into the channel's inbound ring and signals the guest when needed.
   // Returns whether it signalled. NotFound if the relid has no open channel (FailedPrecondition

@@ -1,0 +1,442 @@
+// MockHostServer in-process on a loopback port: real gRPC, real shared memory, real doorbell
+// threads. Raw test guests (mock/testing/raw_guest_client.h) drive GuestLink; the generated
+// HostControl stub drives the rest.
+#include "mock/host/mock_host.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "gtest/gtest.h"
+#include "mock/testing/raw_guest_client.h"
+
+namespace vbus::mock {
+namespace {
+
+using testing::GuestRings;
+using ::testing::HasSubstr;
+using testing::RawGuestClient;
+using testing::ReceivedPacket;
+using ::testing::SizeIs;
+
+constexpr uint32_t k5_3 = 0x00050003;
+constexpr uint64_t kMemory = 4 << 20;
+
+absl::Time Deadline() { return absl::Now() + absl::Seconds(20); }
+
+std::chrono::system_clock::time_point RpcDeadline() {
+  return absl::ToChronoTime(absl::Now() + absl::Seconds(20));
+}
+
+std::vector<uint8_t> Padded(std::vector<uint8_t> b) {
+  b.resize((b.size() + 7) / 8 * 8, 0);
+  return b;
+}
+
+class MockHostTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start({"echo"}); }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+  }
+
+  void Start(const std::vector<std::string>& default_offers) {
+    MockHostOptions options;
+    for (const std::string& kind : default_offers) {
+      options.engine.default_offers.emplace_back().set_device(kind);
+    }
+    options.log = [this](absl::string_view line) {
+      absl::MutexLock lock(&log_mu_);
+      log_.emplace_back(line);
+    };
+    auto server = MockHostServer::Start(std::move(options), "127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    channel_ = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
+    control_ = v1::HostControl::NewStub(channel_);
+  }
+
+  std::unique_ptr<RawGuestClient> AttachGuest(const std::string& name) {
+    auto guest = RawGuestClient::Attach(channel_, name, kMemory, Deadline());
+    EXPECT_TRUE(guest.ok()) << guest.status();
+    return guest.ok() ? std::move(*guest) : nullptr;
+  }
+
+  v1::ListGuestsResponse ListGuests() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    v1::ListGuestsResponse r;
+    grpc::Status s = control_->ListGuests(&ctx, {}, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return r;
+  }
+
+  v1::ChannelInfo ChannelOf(const std::string& guest, uint32_t relid) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    v1::ListChannelsRequest req;
+    req.set_guest(guest);
+    v1::ListChannelsResponse r;
+    grpc::Status s = control_->ListChannels(&ctx, req, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    for (const auto& c : r.channels()) {
+      if (c.child_relid() == relid) return c;
+    }
+    ADD_FAILURE() << "no relid " << relid;
+    return {};
+  }
+
+  // A WatchEvents stream that is registered when this returns (initial metadata received).
+  struct EventWatch {
+    std::unique_ptr<grpc::ClientContext> ctx = std::make_unique<grpc::ClientContext>();
+    std::unique_ptr<grpc::ClientReader<v1::ProtocolEvent>> reader;
+    // Reads until an event satisfying `pred` arrives; false if the stream ends first.
+    template <typename Pred>
+    bool ReadUntil(Pred pred, v1::ProtocolEvent* out = nullptr) {
+      v1::ProtocolEvent e;
+      while (reader->Read(&e)) {
+        if (pred(e)) {
+          if (out != nullptr) *out = e;
+          return true;
+        }
+      }
+      return false;
+    }
+  };
+  EventWatch WatchEvents(const std::string& text_request) {
+    EventWatch w;
+    v1::WatchEventsRequest req;
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text_request, &req));
+    w.ctx->set_deadline(RpcDeadline());
+    w.reader = control_->WatchEvents(w.ctx.get(), req);
+    w.reader->WaitForInitialMetadata();
+    return w;
+  }
+
+  grpc::Status Call(const std::string& method, const std::string& text_request) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    if (method == "InjectFault") {
+      v1::InjectFaultRequest req;
+      EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text_request, &req));
+      v1::InjectFaultResponse r;
+      return control_->InjectFault(&ctx, req, &r);
+    }
+    ADD_FAILURE() << method;
+    return grpc::Status::CANCELLED;
+  }
+
+  std::unique_ptr<MockHostServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::HostControl::Stub> control_;
+  absl::Mutex log_mu_;
+  std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
+};
+
+TEST_F(MockHostTest, AttachListAndDetachOnDisconnect) {
+  EventWatch watch = WatchEvents("kinds: EVENT_KIND_GUEST_DETACHED");
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm-1");
+  ASSERT_NE(guest, nullptr);
+  EXPECT_EQ(guest->guest_id(), "guest-1");
+  v1::ListGuestsResponse list = ListGuests();
+  ASSERT_THAT(list.guests(), SizeIs(1));
+  EXPECT_EQ(list.guests(0).guest_name(), "vm-1");
+  EXPECT_EQ(list.guests(0).memory_path(), guest->memory().path());
+  EXPECT_EQ(list.guests(0).channel_count(), 1u);  // the default echo offer
+  guest.reset();                                  // cancels the stream
+  v1::ProtocolEvent detached;
+  ASSERT_TRUE(watch.ReadUntil([](const auto&) { return true; }, &detached));
+  EXPECT_EQ(detached.guest_id(), "guest-1");
+  EXPECT_THAT(ListGuests().guests(), SizeIs(0));
+  absl::MutexLock lock(&log_mu_);
+  ASSERT_THAT(log_, SizeIs(2));
+  EXPECT_THAT(log_[0], HasSubstr("guest-1 attached"));
+  EXPECT_THAT(log_[1], HasSubstr("guest-1 detached"));
+}
+
+TEST_F(MockHostTest, RefusedAttaches) {
+  // The first message is not an attach.
+  auto memory = GuestMemory::Create("", kMemory);
+  ASSERT_TRUE(memory.ok());
+  v1::GuestToHost control;
+  control.mutable_control()->mutable_request_offers();
+  auto r = RawGuestClient::AttachWith(channel_, std::move(*memory), control, Deadline());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+
+  // The memory file does not exist / has another size.
+  memory = GuestMemory::Create("", kMemory);
+  ASSERT_TRUE(memory.ok());
+  v1::GuestToHost attach;
+  attach.mutable_attach()->set_guest_name("vm");
+  attach.mutable_attach()->set_memory_path("/dev/shm/vbus-no-such-file");
+  attach.mutable_attach()->set_memory_size_bytes(kMemory);
+  *attach.mutable_attach()->mutable_layout() = LayoutToProto({});
+  r = RawGuestClient::AttachWith(channel_, std::move(*memory), attach, Deadline());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  memory = GuestMemory::Create("", kMemory);
+  ASSERT_TRUE(memory.ok());
+  attach.mutable_attach()->set_memory_path((*memory)->path());
+  attach.mutable_attach()->set_memory_size_bytes(2 * kMemory);
+  r = RawGuestClient::AttachWith(channel_, std::move(*memory), attach, Deadline());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+
+  // A name already attached.
+  std::unique_ptr<RawGuestClient> first = AttachGuest("taken");
+  auto second = RawGuestClient::Attach(channel_, "taken", kMemory, Deadline());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists) << second.status();
+  EXPECT_THAT(ListGuests().guests(), SizeIs(1));
+}
+
+TEST_F(MockHostTest, EchoThroughRingsAndDoorbells) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  auto offers = guest->Connect(k5_3, Deadline());
+  ASSERT_TRUE(offers.ok()) << offers.status();
+  ASSERT_THAT(*offers, SizeIs(1));
+  const uint32_t relid = (*offers)[0].child_relid();
+  auto rings = guest->OpenChannel(relid, 8, 8, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  constexpr int kPackets = 2000;
+  for (int i = 0; i < kPackets; ++i) {
+    std::vector<uint8_t> b(static_cast<size_t>(1 + (i * 131) % 4000));
+    for (size_t j = 0; j < b.size(); ++j) b[j] = static_cast<uint8_t>(i * 7 + j);
+    const uint16_t flags = i % 3 == 0 ? kCompletionRequested : 0;
+    ASSERT_TRUE(
+        (*rings)
+            ->SendWaiting(PacketType::kDataInband, flags, static_cast<uint64_t>(i), b, Deadline())
+            .ok());
+    absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
+    ASSERT_TRUE(p.ok()) << i << ": " << p.status();
+    ASSERT_EQ(p->trans_id, static_cast<uint64_t>(i));
+    ASSERT_EQ(p->type, flags != 0 ? 11 : 6);
+    ASSERT_EQ(p->payload, Padded(b)) << i;
+  }
+  v1::ChannelInfo info = ChannelOf("vm", relid);
+  EXPECT_EQ(info.state(), v1::CHANNEL_STATE_OPEN);
+  EXPECT_EQ(info.packets_from_guest(), static_cast<uint64_t>(kPackets));
+  EXPECT_EQ(info.packets_to_guest(), static_cast<uint64_t>(kPackets));
+  EXPECT_GT(info.signals_from_guest(), 0u);
+  EXPECT_GT(info.signals_to_guest(), 0u);
+}
+
+TEST_F(MockHostTest, RawChannelSendPacketAndWatchPackets) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  // Hot-add a raw channel.
+  v1::OfferRequest offer;
+  offer.mutable_spec()->set_device("raw");
+  v1::OfferResponse offered;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    ASSERT_TRUE(control_->Offer(&ctx, offer, &offered).ok());
+  }
+  auto hot = guest->ReceiveControl(Deadline());
+  ASSERT_TRUE(hot.ok()) << hot.status();
+  ASSERT_EQ(hot->offer().child_relid(), offered.child_relid());
+  const uint32_t relid = offered.child_relid();
+
+  // SendPacket into a channel that is not open yet.
+  v1::SendPacketRequest send;
+  send.set_child_relid(relid);
+  send.set_payload("from the host");
+  send.set_transaction_id(99);
+  v1::SendPacketResponse sent;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    EXPECT_EQ(control_->SendPacket(&ctx, send, &sent).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  auto rings = guest->OpenChannel(relid, 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(RpcDeadline());
+    ASSERT_TRUE(control_->SendPacket(&ctx, send, &sent).ok());
+    EXPECT_TRUE(sent.signalled());
+  }
+  absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->trans_id, 99u);
+  EXPECT_EQ(std::string(p->payload.begin(), p->payload.begin() + 13), "from the host");
+
+  // What the guest writes reaches a WatchPackets stream.
+  grpc::ClientContext watch_ctx;
+  watch_ctx.set_deadline(RpcDeadline());
+  v1::WatchPacketsRequest watch;
+  watch.set_guest("vm");
+  watch.set_child_relid(relid);
+  auto reader = control_->WatchPackets(&watch_ctx, watch);
+  reader->WaitForInitialMetadata();
+  const std::vector<uint8_t> hello = {'h', 'i', '!', 0, 0, 0, 0, 0};
+  ASSERT_TRUE((*rings)->Send(PacketType::kDataInband, 0, 5, hello).ok());
+  v1::GuestPacket packet;
+  ASSERT_TRUE(reader->Read(&packet));
+  EXPECT_EQ(packet.guest_id(), guest->guest_id());
+  EXPECT_EQ(packet.child_relid(), relid);
+  EXPECT_EQ(packet.type(), 6u);
+  EXPECT_EQ(packet.transaction_id(), 5u);
+  EXPECT_EQ(packet.payload(), std::string("hi!\0\0\0\0\0", 8));
+}
+
+TEST_F(MockHostTest, ProtocolErrorsTravelOnTheStream) {
+  EventWatch watch = WatchEvents("kinds: EVENT_KIND_ERROR");
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  v1::ControlMessage early;
+  early.mutable_request_offers();
+  ASSERT_TRUE(guest->Send(early).ok());
+  absl::StatusOr<v1::HostToGuest> m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  v1::ProtocolEvent e;
+  ASSERT_TRUE(watch.ReadUntil([](const auto&) { return true; }, &e));
+  EXPECT_THAT(e.detail(), HasSubstr("before a successful InitiateContact"));
+  // The guest carries on.
+  EXPECT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+}
+
+TEST_F(MockHostTest, WatchEventsFiltersByKindAndRelid) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  EventWatch watch = WatchEvents("guest: 'vm' kinds: EVENT_KIND_CHANNEL_OPENED child_relid: 1");
+  auto rings = guest->OpenChannel(1, 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  v1::ProtocolEvent e;
+  ASSERT_TRUE(watch.reader->Read(&e));
+  EXPECT_EQ(e.kind(), v1::EVENT_KIND_CHANNEL_OPENED);
+  EXPECT_EQ(e.child_relid(), 1u);
+  EXPECT_GT(e.sequence(), 0u);
+  EXPECT_THAT(e.detail(), HasSubstr("echo on GPADL 0xe1e10"));
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(RpcDeadline());
+  v1::WatchEventsRequest bad;
+  bad.add_kinds(static_cast<v1::EventKind>(77));
+  auto reader = control_->WatchEvents(&ctx, bad);
+  v1::ProtocolEvent ignored;
+  EXPECT_FALSE(reader->Read(&ignored));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(MockHostTest, DisconnectFault) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->OpenChannel(1, 4, 4, Deadline()).ok());
+  ASSERT_TRUE(Call("InjectFault", "guest: 'vm' disconnect: true").ok());
+  absl::StatusOr<grpc::Status> end = guest->WaitForEnd(Deadline());
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(end->error_message(), HasSubstr("injected fault"));
+  EXPECT_THAT(ListGuests().guests(), SizeIs(0));
+}
+
+TEST_F(MockHostTest, DelayFaultIsReleasedByTheTimer) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(Call("InjectFault",
+                   "guest: 'vm' message { message_type: 'version_response' action: ACTION_DELAY "
+                   "delay_ms: 50 }")
+                  .ok());
+  const absl::Time sent = absl::Now();
+  auto offers = guest->Connect(k5_3, Deadline());
+  ASSERT_TRUE(offers.ok()) << offers.status();
+  EXPECT_GE(absl::Now() - sent, absl::Milliseconds(50));
+}
+
+TEST_F(MockHostTest, SlowPathSignalDrainsTheChannel) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  auto rings = guest->OpenChannel(1, 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok());
+  (*rings)->outbound_control()->interrupt_mask = 1;  // the ring says: do not signal
+  ASSERT_FALSE(*(*rings)->Send(PacketType::kDataInband, 0, 3, std::vector<uint8_t>(8, 1)));
+  v1::GuestToHost signal;
+  signal.mutable_signal()->set_child_relid(1);
+  ASSERT_TRUE(guest->SendRaw(signal).ok());
+  absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->trans_id, 3u);
+}
+
+TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(RpcDeadline());
+  v1::ConfigureRequest configure;
+  configure.mutable_settings()->set_monitor_latency_us(200);
+  v1::HostSettings settings;
+  ASSERT_TRUE(control_->Configure(&ctx, configure, &settings).ok());
+  EXPECT_EQ(settings.monitor_latency_us(), 200u);
+  EXPECT_EQ(settings.max_version(), k5_3);
+
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  v1::OfferRequest offer;
+  offer.mutable_spec()->set_device("echo");
+  offer.mutable_spec()->set_monitored(true);
+  v1::OfferResponse offered;
+  grpc::ClientContext offer_ctx;
+  offer_ctx.set_deadline(RpcDeadline());
+  ASSERT_TRUE(control_->Offer(&offer_ctx, offer, &offered).ok());
+  auto offers = guest->Connect(k5_3, Deadline());
+  ASSERT_TRUE(offers.ok());
+  ASSERT_THAT(*offers, SizeIs(2));
+  ASSERT_TRUE((*offers)[1].monitor_allocated());
+  auto rings = guest->OpenChannel(offered.child_relid(), 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok());
+  (*rings)->outbound_control()->interrupt_mask = 1;  // no event bit, no doorbell
+  ASSERT_FALSE(*(*rings)->Send(PacketType::kDataInband, 0, 8, std::vector<uint8_t>(8, 2)));
+  ASSERT_TRUE(guest->memory().TriggerMonitor((*offers)[1].monitor_id()).ok());
+  absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->trans_id, 8u);
+}
+
+TEST_F(MockHostTest, RescindWhileOpenOverGrpc) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  auto rings = guest->OpenChannel(1, 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(RpcDeadline());
+  v1::RescindRequest rescind;
+  rescind.set_child_relid(1);
+  v1::RescindResponse rescinded;
+  ASSERT_TRUE(control_->Rescind(&ctx, rescind, &rescinded).ok());
+  auto m = guest->ReceiveControl(Deadline());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->rescind_offer().child_relid(), 1u);
+  EXPECT_EQ(ChannelOf("vm", 1).state(), v1::CHANNEL_STATE_RESCINDED);
+  // The host no longer reads the rings: a packet now stays unanswered (and causes no error).
+  ASSERT_TRUE((*rings)->Send(PacketType::kDataInband, 0, 1, std::vector<uint8_t>(8)).ok());
+  v1::ControlMessage release;
+  release.mutable_relid_released()->set_child_relid(1);
+  ASSERT_TRUE(guest->Send(release).ok());
+  // Errors for unknown relids and guests, with gRPC codes.
+  grpc::ClientContext ctx2;
+  ctx2.set_deadline(RpcDeadline());
+  EXPECT_EQ(control_->Rescind(&ctx2, rescind, &rescinded).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx3;
+  ctx3.set_deadline(RpcDeadline());
+  rescind.set_guest("nobody");
+  EXPECT_EQ(control_->Rescind(&ctx3, rescind, &rescinded).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(MockHostTest, ShutdownEndsGuestsAndWatches) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->OpenChannel(1, 4, 4, Deadline()).ok());
+  EventWatch watch = WatchEvents("");
+  server_->Shutdown();
+  absl::StatusOr<grpc::Status> end = guest->WaitForEnd(Deadline());
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_FALSE(watch.ReadUntil([](const auto&) { return false; }));
+  EXPECT_EQ(watch.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+}  // namespace
+}  // namespace vbus::mock
