@@ -550,8 +550,7 @@ absl::Status BusState::CheckInvariants() const {
       return broken("offer ", id.value(), " (", OfferStateName(rec.state), ") does not hold relid ",
                     relid);
     }
-    if (rec.state == OfferState::kDetached && phase_ != BusPhase::kDisconnected &&
-        relid_index_[relid] == id) {
+    if (rec.state == OfferState::kDetached && relid_index_[relid] == id) {
       return broken("detached offer ", id.value(), " still holds relid ", relid);
     }
     if (rec.state != OfferState::kActive &&
