@@ -511,6 +511,12 @@ std::optional<ChannelStatus> BusState::GetChannel(OfferId offer) const {
   return s;
 }
 
+std::optional<uint32_t> BusState::RequestGpadl(RequestId request) const {
+  auto it = requests_.find(request);
+  if (it == requests_.end() || it->second.gpadl == 0) return std::nullopt;
+  return it->second.gpadl;
+}
+
 std::optional<OfferId> BusState::FindOfferByRelid(uint32_t relid) const {
   if (!protocol::IsValidRelid(relid) || !relid_index_[relid].valid()) return std::nullopt;
   return relid_index_[relid];

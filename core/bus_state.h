@@ -307,6 +307,12 @@ class BusState {
   std::vector<GpadlStatus> Gpadls() const;
   // Calls waiting for a Complete.
   size_t pending_requests() const { return requests_.size(); }
+  // RequestGpadl
+  // The GPADL handle a pending Open (its ring GPADL), CreateGpadl, TeardownGpadl or Close
+  // (the ring GPADL it tears down) is tied to, chosen when the call was made; nullopt for
+  // other or finished requests. The runtime files the memory it allocated under this handle
+  // right after the call, and frees it at the handle's ReleaseGpadl action.
+  std::optional<uint32_t> RequestGpadl(RequestId request) const;
   const BusCounters& counters() const { return counters_; }
 
   // CheckInvariants

@@ -285,6 +285,19 @@ TEST_F(BusStateChannelTest, GpadlCreateAndTeardown) {
                           "0xe1e10: relid 7 has no such GPADL"));
 }
 
+TEST_F(BusStateChannelTest, RequestGpadlNamesTheHandleOfAPendingCall) {
+  RequestId open, create;
+  Open(a_, SmallRings(), &open);
+  CreateGpadl(a_, GpadlParams{Pfns(500, 1)}, &create);
+  EXPECT_EQ(h_.bus().RequestGpadl(open), 0xE1E10u);
+  EXPECT_EQ(h_.bus().RequestGpadl(create), 0xE1E11u);
+  h_.Host(GpadlCreatedMsg(7, 0xE1E11));
+  EXPECT_EQ(h_.bus().RequestGpadl(create), std::nullopt);  // finished
+  RequestId bad;
+  Open(OfferId(99), SmallRings(), &bad);
+  EXPECT_EQ(h_.bus().RequestGpadl(bad), std::nullopt);
+}
+
 TEST_F(BusStateChannelTest, GpadlRefusedByTheHost) {
   CreateGpadl(a_, GpadlParams{Pfns(500, 2)});
   EXPECT_THAT(h_.Host(GpadlCreatedMsg(7, 0xE1E10, protocol::kStatusUnsuccessful)),
