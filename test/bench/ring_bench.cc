@@ -14,6 +14,9 @@
 //
 // Run: bazel run --config=opt //test/bench:ring_bench
 // Counters: items_per_second = packets/s, bytes_per_second = payload bytes/s.
+#include <pthread.h>
+#include <sched.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +49,28 @@ class Backoff {
 
  private:
   int spins_ = 0;
+};
+
+// Best effort: the producer on CPU 0, the consumer on CPU 1, so the two never share a core
+// (on a 2-CPU machine the scheduler may otherwise time-slice them on one).
+void PinToCpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+// Undoes PinToCpu for the benchmark thread when the benchmark ends.
+class ScopedPin {
+ public:
+  explicit ScopedPin(int cpu) {
+    pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+    PinToCpu(cpu);
+  }
+  ~ScopedPin() { pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_); }
+
+ private:
+  cpu_set_t saved_;
 };
 
 size_t QueueBytes(size_t payload) { return std::max<size_t>(256 * 1024, 8 * payload); }
@@ -91,7 +116,9 @@ void RunVbus(benchmark::State& state, size_t batch) {
 
   const int64_t total = state.max_iterations;
   std::atomic<bool> bad{false};
+  ScopedPin pin(0);
   std::thread consumer([&] {
+    PinToCpu(1);
     std::vector<uint8_t> sink(payload);
     Backoff backoff;
     int64_t since_commit = 0;
@@ -158,7 +185,9 @@ void BM_BoostSpscQueue(benchmark::State& state) {
   auto queue = std::make_unique<boost::lockfree::spsc_queue<Slot>>(QueueBytes(kPayload) / kPayload);
   const int64_t total = state.max_iterations;
   std::atomic<bool> bad{false};
+  ScopedPin pin(0);
   std::thread consumer([&] {
+    PinToCpu(1);
     std::vector<uint8_t> sink(kPayload);
     Backoff backoff;
     for (int64_t seq = 0; seq < total;) {
@@ -213,7 +242,9 @@ void BM_DpdkRteRing(benchmark::State& state) {
   }
   const int64_t total = state.max_iterations;
   std::atomic<bool> bad{false};
+  ScopedPin pin(0);
   std::thread consumer([&] {
+    PinToCpu(1);
     std::vector<uint8_t> sink(payload);
     Backoff backoff;
     for (int64_t seq = 0; seq < total;) {
