@@ -33,14 +33,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/event_page.h"
@@ -170,7 +171,9 @@ class GuestDataPlane {
   EventPage guest_events_;  // host sets bits (host → guest)
   EventPage host_events_;   // guest sets bits, host scans (guest → host)
 
-  mutable absl::Mutex channels_mu_;
+  // std::shared_mutex, not absl::Mutex: TSan sees pthread locks (Debian's Abseil is not built
+  // with TSan).
+  mutable std::shared_mutex channels_mu_;
   absl::btree_map<uint32_t, std::unique_ptr<HostChannel>> channels_ ABSL_GUARDED_BY(channels_mu_);
   // monitor id → relid (0 = none), for monitored open channels.
   std::array<uint32_t, kMonitorIdCount> monitor_relid_ ABSL_GUARDED_BY(channels_mu_) = {};

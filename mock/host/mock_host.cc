@@ -46,13 +46,13 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
 
   // Starts reading unless the stream was finished meanwhile.
   void StartReading() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (!finished_) StartRead(&in_);
   }
 
   // Queues a message for the guest; dropped once the stream is finishing.
   void Enqueue(v1::HostToGuest message) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
     queue_.push_back(std::move(message));
     if (!writing_) WriteNextLocked();
@@ -61,7 +61,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
   // Ends the stream with `status` (after the write in flight, if any). Queued messages that
   // were not yet written are dropped. Idempotent.
   void FinishWith(grpc::Status status) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
     finished_ = true;
     queue_.clear();
@@ -81,7 +81,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
     if (finished_) {
       if (finish_status_) {
@@ -113,7 +113,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
 
   MockHost* const host_;
   v1::GuestToHost in_;
-  absl::Mutex mu_;
+  std::mutex mu_;
   std::deque<v1::HostToGuest> queue_ ABSL_GUARDED_BY(mu_);
   v1::HostToGuest current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
@@ -266,13 +266,14 @@ void MockHost::Log(absl::string_view line) {
 }
 
 void MockHost::Shutdown() {
-  absl::MutexLock shutdown_lock(&shutdown_mu_);
+  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
   std::vector<std::unique_ptr<Session>> dead;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     shutting_down_ = true;
+    timer_cv_.notify_one();
     std::vector<std::string> ids = engine_->GuestIds();
     for (const std::string& id : ids) {
       DetachLocked(id, "the host is shutting down",
@@ -291,7 +292,7 @@ void MockHost::Shutdown() {
 }
 
 bool MockHost::RegisterStream(GuestStream* stream) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (shutting_down_) {
     stream->FinishWith(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "the mock host is shutting down"));
@@ -302,7 +303,7 @@ bool MockHost::RegisterStream(GuestStream* stream) {
 }
 
 void MockHost::ForgetStream(GuestStream* stream) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   unattached_streams_.erase(stream);
   // An attached stream is always detached (and erased from stream_guest_) before it is
   // finished, and OnDone follows Finish.
@@ -311,11 +312,11 @@ void MockHost::ForgetStream(GuestStream* stream) {
 template <typename Fn>
 auto MockHost::Run(Fn&& fn) -> decltype(fn(absl::Time(), static_cast<Actions*>(nullptr))) {
   std::vector<std::unique_ptr<Session>> dead;
-  mu_.Lock();
+  std::unique_lock<std::mutex> lock(mu_);
   Actions out;
   auto result = fn(absl::Now(), &out);
   Execute(std::move(out), &dead);
-  mu_.Unlock();
+  lock.unlock();
   dead.clear();  // joins doorbell threads outside the lock
   return result;
 }
@@ -366,7 +367,10 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
                    grpc::Status(grpc::StatusCode::UNAVAILABLE, disconnect->reason), dead);
     }
   }
-  if (engine_->NextTimer().has_value()) timer_dirty_ = true;
+  if (engine_->NextTimer().has_value()) {
+    timer_dirty_ = true;
+    timer_cv_.notify_one();
+  }
 }
 
 void MockHost::DetachLocked(const std::string& guest_id, const std::string& reason,
@@ -409,7 +413,7 @@ void MockHost::PublishEvent(v1::ProtocolEvent event) {
 }
 
 std::string MockHost::NameOf(const std::string& guest_id) {
-  absl::MutexLock lock(&names_mu_);
+  std::lock_guard<std::mutex> lock(names_mu_);
   auto it = guest_names_.find(guest_id);
   return it == guest_names_.end() ? std::string() : it->second;
 }
@@ -419,7 +423,7 @@ std::string MockHost::NameOf(const std::string& guest_id) {
 bool MockHost::OnStreamMessage(GuestStream* stream, const v1::GuestToHost& message) {
   std::string guest_id;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = stream_guest_.find(stream);
     if (it != stream_guest_.end()) guest_id = it->second;
   }
@@ -433,7 +437,7 @@ bool MockHost::OnStreamMessage(GuestStream* stream, const v1::GuestToHost& messa
 void MockHost::OnStreamEnded(GuestStream* stream) {
   std::vector<std::unique_ptr<Session>> dead;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     auto it = stream_guest_.find(stream);
     if (it != stream_guest_.end()) {
       DetachLocked(it->second, "the guest closed its stream", grpc::Status::OK, &dead);
@@ -449,7 +453,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
   auto refuse = [&](const absl::Status& why, const std::string& name) {
     Log(absl::StrCat("attach of \"", name, "\" refused: ", why.message()));
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       unattached_streams_.erase(stream);
     }
     stream->FinishWith(ToGrpc(why));
@@ -466,7 +470,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
   std::vector<std::unique_ptr<Session>> dead;
   absl::Status refused;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) {
       refused = absl::UnavailableError("the mock host is shutting down");
     } else {
@@ -476,7 +480,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
         refused = id.status();
       } else {
         {
-          absl::MutexLock names_lock(&names_mu_);
+          std::lock_guard<std::mutex> names_lock(names_mu_);
           guest_names_[*id] = attach.guest_name();
         }
         DataPlaneHooks hooks;
@@ -535,7 +539,7 @@ void MockHost::DoorbellLoop(Session* session) {
 
 void MockHost::TimerLoop() {
   std::vector<std::unique_ptr<Session>> dead;
-  mu_.Lock();
+  std::unique_lock<std::mutex> lock(mu_);
   while (!shutting_down_) {
     const std::optional<absl::Time> next = engine_->NextTimer();
     const absl::Time now = absl::Now();
@@ -544,20 +548,18 @@ void MockHost::TimerLoop() {
       engine_->AdvanceTime(now, &out);
       Execute(std::move(out), &dead);
       if (!dead.empty()) {
-        mu_.Unlock();
+        lock.unlock();
         dead.clear();
-        mu_.Lock();
+        lock.lock();
       }
       continue;
     }
     timer_dirty_ = false;
-    auto woken = [this]()
-                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return timer_dirty_ || shutting_down_; };
     const absl::Time wake =
         next.has_value() ? std::min(*next, now + absl::Seconds(1)) : now + absl::Seconds(1);
-    mu_.AwaitWithDeadline(absl::Condition(&woken), wake);
+    timer_cv_.wait_until(lock, absl::ToChronoTime(wake),
+                         [this] { return timer_dirty_ || shutting_down_; });
   }
-  mu_.Unlock();
 }
 
 // --- HostControl ----------------------------------------------------------------------------
@@ -585,13 +587,13 @@ absl::StatusOr<v1::RescindResponse> MockHost::Rescind(const v1::RescindRequest& 
 }
 
 v1::ListGuestsResponse MockHost::ListGuests() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return engine_->ListGuests();
 }
 
 absl::StatusOr<v1::ListChannelsResponse> MockHost::ListChannels(
     const v1::ListChannelsRequest& request) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   absl::StatusOr<v1::ListChannelsResponse> r = engine_->ListChannels(request.guest());
   if (!r.ok()) return r;
   for (v1::ChannelInfo& c : *r->mutable_channels()) {
@@ -635,7 +637,7 @@ absl::StatusOr<v1::SendPacketResponse> MockHost::SendPacket(const v1::SendPacket
       return absl::InvalidArgumentError(
           absl::StrCat("packet type ", request.type(), " cannot be sent (in-band or completion)"));
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   absl::StatusOr<std::string> id = engine_->ResolveGuest(request.guest());
   if (!id.ok()) return id.status();
   absl::StatusOr<HostEngine::ChannelSnapshot> channel =
@@ -668,7 +670,7 @@ absl::Status MockHost::InjectFault(const v1::InjectFaultRequest& request) {
 }
 
 absl::StatusOr<v1::HostSettings> MockHost::Configure(const v1::ConfigureRequest& request) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   absl::StatusOr<v1::HostSettings> s = engine_->Configure(request);
   if (s.ok()) monitor_latency_us_.store(s->monitor_latency_us(), std::memory_order_relaxed);
   return s;

@@ -34,8 +34,10 @@
 #define VBUS_MOCK_HOST_MOCK_HOST_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,7 +48,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/device.h"
@@ -152,7 +153,10 @@ class MockHost {
   // Relaxed: read by doorbell threads as their scan period; written by Configure.
   std::atomic<uint32_t> monitor_latency_us_;
 
-  absl::Mutex mu_;
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with TSan, which then
+  // cannot see absl::Mutex's happens-before edges; pthread mutexes are intercepted.
+  std::mutex mu_;
+  std::condition_variable timer_cv_;  // with mu_: timer_dirty_ or shutting_down_ changed
   std::unique_ptr<HostEngine> engine_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<GuestStream*, std::string> stream_guest_ ABSL_GUARDED_BY(mu_);
@@ -163,9 +167,9 @@ class MockHost {
   std::thread timer_thread_;
   // Guest id → name, for watch filters that name a guest (a leaf lock: taken inside the
   // watch hubs' locks).
-  absl::Mutex names_mu_;
+  std::mutex names_mu_;
   absl::flat_hash_map<std::string, std::string> guest_names_ ABSL_GUARDED_BY(names_mu_);
-  absl::Mutex shutdown_mu_;  // serialises Shutdown
+  std::mutex shutdown_mu_;  // serialises Shutdown
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 

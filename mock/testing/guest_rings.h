@@ -24,12 +24,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/event_page.h"
@@ -109,9 +109,9 @@ class GuestRings {
   EventPage host_events_;
   std::vector<uint8_t> scratch_;
 
-  absl::Mutex send_mu_;
+  std::mutex send_mu_;
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(send_mu_);
-  absl::Mutex receive_mu_;
+  std::mutex receive_mu_;
   std::optional<IncomingRing> in_ ABSL_GUARDED_BY(receive_mu_);
 };
 

@@ -59,17 +59,23 @@ RawGuestClient::~RawGuestClient() {
 void RawGuestClient::ReadLoop() {
   v1::HostToGuest message;
   while (stream_->Read(&message)) {
-    absl::MutexLock lock(&mu_);
-    inbox_.push_back(std::move(message));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inbox_.push_back(std::move(message));
+    }
+    cv_.notify_all();
     message.Clear();
   }
   grpc::Status status;
   {
-    absl::MutexLock lock(&write_mu_);
+    std::lock_guard<std::mutex> lock(write_mu_);
     status = stream_->Finish();
   }
-  absl::MutexLock lock(&mu_);
-  final_status_ = std::move(status);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    final_status_ = std::move(status);
+  }
+  cv_.notify_all();
 }
 
 absl::Status RawGuestClient::Send(const v1::ControlMessage& message) {
@@ -80,22 +86,20 @@ absl::Status RawGuestClient::Send(const v1::ControlMessage& message) {
 
 absl::Status RawGuestClient::SendRaw(const v1::GuestToHost& message) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (final_status_.has_value()) {
       return absl::FailedPreconditionError("the GuestLink stream has ended");
     }
   }
-  absl::MutexLock lock(&write_mu_);
+  std::lock_guard<std::mutex> lock(write_mu_);
   if (!stream_->Write(message)) return absl::UnavailableError("GuestLink write failed");
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::HostToGuest> RawGuestClient::Receive(absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !inbox_.empty() || final_status_.has_value();
-  };
-  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_until(lock, absl::ToChronoTime(deadline),
+                 [this] { return !inbox_.empty() || final_status_.has_value(); });
   if (!inbox_.empty()) {
     v1::HostToGuest m = std::move(inbox_.front());
     inbox_.pop_front();
@@ -122,9 +126,9 @@ absl::StatusOr<v1::ControlMessage> RawGuestClient::ReceiveControl(absl::Time dea
 }
 
 absl::StatusOr<grpc::Status> RawGuestClient::WaitForEnd(absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
-  auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return final_status_.has_value(); };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&ended), deadline)) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_until(lock, absl::ToChronoTime(deadline),
+                      [this] { return final_status_.has_value(); })) {
     return absl::DeadlineExceededError("the GuestLink stream is still open");
   }
   inbox_.clear();

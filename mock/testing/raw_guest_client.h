@@ -16,9 +16,11 @@
 #ifndef VBUS_MOCK_TESTING_RAW_GUEST_CLIENT_H_
 #define VBUS_MOCK_TESTING_RAW_GUEST_CLIENT_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -26,7 +28,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/guest_memory.h"
@@ -94,8 +95,9 @@ class RawGuestClient {
   uint32_t next_gpadl_ = 0xE1E10;
   std::thread reader_;
 
-  absl::Mutex write_mu_;  // Write and Finish are not thread-safe against each other
-  absl::Mutex mu_;
+  std::mutex write_mu_;  // Write and Finish are not thread-safe against each other
+  std::mutex mu_;
+  std::condition_variable cv_;  // with mu_: inbox_ or final_status_ changed
   std::deque<v1::HostToGuest> inbox_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> final_status_ ABSL_GUARDED_BY(mu_);
 };
