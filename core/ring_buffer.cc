@@ -173,22 +173,42 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
   descriptor.flags = packet.flags;
   descriptor.trans_id = packet.trans_id;
 
-  uint32_t pos = start;
-  auto copy_in = [&](const void* src, size_t len) {
-    const size_t first = std::min<size_t>(len, data_size_ - pos);
-    std::memcpy(data_ + pos, src, first);
-    if (first < len) std::memcpy(data_, static_cast<const uint8_t*>(src) + first, len - first);
-    pos = Advance(pos, len, data_size_);
-  };
-  copy_in(&descriptor, sizeof(descriptor));
-  if (!packet.sub_header.empty()) copy_in(packet.sub_header.data(), packet.sub_header.size());
-  for (absl::Span<const uint8_t> piece : packet.payload) {
-    if (!piece.empty()) copy_in(piece.data(), piece.size());
+  uint32_t pos;
+  if (start + needed <= data_size_) {
+    // Fast path: the packet and its trailer do not wrap.
+    uint8_t* p = data_ + start;
+    std::memcpy(p, &descriptor, sizeof(descriptor));
+    size_t at = sizeof(descriptor);
+    if (!packet.sub_header.empty()) {
+      std::memcpy(p + at, packet.sub_header.data(), packet.sub_header.size());
+      at += packet.sub_header.size();
+    }
+    for (absl::Span<const uint8_t> piece : packet.payload) {
+      if (!piece.empty()) std::memcpy(p + at, piece.data(), piece.size());
+      at += piece.size();
+    }
+    std::memset(p + at, 0, padded - at);  // 0-7 bytes of padding
+    const uint64_t trailer = uint64_t{start} << 32;
+    std::memcpy(p + padded, &trailer, sizeof(trailer));
+    pos = Advance(start, needed, data_size_);
+  } else {
+    pos = start;
+    auto copy_in = [&](const void* src, size_t len) {
+      const size_t first = std::min<size_t>(len, data_size_ - pos);
+      std::memcpy(data_ + pos, src, first);
+      if (first < len) std::memcpy(data_, static_cast<const uint8_t*>(src) + first, len - first);
+      pos = Advance(pos, len, data_size_);
+    };
+    copy_in(&descriptor, sizeof(descriptor));
+    if (!packet.sub_header.empty()) copy_in(packet.sub_header.data(), packet.sub_header.size());
+    for (absl::Span<const uint8_t> piece : packet.payload) {
+      if (!piece.empty()) copy_in(piece.data(), piece.size());
+    }
+    static constexpr uint8_t kZeros[kPacketAlignment] = {};
+    if (padded != length) copy_in(kZeros, padded - length);
+    const uint64_t trailer = uint64_t{start} << 32;
+    copy_in(&trailer, sizeof(trailer));
   }
-  static constexpr uint8_t kZeros[kPacketAlignment] = {};
-  if (padded != length) copy_in(kZeros, padded - length);
-  const uint64_t trailer = uint64_t{start} << 32;
-  copy_in(&trailer, sizeof(trailer));
   write_ = pos;
 
   if (pending_armed_) {
