@@ -549,6 +549,38 @@ absl::StatusOr<GpaDirectView> GpaDirectView::Parse(const PacketView& packet) {
   return view;
 }
 
+absl::StatusOr<TransferPageView> TransferPageView::Parse(const PacketView& packet) {
+  if (packet.type() != PacketType::kDataUsingTransferPages) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("packet type %u is not transfer-page data (%u)", packet.raw_type(),
+                        static_cast<uint16_t>(PacketType::kDataUsingTransferPages)));
+  }
+  TransferPageView view;
+  view.sub_header_ = packet.sub_header();
+  if (view.sub_header_.size() < sizeof(TransferPageHeader)) {
+    return absl::DataLossError(absl::StrFormat(
+        "transfer-page packet: sub-header of %u bytes is shorter than its 8-byte header",
+        view.sub_header_.size()));
+  }
+  std::memcpy(&view.header_, view.sub_header_.data(), sizeof(view.header_));
+  const size_t room =
+      (view.sub_header_.size() - sizeof(TransferPageHeader)) / sizeof(TransferPageRange);
+  if (view.header_.range_count > room) {
+    return absl::DataLossError(
+        absl::StrFormat("transfer-page packet: %u ranges do not fit in a %u-byte sub-header",
+                        view.header_.range_count, view.sub_header_.size()));
+  }
+  return view;
+}
+
+TransferPageRange TransferPageView::range(uint32_t i) const {
+  TransferPageRange range{};
+  if (i >= header_.range_count) return range;  // the contract says i < range_count()
+  std::memcpy(&range, sub_header_.data() + sizeof(TransferPageHeader) + size_t{i} * sizeof(range),
+              sizeof(range));
+  return range;
+}
+
 size_t GpaDirectSubHeaderSize(absl::Span<const GpaRangeSpec> ranges) {
   size_t size = sizeof(GpaDirectHeader);
   for (const GpaRangeSpec& r : ranges) size += sizeof(GpaRangeHeader) + r.pfns.size() * 8;

@@ -515,6 +515,28 @@ class GpaDirectView {
   uint32_t range_count_ = 0;
 };
 
+// TransferPageView
+// The header and ranges of a kDataUsingTransferPages packet (ranges index into a transfer page
+// set the sender established earlier; checking them against that set is the caller's job).
+class TransferPageView {
+ public:
+  // Parse
+  // Copies the header out and checks that `range_count` ranges fit in the sub-header.
+  // InvalidArgument for a packet of another type; DataLoss for a short sub-header or too many
+  // ranges.
+  static absl::StatusOr<TransferPageView> Parse(const PacketView& packet);
+
+  uint16_t transfer_page_set_id() const { return header_.transfer_page_set_id; }
+  bool sender_owns_set() const { return header_.sender_owns_set != 0; }
+  uint32_t range_count() const { return header_.range_count; }
+  // Range i (< range_count()), read from the packet's memory when called.
+  TransferPageRange range(uint32_t i) const;
+
+ private:
+  absl::Span<const uint8_t> sub_header_;
+  TransferPageHeader header_{};
+};
+
 // GpaRangeSpec: a range to encode (byte_offset < 4096, byte_count > 0, and exactly
 // ceil((byte_offset + byte_count) / 4096) pfns).
 struct GpaRangeSpec {

@@ -919,6 +919,44 @@ TEST(GpaDirectTest, ParseRejectsHostileSubHeaders) {
             absl::StatusCode::kDataLoss);  // huge range: no overflow, just too few PFNs
 }
 
+TEST(TransferPageTest, ParseReadsHeaderAndRanges) {
+  RingMemory memory(1);
+  ASSERT_TRUE(InitializeRing(memory.span()).ok());
+  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(memory.span());
+  absl::StatusOr<IncomingRing> in = IncomingRing::Attach(memory.span());
+  ASSERT_TRUE(out.ok() && in.ok());
+  auto write = [&](PacketType type, std::vector<uint8_t> sub) {
+    OutgoingPacket packet;
+    packet.type = type;
+    packet.sub_header = sub;
+    ASSERT_TRUE(out->Write(packet).ok());
+  };
+  // set id 0x0102, owns the set, 2 ranges: (100 @ 0), (50 @ 4096).
+  write(PacketType::kDataUsingTransferPages,
+        {0x02, 0x01, 1, 0, 2, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0x10, 0, 0});
+  write(PacketType::kDataUsingTransferPages, {1, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0});
+  write(PacketType::kDataInband, {});
+
+  absl::StatusOr<std::optional<PacketView>> p = in->Next();
+  ASSERT_TRUE(p.ok() && p->has_value());
+  absl::StatusOr<TransferPageView> v = TransferPageView::Parse(**p);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->transfer_page_set_id(), 0x0102);
+  EXPECT_TRUE(v->sender_owns_set());
+  ASSERT_EQ(v->range_count(), 2u);
+  EXPECT_EQ(v->range(0).byte_count, 100u);
+  EXPECT_EQ(v->range(1).byte_count, 50u);
+  EXPECT_EQ(v->range(1).byte_offset, 4096u);
+  EXPECT_EQ(v->range(2).byte_count, 0u);  // out of range: zero, not a stray read
+
+  p = in->Next();  // claims 3 ranges, holds 1
+  ASSERT_TRUE(p.ok() && p->has_value());
+  EXPECT_EQ(TransferPageView::Parse(**p).status().code(), absl::StatusCode::kDataLoss);
+  p = in->Next();
+  ASSERT_TRUE(p.ok() && p->has_value());
+  EXPECT_EQ(TransferPageView::Parse(**p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // --- A randomized single-threaded model check ------------------------------------------------
 
 // Random appends (gathered, with sub-headers), commits, rollbacks, reads and read commits,
