@@ -755,9 +755,11 @@ std::shared_ptr<grpc::Channel> MockHostServer::InProcessChannel() {
 void MockHostServer::Shutdown(absl::Duration grace) {
   if (shut_down_) return;
   shut_down_ = true;
-  host_->Shutdown();
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
-  server_->Wait();
+  if (host_ != nullptr) host_->Shutdown();  // null only if Start failed early
+  if (server_ != nullptr) {
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    server_->Wait();
+  }
 }
 
 }  // namespace vbus::mock

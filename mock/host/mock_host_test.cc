@@ -438,5 +438,32 @@ TEST_F(MockHostTest, ShutdownEndsGuestsAndWatches) {
   EXPECT_EQ(watch.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
+TEST(MockHostServerTest, StartFailuresAreStatuses) {
+  MockHostOptions bad;
+  bad.engine.default_offers.emplace_back().set_device("toaster");
+  EXPECT_EQ(MockHostServer::Start(bad, "127.0.0.1:0").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  MockHostOptions quiet;
+  quiet.log = [](absl::string_view) {};
+  EXPECT_EQ(MockHostServer::Start(quiet, "unix:/nonexistent-dir/x.sock").status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(MockHostServerTest, InProcessChannelServesBothServices) {
+  auto server = MockHostServer::Start({}, "");
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->target(), "");
+  auto channel = (*server)->InProcessChannel();
+  auto guest = RawGuestClient::Attach(channel, "in-process", kMemory, Deadline());
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  auto control = v1::HostControl::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(RpcDeadline());
+  v1::ListGuestsResponse r;
+  ASSERT_TRUE(control->ListGuests(&ctx, {}, &r).ok());
+  ASSERT_THAT(r.guests(), SizeIs(1));
+  EXPECT_EQ(r.guests(0).guest_name(), "in-process");
+}
+
 }  // namespace
 }  // namespace vbus::mock

@@ -4,6 +4,8 @@
 // does (traffic, a rescind, disconnecting).
 //
 // The binary comes in as the first argument: $(rootpath //mock:mock_host).
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "mock/guest_memory.h"
+#include "mock/host/device_kinds.h"
 #include "mock/testing/raw_guest_client.h"
 #include "proto/mock_host.grpc.pb.h"
 #include "test/mock/mock_host_process.h"
@@ -199,6 +202,41 @@ TEST_F(MockHostIntegrationTest, AGuestThatDiesIsCleanedUp) {
   // The name is free again.
   auto again = RawGuestClient::Attach(channel_, "short-lived", 8 << 20, Deadline());
   EXPECT_TRUE(again.ok()) << again.status();
+}
+
+TEST(MockHostConfigTest, ConfigFileSetsDefaultOffersAndSettings) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/host.textproto");
+  {
+    std::ofstream config(path);
+    config << "default_offers { device: \"sink\" sub_channel_count: 1 }\n"
+              "settings { max_version: 0x00040001 }\n";
+  }
+  auto host = MockHostProcess::Start(g_binary, {"--config=" + path, "--offer=raw"}, Deadline());
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto channel = grpc::CreateChannel((*host)->target(), grpc::InsecureChannelCredentials());
+  auto guest = RawGuestClient::Attach(channel, "configured", 4 << 20, Deadline());
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  EXPECT_EQ((*guest)->Connect(k5_3, Deadline()).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // above the configured maximum
+  auto offers = (*guest)->Connect(0x00040001, Deadline());
+  ASSERT_TRUE(offers.ok()) << offers.status();
+  ASSERT_THAT(*offers, SizeIs(3));  // sink, its sub-channel, then --offer's raw
+  EXPECT_EQ((*offers)[1].sub_channel_index(), 1u);
+  EXPECT_EQ((*offers)[2].interface_type().value(), kRawDeviceClass.ToString());
+  guest->reset();
+  absl::StatusOr<int> code = (*host)->Stop(Deadline());
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+
+  // A malformed config is refused at start-up.
+  {
+    std::ofstream config(path);
+    config << "default_offers { device: \"toaster\" }\n";
+  }
+  auto bad = MockHostProcess::Start(g_binary, {"--config=" + path}, Deadline());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kUnavailable) << bad.status();
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("toaster"));
 }
 
 }  // namespace
