@@ -42,6 +42,7 @@ inline constexpr uint32_t kMaxRelids = 2048;
 // OK for 1 <= relid < kMaxRelids; InvalidArgument naming the relid otherwise.
 absl::Status ValidateRelid(uint32_t relid);
 
+// EventPage is a view: cheap to copy, copies refer to the same memory.
 class EventPage {
  public:
   static constexpr size_t kBits = kMaxRelids;

@@ -447,6 +447,9 @@ absl::StatusOr<bool> IncomingRing::CommitRead() {
   // packets since our last look; a stale value would over-estimate the space before).
   if (absl::Status s = RefreshWriteIndex(); !s.ok()) return s;
   const size_t free_after = data_size_ - available_;
+  // A writer that already used the space we just freed (it saw our read_index on its own)
+  // is not waiting for a signal.
+  if (free_after < freed) return false;
   const size_t free_before = free_after - freed;
   return free_before <= pending && free_after > pending;
 }
