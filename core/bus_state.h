@@ -267,7 +267,8 @@ class BusState {
   // TeardownGpadl
   // Tears down a GPADL made by CreateGpadl for this offer; completes at GpadlTorndown (then
   // ReleaseGpadl). Ring GPADLs are not accepted (Close tears them down). On a rescinded or
-  // detached offer it completes OK at once (the host already dropped it).
+  // detached offer it completes OK at once (the host already dropped it); FailedPrecondition
+  // while unloading (the unload drops it).
   RequestId TeardownGpadl(OfferId offer, uint32_t gpadl, absl::Time deadline, Actions* out);
 
   // ModifyChannel
@@ -285,9 +286,10 @@ class BusState {
 
   // ReleaseOffer
   // The runtime has finished with a removed (rescinded or detached) offer: for a rescinded one
-  // while connected, RelidReleased is sent (the host then forgets the relid and its GPADLs and
-  // may reuse both), then its GPADLs are released (ReleaseGpadl each). Synchronous: NotFound for an
-  // unknown offer, FailedPrecondition for an active one.
+  // while connected (not unloading: the Unload makes the host forget every relid), RelidReleased
+  // is sent (the host then forgets the relid and its GPADLs and may reuse both), then its GPADLs
+  // are released (ReleaseGpadl each). Synchronous: NotFound for an unknown offer,
+  // FailedPrecondition for an active one.
   absl::Status ReleaseOffer(OfferId offer, Actions* out);
 
   // ---- Inspection (for the runtime, tests and simulation invariants) --------------------

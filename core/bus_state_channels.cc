@@ -112,7 +112,9 @@ RequestId BusState::TeardownGpadl(OfferId offer, uint32_t gpadl, absl::Time dead
   if (rec->state != OfferState::kActive) {  // the host dropped it with the channel
     return CompleteNow(RequestKind::kGpadlTeardown, offer, absl::OkStatus(), out);
   }
-  if (!negotiated()) {
+  // Not while unloading either: a GpadlTeardown after the Unload would reach a host that has
+  // already forgotten every GPADL (the unload drops this one).
+  if (phase_ != BusPhase::kConnected) {
     return CompleteNow(
         RequestKind::kGpadlTeardown, offer,
         absl::FailedPreconditionError(absl::StrCat(what, ": the bus is ", BusPhaseName(phase_))),
@@ -204,7 +206,9 @@ void BusState::HandleGpadlCreated(const v1::GpadlCreated& m, Actions* out) {
   if (m.creation_status() == protocol::kStatusSuccess) {
     g.state = GpadlState::kCreated;
     if (g.abandoned) {
-      StartTeardown(handle, g, g.waiter, out);  // a Close may be waiting for it to go
+      // A Close may be waiting for it to go. While unloading nothing can wait for it and the
+      // host forgets it at the Unload on its way: the unload drops it instead.
+      if (phase_ == BusPhase::kConnected) StartTeardown(handle, g, g.waiter, out);
     } else if (g.ring) {
       g.waiter = RequestId();
       ContinueOpen(rec, out);

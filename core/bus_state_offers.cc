@@ -199,7 +199,9 @@ absl::Status BusState::ReleaseOffer(OfferId offer, Actions* out) {
   }
   if (rec->state == OfferState::kRescinded) {
     relid_index_[rec->info.relid] = OfferId();
-    if (negotiated()) {
+    // Not while unloading: the host forgets every relid when it reads the Unload already on
+    // its way, and would refuse a RelidReleased that follows it.
+    if (phase_ == BusPhase::kConnected) {
       v1::ControlMessage m;
       m.mutable_relid_released()->set_child_relid(rec->info.relid);
       Send(std::move(m), out);

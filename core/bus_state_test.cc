@@ -273,6 +273,73 @@ TEST(BusStateUnloadTest, UnloadDeadlineEndsTheConnection) {
                           "before a version was agreed (bus disconnected)"));
 }
 
+// Found by the deterministic simulation (test/sim, seed 66 before the fix): a rescind that
+// crosses the guest's Unload must not be answered with RelidReleased. The host forgets every
+// relid when it reads the Unload and refuses whatever follows it.
+TEST(BusStateUnloadTest, RescindCrossingUnloadIsReleasedWithoutRelidReleased) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o); });
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              IsEmpty());
+  EXPECT_THAT(h.Host(UnloadResponseMsg()),
+              ElementsAre("cancel_timer request=2", "complete request=2 unload: OK"));
+}
+
+// Found by the simulation (seed 26): no GpadlTeardown after the Unload; the unload drops the
+// GPADL and the release follows the offer's.
+TEST(BusStateUnloadTest, GpadlTeardownIsRefusedWhileUnloading) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  h.Call([&](BusState& b, Actions* o) {
+    GpadlParams p;
+    p.pfns = Pfns(100, 2);
+    return b.CreateGpadl(a, p, kDeadline, o);
+  });
+  const uint32_t handle = h.SentGpadl();
+  h.Host(GpadlCreatedMsg(7, handle));
+  h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o); });
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.TeardownGpadl(a, handle, kDeadline, o); }),
+      ElementsAre("complete request=4 gpadl_teardown offer=1: FAILED_PRECONDITION: "
+                  "teardown of GPADL 0xe1e10: the bus is unloading"));
+  EXPECT_THAT(h.Host(UnloadResponseMsg()),
+              ElementsAre("offer_removed offer=1 relid=7: CANCELLED: bus unloaded",
+                          "cancel_timer request=3", "complete request=3 unload: OK"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10"));
+}
+
+// The same for a GPADL whose creation timed out and whose GpadlCreated arrives while
+// unloading: it is not torn down after the Unload (the host has forgotten it), the unload
+// drops it.
+TEST(BusStateUnloadTest, AbandonedGpadlConfirmedWhileUnloadingIsDroppedByTheUnload) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  RequestId create;
+  h.Call(
+      [&](BusState& b, Actions* o) {
+        GpadlParams p;
+        p.pfns = Pfns(100, 2);
+        return b.CreateGpadl(a, p, kDeadline, o);
+      },
+      &create);
+  const uint32_t handle = h.SentGpadl();
+  h.Do([&](BusState& b, Actions* o) { b.OnTimer(create, kDeadline, o); });
+  h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o); });
+  EXPECT_THAT(h.Host(GpadlCreatedMsg(7, handle)), IsEmpty());
+  EXPECT_THAT(h.Host(UnloadResponseMsg()),
+              ElementsAre("offer_removed offer=1 relid=7: CANCELLED: bus unloaded",
+                          "cancel_timer request=3", "complete request=3 unload: OK"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10"));
+}
+
 TEST(BusStateLinkTest, LinkLostMidOpenFailsWithUnavailableAndDetachesOffers) {
   BusHarness h;
   h.Connected();
