@@ -5,6 +5,7 @@
 
 #include "absl/base/internal/raw_logging.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 
 namespace vbus {
 namespace {
@@ -29,22 +30,25 @@ ChannelTable::~ChannelTable() {
 // ---------------------------------------------------------------------------------------------
 
 absl::StatusOr<ChannelTable::Dispatcher> ChannelTable::RegisterDispatcher() {
-  absl::MutexLock lock(&register_mu_);
-  const uint64_t used = registered_.load(std::memory_order_relaxed);
-  if (used == ~uint64_t{0}) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "all %u dispatcher slots of the channel table are registered", kMaxDispatchers));
+  uint64_t used = registered_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (used == ~uint64_t{0}) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "all %u dispatcher slots of the channel table are registered", kMaxDispatchers));
+    }
+    const size_t index = static_cast<size_t>(std::countr_one(used));
+    // [G1] seq_cst: registered before this dispatcher's first [D0]; read by Retire's [R2].
+    // The slot's sequence counter keeps counting from its previous owner (it is even now),
+    // so a Retire holding an old snapshot still sees it change.
+    if (registered_.compare_exchange_weak(used, used | uint64_t{1} << index,
+                                          std::memory_order_seq_cst, std::memory_order_relaxed)) {
+      return Dispatcher(this, index);
+    }
   }
-  const size_t index = static_cast<size_t>(std::countr_one(used));
-  // [G1] seq_cst: registered before this dispatcher's first [D0]; read by Retire's [R2].
-  // The slot's sequence counter keeps counting from its previous owner (it is even now), so a
-  // Retire holding an old snapshot still sees it change.
-  registered_.fetch_or(uint64_t{1} << index, std::memory_order_seq_cst);
-  return Dispatcher(this, index);
 }
 
 void ChannelTable::Unregister(size_t index) {
-  absl::MutexLock lock(&register_mu_);
+  // The dispatcher is outside any section (its counter is even): nothing waits on it.
   registered_.fetch_and(~(uint64_t{1} << index), std::memory_order_seq_cst);
 }
 

@@ -56,10 +56,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/event_page.h"
 
@@ -139,7 +137,7 @@ class ChannelTable {
 
   // RegisterDispatcher
   // A handle for one dispatching thread. ResourceExhausted when kMaxDispatchers are
-  // registered. Any thread; not on the hot path (takes a mutex).
+  // registered. Any thread (lock-free).
   absl::StatusOr<Dispatcher> RegisterDispatcher();
 
   // Publish
@@ -185,7 +183,6 @@ class ChannelTable {
   std::array<DispatcherSlot, kMaxDispatchers> dispatchers_;
   std::atomic<uint64_t> registered_{0};  // bit i: dispatchers_[i] is in use
   std::atomic<uint64_t> spurious_total_{0};
-  absl::Mutex register_mu_;  // serializes RegisterDispatcher / Unregister
 };
 
 }  // namespace vbus
