@@ -32,19 +32,22 @@
 // wakeup is lost.
 //
 // Example (guest side):
-//   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> mem,
-//                    GuestMemory::Create(/*path=*/"", 64 << 20));   // sealed memfd
-//   attach.set_memory_path(mem->path());
-//   *attach.mutable_layout() = LayoutToProto(mem->layout());
+//   absl::StatusOr<std::unique_ptr<GuestMemory>> mem =
+//       GuestMemory::Create(/*path=*/"", 64 << 20);          // a sealed memfd
+//   if (!mem.ok()) return mem.status();
+//   attach.set_memory_path((*mem)->path());
+//   attach.set_memory_size_bytes((*mem)->size_bytes());
+//   *attach.mutable_layout() = LayoutToProto((*mem)->layout());
 //   ...
-//   EventPage(mem->HostEventPage()).Set(relid);   // core/event_page.h
-//   mem->Ring(Doorbell::kHost);
+//   absl::StatusOr<EventPage> host_events =                  // core/event_page.h
+//       EventPage::Attach(absl::MakeSpan((*mem)->HostEventPage(), kPageSize));
+//   absl::StatusOr<bool> was_clear = host_events->Set(relid);
+//   if (was_clear.ok() && *was_clear) (*mem)->Ring(Doorbell::kHost);
 //
 // Example (host side):
-//   ASSIGN_OR_RETURN(std::unique_ptr<GuestMemory> mem,
-//                    GuestMemory::Open(attach.memory_path(), attach.memory_size_bytes(),
-//                                      LayoutFromProto(attach.layout())));
-//   ASSIGN_OR_RETURN(MappedPages ring, mem->MapPfns(gpadl_pfns));   // contiguous view
+//   absl::StatusOr<std::unique_ptr<GuestMemory>> mem = GuestMemory::Open(
+//       attach.memory_path(), attach.memory_size_bytes(), LayoutFromProto(attach.layout()));
+//   absl::StatusOr<MappedPages> ring = (*mem)->MapPfns(gpadl_pfns);  // contiguous view
 //
 // Trust: the peer shares every byte of this file. Values read from it are checked before use
 // (the host checks PFNs; ring code checks indices). One hazard mmap cannot remove: a process
