@@ -27,13 +27,10 @@ const char* HostStateName(mock::HostEngine::ChannelState s) {
   return "?";
 }
 
-// Whether the host's Offer and the guest's OfferInfo name the same device channel.
-bool SameIdentity(const v1::Offer& host, const OfferInfo& guest) {
-  absl::StatusOr<Guid> type = GuidFromProto(host.interface_type());
-  absl::StatusOr<Guid> instance = GuidFromProto(host.interface_instance());
-  return type.ok() && instance.ok() && *type == guest.interface_type &&
-         *instance == guest.interface_instance &&
-         host.sub_channel_index() == guest.sub_channel_index;
+// Whether the host's offer and the guest's OfferInfo name the same device channel.
+bool SameIdentity(const HostOffer& host, const OfferInfo& guest) {
+  return host.type == guest.interface_type && host.instance == guest.interface_instance &&
+         host.sub_channel_index == guest.sub_channel_index;
 }
 
 std::string Identity(const OfferInfo& o) {
@@ -97,7 +94,10 @@ void World::CheckStep() {
       Fail(absl::StrCat(
           "relid ", relid, " is ", Identity(st->offer), " to the guest but the ",
           "host's last offer of it was ",
-          sent == host_offers_.end() ? std::string("none") : sent->second.ShortDebugString()));
+          sent == host_offers_.end()
+              ? std::string("none")
+              : absl::StrCat(sent->second.type.ToString(), "/", sent->second.instance.ToString(),
+                             "#", sent->second.sub_channel_index)));
       return;
     }
     // Open on the guest: the host opened it (OpenResult) and has not closed it since; only a

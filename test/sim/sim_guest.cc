@@ -3,6 +3,7 @@
 // timers, file and free GPADL memory, release removed offers), and runs channels over core
 // rings in the simulated guest memory: packets out, the drain loop, signals to the host.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
@@ -140,6 +141,7 @@ void World::ExecuteGuest(Actions actions) {
                             ", which the host has not rescinded"));
           return;
         }
+        released_relids_.insert(relid);
       }
       SendToHost(send->message);
     } else if (auto* ready = std::get_if<ConnectionReady>(&action)) {
@@ -238,6 +240,7 @@ void World::OnPublish(const PublishChannel& p) {
   }
   channel->out_.emplace(*std::move(out));
   channel->in_.emplace(*std::move(in));
+  channel->inbound_control_ = reinterpret_cast<RingControlPage*>(open.base + out_bytes);
   channel->max_payload_ = std::min(out_bytes, in_bytes) - kPage - 32;
   if (absl::Status st = table_.Publish(p.relid, channel.get()); !st.ok()) {
     Fail(absl::StrCat("publish of relid ", p.relid, ": ", st.ToString()));
@@ -447,17 +450,30 @@ void World::ReleaseLater(OfferId offer) {
 // ---- Channels: packets and signals ---------------------------------------------------------
 
 void World::OnChannelEvent(SimChannel& channel) {
-  GuestDrain(channel);
+  // A continuation already scheduled will see whatever this event announces (interrupts stay
+  // masked until it unmasks).
+  if (!channel.continuation_pending_) {
+    channel.in_->MaskInterrupts();
+    GuestDrain(channel);
+  }
   if (!failed_) GuestTrySend(channel);
 }
 
 void World::GuestDrain(SimChannel& channel) {
   IncomingRing& in = *channel.in_;
-  // The reader's side of the ring protocol: mask, drain, commit, unmask, re-check. The host
-  // (writer) signals only when it finds the ring empty and unmasked.
-  in.MaskInterrupts();
+  // The reader's side of the ring protocol: (masked by the caller) drain, commit, unmask,
+  // re-check. The host (writer) signals only when it finds the ring empty and unmasked, so
+  // a packet written while masked is found only by the re-check. A seed may give the drain a
+  // budget (the rest continues in a later step, like a NAPI poll) and may put the unmask in
+  // a step of its own, so the host can write inside the window between "empty" and "unmask".
+  size_t handled = 0;
   for (;;) {
     for (;;) {
+      if (config_.drain_budget != 0 && handled == config_.drain_budget) {
+        if (!GuestCommitRead(channel)) return;
+        ContinueDrainLater(channel, /*unmask=*/false);
+        return;
+      }
       absl::StatusOr<std::optional<PacketView>> next = in.Next();
       if (!next.ok()) {
         Fail(absl::StrCat("guest inbound ring of relid ", channel.relid_,
@@ -467,23 +483,72 @@ void World::GuestDrain(SimChannel& channel) {
       if (!next->has_value()) break;
       GuestHandlePacket(channel, **next);
       if (failed_) return;
+      ++handled;
     }
-    absl::StatusOr<bool> wake_writer = in.CommitRead();
-    if (!wake_writer.ok()) {
-      Fail(absl::StrCat("guest inbound ring of relid ", channel.relid_, ": ",
-                        wake_writer.status().ToString()));
+    if (!GuestCommitRead(channel)) return;
+    if (config_.split_unmask) {
+      ContinueDrainLater(channel, /*unmask=*/true);
       return;
     }
-    if (*wake_writer) GuestSignal(channel);  // the host waits for room (pending_send_sz)
-    absl::StatusOr<bool> more = in.UnmaskInterrupts();
-    if (!more.ok()) {
-      Fail(absl::StrCat("guest inbound ring of relid ", channel.relid_, ": ",
-                        more.status().ToString()));
-      return;
-    }
-    if (!*more) return;
-    in.MaskInterrupts();
+    if (!GuestUnmask(channel)) return;
   }
+}
+
+bool World::GuestCommitRead(SimChannel& channel) {
+  // The host armed pending_send_sz on this ring: it waits for room (back-pressure in use).
+  const uint32_t pending = std::atomic_ref<uint32_t>(channel.inbound_control_->pending_send_sz)
+                               .load(std::memory_order_relaxed);
+  if (pending != 0) ++stats_.host_waits_for_room;
+  absl::StatusOr<bool> wake_writer = channel.in_->CommitRead();
+  if (!wake_writer.ok()) {
+    Fail(absl::StrCat("guest inbound ring of relid ", channel.relid_, ": ",
+                      wake_writer.status().ToString()));
+    return false;
+  }
+  if (*wake_writer) GuestSignal(channel);  // the host waits for room (pending_send_sz)
+  return true;
+}
+
+// Unmasks and re-checks; true if the caller should drain again (interrupts masked again).
+bool World::GuestUnmask(SimChannel& channel) {
+  absl::StatusOr<bool> more = channel.in_->UnmaskInterrupts();
+  if (!more.ok()) {
+    Fail(absl::StrCat("guest inbound ring of relid ", channel.relid_, ": ",
+                      more.status().ToString()));
+    return false;
+  }
+  if (!*more) return false;
+  ++stats_.unmask_rechecks_found_data;
+  if (options_.faults.skip_unmask_recheck) {
+    fault_fired_ = true;
+    Trace(
+        absl::StrCat("    fault: the guest ignores packets found by the unmask re-check on relid ",
+                     channel.relid_));
+    return false;
+  }
+  channel.in_->MaskInterrupts();
+  return true;
+}
+
+void World::ContinueDrainLater(SimChannel& channel, bool unmask) {
+  channel.continuation_pending_ = true;
+  const OfferId offer = channel.offer_;
+  const uint64_t session = channel.session_;
+  sched_.After(
+      Delay(config_.interrupts), SimScheduler::kWork,
+      absl::StrCat("guest ", unmask ? "unmasks" : "continues draining", " relid ", channel.relid_),
+      [this, offer, session, unmask] {
+        auto it = channels_.find(offer);
+        if (it == channels_.end() || it->second->session_ != session) return;  // retired
+        SimChannel& ch = *it->second;
+        ch.continuation_pending_ = false;
+        if (unmask && !GuestUnmask(ch)) {
+          if (!failed_) GuestTrySend(ch);
+          return;
+        }
+        GuestDrain(ch);
+        if (!failed_) GuestTrySend(ch);
+      });
 }
 
 void World::GuestHandlePacket(SimChannel& channel, const PacketView& packet) {
@@ -517,6 +582,7 @@ void World::GuestTrySend(SimChannel& channel) {
       return;
     }
     if (*r == WriteResult::kFull) {
+      ++stats_.guest_ring_full;
       // Ask the host to signal once the packet fits; it may fit already (the host drained
       // meanwhile): then retry at once.
       absl::StatusOr<bool> ready =

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/guid_proto.h"
 #include "mock/host/device_kinds.h"
 #include "test/sim/sim_world_internal.h"
 
@@ -36,7 +37,10 @@ void World::ExecuteHost(mock::Actions actions) {
                               " before the guest released it (no RelidReleased yet)"));
             return;
           }
-          host_offers_[relid] = m.offer();
+          HostOffer& offer = host_offers_[relid];
+          offer.type = GuidFromProto(m.offer().interface_type()).value_or(Guid());
+          offer.instance = GuidFromProto(m.offer().interface_instance()).value_or(Guid());
+          offer.sub_channel_index = m.offer().sub_channel_index();
         }
         if (m.has_rescind_offer()) host_rescinded_.insert(m.rescind_offer().child_relid());
         if (m.has_open_result() && m.open_result().status() != 0) {
@@ -55,7 +59,9 @@ void World::ExecuteHost(mock::Actions actions) {
         mock::MapRings copy = *map;
         sched_.After(absl::Microseconds(link_rng_.Range(0, 500)), SimScheduler::kWork,
                      absl::StrCat("host maps the rings of relid ", map->relid),
-                     [this, copy] { MapRings(copy); });
+                     [this, copy, epoch = link_epoch_] {
+                       if (epoch == link_epoch_) MapRings(copy);  // else the guest detached
+                     });
       } else {
         MapRings(*map);  // as MockHost does: map, then CompleteOpen, before anything else
       }
@@ -215,6 +221,7 @@ void World::OnDataPlaneEvent(const v1::ProtocolEvent& event) {
 }
 
 void World::HostTrySend(uint32_t relid) {
+  if (plane_ == nullptr) return;
   auto q = host_raw_queue_.find(relid);
   if (q == host_raw_queue_.end()) return;
   auto sid = host_session_by_relid_.find(relid);
@@ -238,6 +245,7 @@ void World::HostTrySend(uint32_t relid) {
       continue;
     }
     if (sent.status().code() == absl::StatusCode::kResourceExhausted) {
+      ++stats_.host_ring_full;
       // The inbound ring is full. A HostControl client retries later (SendPacket has no
       // wakeup of its own), so this is a retry loop, not a protocol wait.
       if (host_raw_retry_.insert(relid).second) {
@@ -266,6 +274,7 @@ v1::OfferSpec World::RandomSpec() {
 }
 
 void World::OpRescind() {
+  if (guest_id_.empty()) return;  // detached: no guest to act on
   absl::StatusOr<v1::ListChannelsResponse> list = engine_->ListChannels(guest_id_);
   if (!list.ok()) {
     Fail(list.status().ToString());
@@ -316,6 +325,7 @@ void World::ForgeEarlyRelease(uint32_t relid) {
 }
 
 void World::OpHotAdd() {
+  if (guest_id_.empty()) return;  // detached: no guest to act on
   v1::OfferRequest request;
   request.set_guest(guest_id_);
   *request.mutable_spec() = RandomSpec();
@@ -334,6 +344,7 @@ void World::OpHotAdd() {
 }
 
 void World::OpHostRaw() {
+  if (guest_id_.empty()) return;  // detached: no guest to act on
   std::vector<uint32_t> candidates;
   for (const auto& [relid, sid] : host_session_by_relid_) {
     if (sessions_.at(sid).device == DeviceKind::kRaw) candidates.push_back(relid);
@@ -354,7 +365,55 @@ void World::OpHostRaw() {
   HostTrySend(relid);
 }
 
+void World::OpLinkLoss() {
+  if (guest_id_.empty() || link_lost_this_round_) return;
+  link_lost_this_round_ = true;
+  ++stats_.link_losses;
+  Trace("    the guest's link to the host breaks");
+  // Whatever was in flight is gone with the stream.
+  ++link_epoch_;
+  to_host_.clear();
+  to_guest_.clear();
+  to_host_tail_ = to_guest_tail_ = sched_.now();
+  // The host sees its stream end first (its channels are unmapped before the guest can free
+  // their memory; the other order is a MockBackend concern, see the report).
+  mock::Actions actions;
+  if (absl::Status s = engine_->Detach(guest_id_, "link lost", sched_.now(), &actions); !s.ok()) {
+    Fail(absl::StrCat("Detach: ", s.ToString()));
+    return;
+  }
+  ExecuteHost(std::move(actions));
+  if (failed_) return;
+  plane_.reset();
+  guest_id_.clear();
+  host_rescinded_.clear();
+  host_offers_.clear();
+  host_open_refused_.clear();
+  host_raw_queue_.clear();
+  host_raw_retry_.clear();
+  for (const auto& [relid, sid] : host_session_by_relid_) sessions_.at(sid).host_ended = true;
+  host_session_by_relid_.clear();
+  host_mapped_pfns_.clear();
+  ledger_requests_.clear();
+  ledger_replies_.clear();
+  released_relids_.clear();
+  Actions guest_actions;
+  bus_->OnLinkLost(absl::UnavailableError("the GuestLink stream broke"), &guest_actions);
+  ExecuteGuest(std::move(guest_actions));
+  sched_.After(absl::Microseconds(rng_.Range(0, 500)), SimScheduler::kWork,
+               "the guest attaches again and connects", [this] {
+                 if (absl::Status s = AttachHost(); !s.ok()) {
+                   Fail(absl::StrCat("re-attach: ", s.ToString()));
+                   return;
+                 }
+                 const absl::Time deadline = sched_.now() + absl::Seconds(10);
+                 GuestCall(RequestKind::kConnect, OfferId(), deadline,
+                           [&](Actions* out) { return bus_->Connect(deadline, out); });
+               });
+}
+
 void World::OpRefuse() {
+  if (guest_id_.empty()) return;  // detached: no guest to act on
   v1::InjectFaultRequest request;
   request.set_guest(guest_id_);
   static constexpr v1::RefuseNext::Request kKinds[] = {v1::RefuseNext::REQUEST_GPADL_CREATE,

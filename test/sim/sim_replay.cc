@@ -22,7 +22,7 @@ ABSL_FLAG(uint64_t, count, 1, "number of consecutive seeds to run");
 ABSL_FLAG(bool, verbose, false, "print every trace line as it happens");
 ABSL_FLAG(std::string, fault, "",
           "comma-separated planted bugs: drop_relid_released, duplicate_open_result, "
-          "early_relid_reuse, lose_wakeups, skip_retire");
+          "early_relid_reuse, lose_wakeups, skip_retire, skip_unmask_recheck");
 ABSL_FLAG(int, max_failures, 5, "stop a sweep after this many failing seeds");
 
 int main(int argc, char** argv) {
@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
       faults.lose_wakeups = true;
     } else if (f == "skip_retire") {
       faults.skip_retire = true;
+    } else if (f == "skip_unmask_recheck") {
+      faults.skip_unmask_recheck = true;
     } else {
       std::fprintf(stderr, "unknown --fault %s\n", std::string(f).c_str());
       return 2;
@@ -75,7 +77,9 @@ int main(int argc, char** argv) {
       "%llu seeds (%llu..%llu), %d failed, %s wall, %s virtual: %llu steps, %llu messages, "
       "%llu packets verified (%llu bytes), %llu opens (%llu failed), %llu closes, %llu rescinds, "
       "%llu hot-adds, %llu GPADLs released, %llu timeouts, %llu interrupts (%llu dropped), "
-      "%llu polls, %llu stale replies, %llu host refusals, %llu unloads, %llu settle points\n",
+      "%llu polls, %llu stale replies, %llu host refusals, %llu unloads, %llu settle points, "
+      "%llu relid reuses, %llu/%llu full rings (guest/host), %llu host waits for room, "
+      "%llu unmask re-checks with data, %llu link losses\n",
       static_cast<unsigned long long>(ran), static_cast<unsigned long long>(first),
       static_cast<unsigned long long>(first + ran - 1), failures,
       absl::FormatDuration(absl::Now() - start).c_str(),
@@ -97,6 +101,12 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(total.stale_replies_ignored),
       static_cast<unsigned long long>(total.host_refusals),
       static_cast<unsigned long long>(total.unloads),
-      static_cast<unsigned long long>(total.settles));
+      static_cast<unsigned long long>(total.settles),
+      static_cast<unsigned long long>(total.relid_reuses),
+      static_cast<unsigned long long>(total.guest_ring_full),
+      static_cast<unsigned long long>(total.host_ring_full),
+      static_cast<unsigned long long>(total.host_waits_for_room),
+      static_cast<unsigned long long>(total.unmask_rechecks_found_data),
+      static_cast<unsigned long long>(total.link_losses));
   return failures == 0 ? 0 : 1;
 }

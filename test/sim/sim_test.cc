@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -31,26 +32,16 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 }
 
 std::string Summary(const SimStats& s) {
-  char line[512];
-  std::snprintf(
-      line, sizeof(line),
-      "%llu steps, %llu messages, %llu packets verified (%llu bytes), %llu opens, "
-      "%llu rescinds, %llu hot-adds, %llu GPADLs released, %llu timeouts, "
-      "%llu/%llu interrupts dropped, %llu stale replies, %llu host refusals, "
-      "%llu unloads",
-      static_cast<unsigned long long>(s.steps),
-      static_cast<unsigned long long>(s.messages_to_host + s.messages_to_guest),
-      static_cast<unsigned long long>(s.packets_verified),
-      static_cast<unsigned long long>(s.bytes_verified),
-      static_cast<unsigned long long>(s.opens_ok), static_cast<unsigned long long>(s.rescinds),
-      static_cast<unsigned long long>(s.hot_adds),
-      static_cast<unsigned long long>(s.gpadls_released),
-      static_cast<unsigned long long>(s.deadlines_exceeded),
-      static_cast<unsigned long long>(s.interrupts_dropped),
-      static_cast<unsigned long long>(s.interrupts),
-      static_cast<unsigned long long>(s.stale_replies_ignored),
-      static_cast<unsigned long long>(s.host_refusals), static_cast<unsigned long long>(s.unloads));
-  return line;
+  return absl::StrCat(s.steps, " steps, ", s.messages_to_host + s.messages_to_guest, " messages, ",
+                      s.packets_verified, " packets verified (", s.bytes_verified, " bytes), ",
+                      s.opens_ok, " opens, ", s.rescinds, " rescinds, ", s.hot_adds, " hot-adds, ",
+                      s.relid_reuses, " relid reuses, ", s.gpadls_released, " GPADLs released, ",
+                      s.deadlines_exceeded, " timeouts, ", s.interrupts_dropped, "/", s.interrupts,
+                      " interrupts dropped, ", s.stale_replies_ignored, " stale replies, ",
+                      s.host_refusals, " host refusals, ", s.unloads, " unloads, ",
+                      s.guest_ring_full, "/", s.host_ring_full, " full rings (guest/host), ",
+                      s.host_waits_for_room, " host waits for room, ", s.unmask_rechecks_found_data,
+                      " unmask re-checks with data, ", s.link_losses, " link losses");
 }
 
 // ---- The building blocks -------------------------------------------------------------------
@@ -165,6 +156,12 @@ TEST(SimTest, FixedSeeds) {
     EXPECT_GT(total.stale_replies_ignored, 0u);
     EXPECT_GT(total.host_refusals, 0u);
     EXPECT_GT(total.unloads, 50u);
+    EXPECT_GT(total.relid_reuses, 10u);
+    EXPECT_GT(total.guest_ring_full, 0u);
+    EXPECT_GT(total.host_ring_full, 0u);
+    EXPECT_GT(total.host_waits_for_room, 0u);
+    EXPECT_GT(total.unmask_rechecks_found_data, 0u);
+    EXPECT_GT(total.link_losses, 5u);
   }
 }
 
@@ -230,6 +227,23 @@ TEST(SimFaultTest, ChannelLeftInTheTableIsCaught) {
   SimFaults f;
   f.skip_retire = true;
   ExpectCaught(f, HasSubstr("still holds offer"));
+}
+
+TEST(SimFaultTest, SkippedUnmaskRecheckStalls) {
+  // Packets the host writes while the guest's interrupts are masked come with no signal; only
+  // the re-check after unmasking finds them. A guest that skips it must stall somewhere.
+  int stalled = 0;
+  for (uint64_t seed = 1; seed <= 100 && stalled < 3; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    options.faults.skip_unmask_recheck = true;
+    const SimResult r = RunSimulation(options);
+    if (r.ok) continue;
+    EXPECT_TRUE(r.fault_fired);
+    EXPECT_THAT(r.failure, HasSubstr("lost wakeup")) << r.report;
+    ++stalled;
+  }
+  EXPECT_EQ(stalled, 3);
 }
 
 TEST(SimFaultTest, LostWakeupsWithoutPollingStall) {

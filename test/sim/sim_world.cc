@@ -40,6 +40,7 @@ std::string FaultFlags(const SimFaults& f) {
   if (f.early_relid_reuse) absl::StrAppend(&flags, " --fault=early_relid_reuse");
   if (f.lose_wakeups) absl::StrAppend(&flags, " --fault=lose_wakeups");
   if (f.skip_retire) absl::StrAppend(&flags, " --fault=skip_retire");
+  if (f.skip_unmask_recheck) absl::StrAppend(&flags, " --fault=skip_unmask_recheck");
   return flags;
 }
 
@@ -67,6 +68,12 @@ void SimStats::Add(const SimStats& o) {
   host_refusals += o.host_refusals;
   unloads += o.unloads;
   settles += o.settles;
+  relid_reuses += o.relid_reuses;
+  guest_ring_full += o.guest_ring_full;
+  host_ring_full += o.host_ring_full;
+  host_waits_for_room += o.host_waits_for_room;
+  unmask_rechecks_found_data += o.unmask_rechecks_found_data;
+  link_losses += o.link_losses;
 }
 
 std::string ReplayCommand(uint64_t seed) {
@@ -88,6 +95,9 @@ std::string SimConfig::Describe() const {
   absl::StrAppend(&s, " map=", async_map ? "async" : "sync",
                   " deadlines=", tight_deadlines ? "tight" : "generous");
   if (monitored_offers) absl::StrAppend(&s, " monitored(", monitor_latency_us, "us)");
+  if (drain_budget != 0) absl::StrAppend(&s, " drain_budget=", drain_budget);
+  if (split_unmask) absl::StrAppend(&s, " split_unmask");
+  if (link_loss) absl::StrAppend(&s, " link_loss");
   absl::StrAppend(&s, " remap=", remap_relids ? "yes" : "no", " rounds=", rounds,
                   " ops=", ops_per_round, " gap<=", op_gap_us, "us");
   return s;
@@ -140,10 +150,20 @@ void World::ChooseConfig() {
   config_.monitored_offers = rng_.Chance(0.3);
   config_.monitor_latency_us = static_cast<uint32_t>(rng_.Range(20, 500));
   config_.remap_relids = rng_.Chance(0.5);
+  config_.link_loss = rng_.Chance(0.25);
+  config_.drain_budget = rng_.Chance(0.3) ? rng_.Range(1, 8) : 0;
+  config_.split_unmask = rng_.Chance(0.3);
   config_.rounds = static_cast<int>(rng_.Range(1, 4));
   static constexpr uint32_t kGaps[] = {30, 150, 400};
   config_.op_gap_us = kGaps[rng_.Below(3)];
   config_.ops_per_round = static_cast<int>(rng_.Range(15, 50));
+  if (options_.faults.skip_unmask_recheck) {
+    // Only the re-check can find packets written inside the unmask window; nobody polls.
+    config_.split_unmask = true;
+    config_.drops = false;
+    config_.polling = false;
+    config_.monitored_offers = false;
+  }
   if (options_.faults.lose_wakeups) {
     // Lose interrupts with nobody polling: a dropped wakeup that matters must stall the run.
     config_.drops = true;
@@ -192,6 +212,21 @@ absl::Status World::Setup() {
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
 
+  if (absl::Status s = AttachHost(); !s.ok()) return s;
+
+  guest_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kGuest);
+  host_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kHost);
+  to_host_tail_ = to_guest_tail_ = sched_.now();
+  if (config_.polling) {
+    SchedulePoll(/*guest=*/true);
+    SchedulePoll(/*guest=*/false);
+  }
+  if (config_.monitored_offers) ScheduleHostMonitorScan();
+  return absl::OkStatus();
+}
+
+absl::Status World::AttachHost() {
+  const mock::MemoryLayout& layout = memory_->layout();
   v1::Attach attach;
   attach.set_guest_name("sim-guest");
   attach.set_memory_path(memory_->path());
@@ -215,14 +250,6 @@ absl::Status World::Setup() {
   plane_ = *std::move(plane);
   ExecuteHost(std::move(actions));
 
-  guest_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kGuest);
-  host_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kHost);
-  to_host_tail_ = to_guest_tail_ = sched_.now();
-  if (config_.polling) {
-    SchedulePoll(/*guest=*/true);
-    SchedulePoll(/*guest=*/false);
-  }
-  if (config_.monitored_offers) ScheduleHostMonitorScan();
   return absl::OkStatus();
 }
 
@@ -267,6 +294,7 @@ SimResult RunSimulation(const SimOptions& options) {
 void World::Scenario() {
   if (!Connect()) return;
   for (int round = 0; round < config_.rounds && !failed_; ++round) {
+    link_lost_this_round_ = false;
     if (round > 0 && protocol::HasUnload(negotiated_version_) && rng_.Chance(0.7)) {
       if (!UnloadAndReconnect()) return;
     }
@@ -305,7 +333,10 @@ bool World::Unload(absl::string_view phase) {
             [&](Actions* out) { return bus_->Unload(deadline, out); });
   const int crossing = static_cast<int>(rng_.Range(0, 5));
   if (crossing > 0) ScheduleChaos(crossing);
-  if (!RunUntilSettled(phase, kSettleBudget)) return false;
+  in_unload_ = true;
+  const bool settled = RunUntilSettled(phase, kSettleBudget);
+  in_unload_ = false;
+  if (!settled) return false;
   CheckSettled();
   return !failed_;
 }
@@ -371,8 +402,10 @@ void World::RunOp() {
     kRescind,
     kHotAdd,
     kRefuse,
+    kLinkLoss,
   };
-  const size_t op = rng_.Weighted({18, 8, 7, 5, 4, 30, 12, 5, 4, 2});
+  const size_t op =
+      rng_.Weighted({18, 8, 7, 5, 4, 30, 12, 5, 4, 2, config_.link_loss && !in_unload_ ? 2u : 0u});
   switch (op) {
     case kOpen:
       OpOpen();
@@ -401,8 +434,11 @@ void World::RunOp() {
     case kHotAdd:
       OpHotAdd();
       break;
-    default:
+    case kRefuse:
       OpRefuse();
+      break;
+    default:
+      OpLinkLoss();
       break;
   }
   if (ops_left_ > 0) {
@@ -564,7 +600,9 @@ void World::SendToHost(v1::ControlMessage message) {
   to_host_tail_ = at;
   std::string label = absl::StrCat("deliver to host: ", DescribeControlMessage(message));
   to_host_.push_back(std::move(message));
-  sched_.At(at, SimScheduler::kWork, std::move(label), [this] { DeliverToHost(); });
+  sched_.At(at, SimScheduler::kWork, std::move(label), [this, epoch = link_epoch_] {
+    if (epoch == link_epoch_) DeliverToHost();  // else the link broke with it in flight
+  });
 }
 
 void World::DeliverToHost() {
@@ -609,7 +647,9 @@ void World::SendToGuest(v1::ControlMessage message) {
     to_guest_tail_ = at;
     std::string label = absl::StrCat("deliver to guest: ", DescribeControlMessage(message));
     to_guest_.push_back(message);
-    sched_.At(at, SimScheduler::kWork, std::move(label), [this] { DeliverToGuest(); });
+    sched_.At(at, SimScheduler::kWork, std::move(label), [this, epoch = link_epoch_] {
+      if (epoch == link_epoch_) DeliverToGuest();
+    });
   }
 }
 
@@ -625,6 +665,9 @@ void World::DeliverToGuest() {
                         held->value(), ", ", st ? OfferStateName(st->offer_state) : "?", ")"));
       return;
     }
+  }
+  if (m.has_offer() && released_relids_.erase(m.offer().child_relid()) > 0) {
+    ++stats_.relid_reuses;  // a relid the guest released is offered again
   }
   guest_input_is_reply_ = LedgerReply(m);
   if (failed_) return;
@@ -683,6 +726,7 @@ void World::GuestInterrupt(absl::string_view why) {
 }
 
 void World::HostInterrupt(absl::string_view why) {
+  if (plane_ == nullptr) return;  // detached
   const size_t drained = plane_->ProcessEvents();
   if (drained > 0) Trace(absl::StrCat("    host ", why, ": drained ", drained, " channels"));
 }
@@ -703,7 +747,9 @@ void World::SchedulePoll(bool guest) {
 void World::ScheduleHostMonitorScan() {
   sched_.After(absl::Microseconds(config_.monitor_latency_us), SimScheduler::kPeriodic,
                "host monitor scan", [this] {
-                 if (plane_->HasMonitoredChannels()) HostInterrupt("monitor scan");
+                 if (plane_ != nullptr && plane_->HasMonitoredChannels()) {
+                   HostInterrupt("monitor scan");
+                 }
                  ScheduleHostMonitorScan();
                });
 }

@@ -66,10 +66,12 @@ struct SimFaults {
   bool lose_wakeups = false;
   // The guest runtime does not clear the channel table on RetireChannel.
   bool skip_retire = false;
+  // The guest's drain ignores what the re-check after unmasking interrupts finds.
+  bool skip_unmask_recheck = false;
 
   bool any() const {
     return drop_relid_released || duplicate_open_result || early_relid_reuse || lose_wakeups ||
-           skip_retire;
+           skip_retire || skip_unmask_recheck;
   }
 };
 
@@ -107,6 +109,12 @@ struct SimStats {
   uint64_t host_refusals = 0;
   uint64_t unloads = 0;
   uint64_t settles = 0;
+  uint64_t relid_reuses = 0;                // offers of a relid an earlier offer held
+  uint64_t guest_ring_full = 0;             // guest writes that found the ring full
+  uint64_t host_ring_full = 0;              // host raw sends that found the ring full
+  uint64_t host_waits_for_room = 0;         // guest drains that found pending_send_sz armed
+  uint64_t unmask_rechecks_found_data = 0;  // re-checks after unmasking that found packets
+  uint64_t link_losses = 0;               // GuestLink streams broken mid-round
 
   void Add(const SimStats& o);
 };

@@ -29,6 +29,7 @@
 #include "core/bus_state.h"
 #include "core/channel_table.h"
 #include "core/event_page.h"
+#include "core/guid.h"
 #include "core/ring_buffer.h"
 #include "mock/guest_memory.h"
 #include "mock/host/data_plane.h"
@@ -65,6 +66,12 @@ struct SimConfig {
   bool monitored_offers = false;
   uint32_t monitor_latency_us = 100;
   bool remap_relids = false;
+  // The GuestLink may break mid-round (both sides see it end; the guest re-attaches).
+  bool link_loss = false;
+  // Packets the guest reads per step before continuing in a later step (0 = all).
+  size_t drain_budget = 0;
+  // The guest unmasks (and re-checks) in a step of its own after finding its ring empty.
+  bool split_unmask = false;
   int rounds = 1;
   int ops_per_round = 30;
   // Scenario steps come at most this many microseconds apart (small: many at once in flight).
@@ -74,6 +81,13 @@ struct SimConfig {
 };
 
 enum class DeviceKind { kEcho, kRaw, kOther };
+
+// HostOffer: who the host said a relid is, parsed once from its Offer message.
+struct HostOffer {
+  Guid type;
+  Guid instance;
+  uint32_t sub_channel_index = 0;
+};
 
 // One packet as it must arrive: payload padded with zeros to 8 bytes (rings carry no unpadded
 // length).
@@ -126,6 +140,10 @@ class SimChannel final : public EventTarget {
   std::vector<uint8_t> scratch_;
   std::deque<SimPacket> send_queue_;
   size_t max_payload_ = 0;
+  // The inbound ring's control page (to see the host's pending_send_sz).
+  RingControlPage* inbound_control_ = nullptr;
+  // A drain continuation (budget or split unmask) is scheduled; interrupts stay masked.
+  bool continuation_pending_ = false;
 };
 
 class World {
@@ -187,6 +205,9 @@ class World {
   // ---- sim_world.cc: loop, transports, interrupts, scenario, trace ----
   void ChooseConfig();
   absl::Status Setup();
+  // Attaches the guest to the host engine (again after a link loss): a new host mapping of
+  // the guest memory, a new guest id and data plane.
+  absl::Status AttachHost();
   void Scenario();
   bool RunUntilSettled(absl::string_view phase, absl::Duration budget);
   void RunStep();
@@ -228,6 +249,9 @@ class World {
   void OnIgnored(const InputIgnored& i);
   void ReleaseLater(OfferId offer);
   void GuestDrain(SimChannel& channel);
+  bool GuestCommitRead(SimChannel& channel);
+  bool GuestUnmask(SimChannel& channel);
+  void ContinueDrainLater(SimChannel& channel, bool unmask);
   void GuestHandlePacket(SimChannel& channel, const PacketView& packet);
   void GuestTrySend(SimChannel& channel);
   void GuestSignal(SimChannel& channel);
@@ -253,6 +277,7 @@ class World {
   void OpHotAdd();
   void OpHostRaw();
   void OpRefuse();
+  void OpLinkLoss();
   void ForgeEarlyRelease(uint32_t relid);
 
   // ---- sim_checks.cc: invariants ----
@@ -321,8 +346,9 @@ class World {
   std::map<uint32_t, std::vector<uint64_t>> host_mapped_pfns_;  // by relid
   std::map<uint32_t, std::deque<SimPacket>> host_raw_queue_;    // by relid
   std::set<uint32_t> host_raw_retry_;
-  std::map<uint32_t, v1::Offer> host_offers_;  // the last Offer the host sent per relid
+  std::map<uint32_t, HostOffer> host_offers_;  // the last offer the host sent per relid
   std::set<uint32_t> host_rescinded_;          // rescinded, RelidReleased not yet processed
+  std::set<uint32_t> released_relids_;         // sent in a RelidReleased, not offered since
   int refusals_armed_ = 0;
   // The guest message the engine is handling (to judge its refusals), and its relid's state
   // before.
@@ -343,6 +369,10 @@ class World {
 
   // Scenario.
   int ops_left_ = 0;
+  bool in_unload_ = false;
+  bool link_lost_this_round_ = false;
+  // Bumped when the link breaks: deliveries and mappings of an older link are void.
+  uint64_t link_epoch_ = 0;
 };
 
 }  // namespace vbus::sim
