@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/guid_proto.h"
+#include "core/protocol.h"
 #include "test/sim/sim_world_internal.h"
 
 namespace vbus::sim {
@@ -242,6 +243,35 @@ void World::CheckSettled() {
       Fail(absl::StrCat("relid ", relid, " is open on ring GPADL 0x", absl::Hex(c.ring_gpadl()),
                         " on the host but 0x", absl::Hex(g->second.ring_gpadl), " on the guest"));
       return;
+    }
+    if (guest_open) {
+      auto sid = host_session_by_relid_.find(relid);
+      if (sid == host_session_by_relid_.end()) {
+        Fail(absl::StrCat("relid ", relid, " is open on both sides but no session maps it"));
+        return;
+      }
+      const Session& s = sessions_.at(sid->second);
+      if (s.target_vp_known && protocol::HasModifyChannelResponse(negotiated_version_) &&
+          c.target_vp() != s.target_vp) {
+        Fail(absl::StrCat("relid ", relid, " targets VP ", c.target_vp(), " on the host but ",
+                          s.target_vp, " on the guest"));
+        return;
+      }
+      // The data plane's counters (what ListChannels reports) match what really moved.
+      absl::StatusOr<mock::ChannelCounters> n = plane_->Counters(relid);
+      if (!n.ok() || n->packets_from_guest != s.guest_packets ||
+          n->bytes_from_guest != s.guest_bytes || n->packets_to_guest != s.host_packets ||
+          n->bytes_to_guest != s.host_bytes) {
+        Fail(absl::StrCat(
+            "relid ", relid, ": the host counts ",
+            n.ok() ? absl::StrCat(n->packets_from_guest, " packets (", n->bytes_from_guest,
+                                  " bytes) from and ", n->packets_to_guest, " (", n->bytes_to_guest,
+                                  " bytes) to the guest")
+                   : n.status().ToString(),
+            ", but ", s.guest_packets, " (", s.guest_bytes, ") and ", s.host_packets, " (",
+            s.host_bytes, ") moved"));
+        return;
+      }
     }
     guest.erase(g);
   }

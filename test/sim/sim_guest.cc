@@ -369,7 +369,6 @@ void World::OnComplete(const Complete& c) {
                           protocol::VersionName(negotiated_version_)));
         return;
       }
-      connected_once_ = true;
       break;
     case RequestKind::kOpen: {
       if (auto p = pending_opens_.find(c.offer);
@@ -401,6 +400,19 @@ void World::OnComplete(const Complete& c) {
     }
     case RequestKind::kClose:
       ++stats_.closes;
+      break;
+    case RequestKind::kModifyChannel:
+      if (auto ch = channels_.find(c.offer); ch != channels_.end()) {
+        Session& s = sessions_.at(ch->second->session_);
+        // From 5.3 an OK means the host applied it; below, the host does not answer (and may
+        // refuse without the guest knowing).
+        if (c.status.ok() && protocol::HasModifyChannelResponse(negotiated_version_)) {
+          s.target_vp = issued.target_vp;
+          s.target_vp_known = true;
+        } else {
+          s.target_vp_known = false;
+        }
+      }
       break;
     case RequestKind::kGpadlCreate:
       if (c.status.ok() && c.gpadl != issued.filed_gpadl) {
@@ -560,7 +572,10 @@ void World::GuestHandlePacket(SimChannel& channel, const PacketView& packet) {
   got.payload.assign(packet.payload().begin(), packet.payload().end());
   switch (channel.device_) {
     case DeviceKind::kEcho:
-      ExpectPacket(s.echo_expect, got, absl::StrCat("echo reply on relid ", channel.relid_));
+      if (ExpectPacket(s.echo_expect, got, absl::StrCat("echo reply on relid ", channel.relid_))) {
+        ++s.host_packets;
+        s.host_bytes += got.payload.size();
+      }
       return;
     case DeviceKind::kRaw:
       ExpectPacket(s.guest_expect, got, absl::StrCat("host packet on relid ", channel.relid_));
@@ -599,6 +614,8 @@ void World::GuestTrySend(SimChannel& channel) {
     SimPacket expect;
     expect.trans_id = p.trans_id;
     expect.payload = Padded(p.payload);
+    ++s.guest_packets;
+    s.guest_bytes += expect.payload.size();
     if (channel.device_ == DeviceKind::kEcho) {
       // The echo device answers with the same bytes: a completion if one was requested.
       expect.type = (p.flags & kCompletionRequested) != 0
@@ -694,12 +711,14 @@ void World::OpOpen() {
   s.relid = o.info.relid;
   s.device = o.device;
   s.max_host_payload = (in_pages - 1) * kPage - 32;
+  const uint32_t target_vp = static_cast<uint32_t>(rng_.Range(0, 3));
+  s.target_vp = target_vp;
   sessions_[s.id] = s;
   PendingOpen open{pages->data(), out_pages, in_pages, s.id, RequestId()};
   OpenParams params;
   params.ring_pfns.assign(pages->pfns().begin(), pages->pfns().end());
   params.outbound_ring_pages = out_pages;
-  params.target_vp = static_cast<uint32_t>(rng_.Range(0, 3));
+  params.target_vp = target_vp;
   params.user_data = std::string(rng_.Range(0, 16), 'u');
   const absl::Time deadline = Deadline();
   GuestCall(
@@ -780,8 +799,10 @@ void World::OpModify() {
   const OfferId offer = rng_.Pick(candidates);
   const uint32_t vp = static_cast<uint32_t>(rng_.Range(0, 7));
   const absl::Time deadline = Deadline();
-  GuestCall(RequestKind::kModifyChannel, offer, deadline,
-            [&](Actions* out) { return bus_->ModifyChannel(offer, vp, deadline, out); });
+  const RequestId id = GuestCall(RequestKind::kModifyChannel, offer, deadline, [&](Actions* out) {
+    return bus_->ModifyChannel(offer, vp, deadline, out);
+  });
+  if (auto it = issued_.find(id); it != issued_.end()) it->second.target_vp = vp;
 }
 
 void World::OpTraffic() {

@@ -120,7 +120,6 @@ void World::OnEngineEvent(const v1::ProtocolEvent& event) {
     }
     case v1::EVENT_KIND_FAULT_FIRED:
       host_input_fault_ = true;  // an injected refusal; below 5.3 it also draws an ERROR
-      --refusals_armed_;
       ++stats_.host_refusals;
       Trace(absl::StrCat("    host fault fired: ", event.detail()));
       return;
@@ -241,6 +240,8 @@ void World::HostTrySend(uint32_t relid) {
       expect.type = static_cast<uint16_t>(PacketType::kDataInband);
       expect.payload = Padded(p.payload);
       s.guest_expect.push_back(std::move(expect));
+      ++s.host_packets;
+      s.host_bytes += p.payload.size();
       q->second.pop_front();
       continue;
     }
@@ -425,7 +426,6 @@ void World::OpRefuse() {
     Fail(absl::StrCat("inject fault: ", s.ToString()));
     return;
   }
-  ++refusals_armed_;
   Trace(absl::StrCat("    host arms a refusal of the next ",
                      v1::RefuseNext::Request_Name(request.refuse().request())));
   ExecuteHost(std::move(actions));

@@ -114,7 +114,7 @@ struct SimStats {
   uint64_t host_ring_full = 0;              // host raw sends that found the ring full
   uint64_t host_waits_for_room = 0;         // guest drains that found pending_send_sz armed
   uint64_t unmask_rechecks_found_data = 0;  // re-checks after unmasking that found packets
-  uint64_t link_losses = 0;               // GuestLink streams broken mid-round
+  uint64_t link_losses = 0;                 // GuestLink streams broken mid-round
 
   void Add(const SimStats& o);
 };

@@ -116,6 +116,14 @@ struct Session {
   uint64_t next_host_trans_id = 1;
   // Largest payload the host may write into the guest's inbound ring.
   size_t max_host_payload = 0;
+  // What the host's data plane must count for this channel once everything has arrived.
+  uint64_t guest_packets = 0;  // written by the guest
+  uint64_t guest_bytes = 0;    // (padded, as the host reads them)
+  uint64_t host_packets = 0;   // written by the host (echo replies received, raw sends)
+  uint64_t host_bytes = 0;
+  // The target VP the host must have (known from 5.3, where ModifyChannel is answered).
+  uint32_t target_vp = 0;
+  bool target_vp_known = true;
 
   bool both_open() const { return guest_open && !guest_ended && host_mapped && !host_ended; }
 };
@@ -168,6 +176,7 @@ class World {
     // The deadline was short enough to expire (only then may the call time out).
     bool tight = false;
     uint32_t filed_gpadl = 0;  // memory filed for this call's new GPADL
+    uint32_t target_vp = 0;    // ModifyChannel
   };
   // Memory the guest runtime handed to a GPADL, until its ReleaseGpadl.
   struct FiledGpadl {
@@ -313,14 +322,12 @@ class World {
   std::map<OfferId, GuestOffer> offers_;
   std::map<OfferId, PendingOpen> pending_opens_;
   std::map<OfferId, std::unique_ptr<SimChannel>> channels_;  // published
-  std::vector<std::unique_ptr<SimChannel>> zombies_;         // skip_retire fault only
   std::map<uint32_t, FiledGpadl> filed_;                     // by GPADL handle
   std::set<uint32_t> created_handles_;                       // sent in a GpadlCreate
   std::set<uint32_t> released_handles_;
   std::map<RequestId, Issued> issued_;
   std::map<RequestId, SimScheduler::EventId> timers_;
   uint32_t negotiated_version_ = 0;
-  bool connected_once_ = false;
 
   // Sessions (both sides).
   uint64_t next_session_ = 1;
@@ -349,7 +356,6 @@ class World {
   std::map<uint32_t, HostOffer> host_offers_;  // the last offer the host sent per relid
   std::set<uint32_t> host_rescinded_;          // rescinded, RelidReleased not yet processed
   std::set<uint32_t> released_relids_;         // sent in a RelidReleased, not offered since
-  int refusals_armed_ = 0;
   // The guest message the engine is handling (to judge its refusals), and its relid's state
   // before.
   bool host_input_active_ = false;
