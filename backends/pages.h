@@ -29,11 +29,9 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "core/page_size.h"  // kPageSize: GPADLs, rings and PFNs count 4096-byte pages
 
 namespace vbus {
-
-// The page size of every vbus protocol: GPADLs, rings and PFNs count 4096-byte pages.
-inline constexpr size_t kPageSize = 4096;
 
 // PageReleaser
 // Implemented by whatever hands out `Pages` (a backend, a PagePool). ReleasePages is called

@@ -68,10 +68,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/page_size.h"
 
 namespace vbus {
-
-inline constexpr size_t kPageSize = 4096;
 
 // ---------------------------------------------------------------------------------------------
 // Wire layout (VMBUS_FACTS.md §3). Little-endian; every offset is static_assert'ed.

@@ -1,0 +1,421 @@
+#include "mock/guest/mock_backend.h"
+
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+
+namespace vbus::mock {
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::UnavailableError(absl::StrCat(what, ": the host ended the stream"));
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+}  // namespace
+
+MockBackend::MockBackend(std::unique_ptr<v1::GuestLink::StubInterface> stub,
+                         MockBackendOptions options, std::unique_ptr<GuestMemory> memory,
+                         std::unique_ptr<PagePool> pool, EventPage guest_events,
+                         EventPage host_events)
+    : stub_(std::move(stub)),
+      options_(std::move(options)),
+      memory_(std::move(memory)),
+      pool_(std::move(pool)),
+      guest_events_(guest_events),
+      host_events_(host_events) {}
+
+absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(
+    std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options) {
+  if (stub == nullptr) return absl::InvalidArgumentError("MockBackend needs a GuestLink stub");
+  absl::StatusOr<std::unique_ptr<GuestMemory>> memory =
+      GuestMemory::Create(options.memory_path, options.memory_bytes);
+  if (!memory.ok()) return memory.status();
+  const MemoryLayout& layout = (*memory)->layout();
+  absl::StatusOr<uint8_t*> first = (*memory)->Translate(layout.first_data_pfn);
+  if (!first.ok()) return first.status();
+  auto pool = std::make_unique<PagePool>(*first, layout.first_data_pfn,
+                                         (*memory)->page_count() - layout.first_data_pfn);
+  absl::StatusOr<EventPage> guest_events =
+      EventPage::Attach(absl::MakeSpan((*memory)->GuestEventPage(), EventPage::kBytes));
+  if (!guest_events.ok()) return guest_events.status();
+  absl::StatusOr<EventPage> host_events =
+      EventPage::Attach(absl::MakeSpan((*memory)->HostEventPage(), EventPage::kBytes));
+  if (!host_events.ok()) return host_events.status();
+  return std::unique_ptr<MockBackend>(new MockBackend(std::move(stub), std::move(options),
+                                                      std::move(*memory), std::move(pool),
+                                                      *guest_events, *host_events));
+}
+
+absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Connect(
+    std::shared_ptr<grpc::ChannelInterface> channel, MockBackendOptions options) {
+  return Create(v1::GuestLink::NewStub(std::move(channel)), std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Dial(const std::string& target,
+                                                               MockBackendOptions options) {
+  return Connect(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()),
+                 std::move(options));
+}
+
+MockBackend::~MockBackend() { Stop(); }
+
+void MockBackend::Log(absl::string_view line) const {
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "mock_backend: %.*s\n", static_cast<int>(line.size()), line.data());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start / Stop
+// ---------------------------------------------------------------------------------------------
+
+absl::Status MockBackend::Start(BackendListener* listener) {
+  if (listener == nullptr) return absl::InvalidArgumentError("Start needs a listener");
+  {
+    MutexLock lock(&mu_);
+    if (started_) return absl::FailedPreconditionError("the mock backend was already started");
+    started_ = true;
+    listener_ = listener;
+  }
+  stream_ = stub_->Connect(&context_);
+  if (stream_ == nullptr) return absl::UnavailableError("GuestLink.Connect gave no stream");
+
+  v1::GuestToHost first;
+  v1::Attach* attach = first.mutable_attach();
+  attach->set_guest_name(options_.guest_name);
+  attach->set_memory_path(memory_->path());
+  attach->set_memory_size_bytes(memory_->size_bytes());
+  *attach->mutable_layout() = LayoutToProto(memory_->layout());
+  reader_ = std::thread([this] { ReadLoop(); });
+  {
+    MutexLock lock(&write_mu_);
+    stream_->Write(first);  // a failure shows as the end of the stream (below)
+  }
+
+  const absl::Time deadline = absl::Now() + options_.attach_timeout;
+  bool attached;
+  bool timed_out;
+  {
+    MutexLock lock(&mu_);
+    // A failed Write means the stream is over: the reader then learns why from Finish (e.g.
+    // the host refused the attach), so wait for that too.
+    cv_.AwaitWithDeadline(&mu_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return attached_ || ended_;
+    });
+    attached = attached_;
+    timed_out = !attached_ && !ended_;
+    if (!attached) stopping_ = true;  // the reader must not call the listener any more
+  }
+  if (attached) {
+    doorbell_ = std::thread([this] { DoorbellLoop(); });
+    return absl::OkStatus();
+  }
+  // Not attached: end the stream, let the reader finish, and report why.
+  context_.TryCancel();
+  if (reader_.joinable()) reader_.join();
+  if (timed_out) {
+    return absl::DeadlineExceededError(
+        absl::StrFormat("the mock host did not answer the attach of %s within %s",
+                        options_.guest_name, absl::FormatDuration(options_.attach_timeout)));
+  }
+  MutexLock lock(&mu_);
+  absl::Status why = end_status_;
+  if (why.ok()) why = absl::UnavailableError("the stream ended before `attached`");
+  return absl::UnavailableError(
+      absl::StrCat("attach of ", options_.guest_name, " to the mock host failed: ", why.message()));
+}
+
+void MockBackend::Stop() {
+  MutexLock serial(&stop_mu_);
+  bool started;
+  {
+    MutexLock lock(&mu_);
+    started = started_;
+    stopping_ = true;
+    queue_.clear();
+  }
+  stop_doorbell_.store(true, std::memory_order_relaxed);
+  if (doorbell_.joinable()) {
+    memory_->Ring(Doorbell::kGuest);  // wakes the doorbell thread now
+    doorbell_.join();
+  }
+  if (started && stream_ != nullptr && link_up_.load(std::memory_order_relaxed)) {
+    // Say goodbye: half-close the stream so the host detaches the guest and ends the call
+    // (a cancelled call may linger on the host until its own shutdown). Bounded wait.
+    {
+      MutexLock lock(&write_mu_);
+      stream_->WritesDone();
+    }
+    MutexLock lock(&mu_);
+    cv_.AwaitWithDeadline(&mu_, absl::Now() + absl::Seconds(1),
+                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ended_; });
+  }
+  if (started && stream_ != nullptr) context_.TryCancel();
+  if (reader_.joinable()) reader_.join();
+  link_up_.store(false, std::memory_order_relaxed);
+  // A ResumeDelivery on another thread may still be inside OnHostMessage: wait for it.
+  MutexLock lock(&mu_);
+  const std::thread::id self = std::this_thread::get_id();
+  cv_.AwaitWithDeadline(&mu_, absl::InfiniteFuture(), [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !delivering_.has_value() || *delivering_ == self;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+// ---------------------------------------------------------------------------------------------
+
+void MockBackend::ReadLoop() {
+  v1::HostToGuest message;
+  while (stream_->Read(&message)) {
+    switch (message.kind_case()) {
+      case v1::HostToGuest::kAttached: {
+        MutexLock lock(&mu_);
+        if (attached_) {
+          Log("ignoring a second `attached` from the host");
+          break;
+        }
+        attached_ = true;
+        guest_id_ = message.attached().guest_id();
+        link_up_.store(true, std::memory_order_relaxed);
+        cv_.SignalAll();
+        break;
+      }
+      case v1::HostToGuest::kControl: {
+        bool attached;
+        {
+          MutexLock lock(&mu_);
+          attached = attached_;
+        }
+        if (!attached) {
+          Log("ignoring a control message before `attached`");
+          break;
+        }
+        Deliver(std::move(*message.mutable_control()));
+        break;
+      }
+      case v1::HostToGuest::kSignal: {
+        // The slow path of a host → guest event: same effect as the doorbell.
+        stream_signals_.fetch_add(1, std::memory_order_relaxed);
+        absl::StatusOr<bool> set = guest_events_.Set(message.signal().child_relid());
+        if (!set.ok()) {
+          Log(absl::StrCat("ignoring a host signal: ", set.status().message()));
+          break;
+        }
+        BackendListener* listener = nullptr;
+        {
+          MutexLock lock(&mu_);
+          if (!stopping_ && attached_) listener = listener_;
+        }
+        if (listener != nullptr) listener->OnEventsPending();
+        break;
+      }
+      case v1::HostToGuest::kError:
+        protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+        Log(absl::StrFormat("host reported a protocol error (code %d): %s", message.error().code(),
+                            message.error().message()));
+        break;
+      case v1::HostToGuest::KIND_NOT_SET:
+        Log("ignoring an empty message from the host");
+        break;
+    }
+    message.Clear();
+  }
+  grpc::Status finished;
+  {
+    MutexLock lock(&write_mu_);
+    finished = stream_->Finish();
+  }
+  link_up_.store(false, std::memory_order_relaxed);
+  BackendListener* listener = nullptr;
+  absl::Status status = FromGrpc(finished, "GuestLink stream");
+  {
+    MutexLock lock(&mu_);
+    ended_ = true;
+    end_status_ = status;
+    cv_.SignalAll();
+    if (stopping_ || !attached_) return;
+    // Messages held back by a pause are lost with the link. Wait for a delivery running on
+    // another thread (ResumeDelivery) so OnHostLost comes after the last OnHostMessage.
+    queue_.clear();
+    cv_.AwaitWithDeadline(&mu_, absl::InfiniteFuture(),
+                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !delivering_; });
+    listener = listener_;
+    delivering_ = std::this_thread::get_id();
+  }
+  Log(absl::StrCat("link to the mock host lost: ", status.ToString()));
+  listener->OnHostLost(status);
+  MutexLock lock(&mu_);
+  delivering_.reset();
+  cv_.SignalAll();
+}
+
+void MockBackend::DoorbellLoop() {
+  BackendListener* listener;
+  {
+    MutexLock lock(&mu_);
+    listener = listener_;
+  }
+  // The receiver's loop of mock/guest_memory.h: read the doorbell, scan, wait for a change.
+  // Reading `seen` before the scan means a ring during the scan ends the wait at once.
+  uint32_t seen = memory_->DoorbellValue(Doorbell::kGuest);
+  listener->OnEventsPending();
+  while (!stop_doorbell_.load(std::memory_order_relaxed)) {
+    const absl::Status waited =
+        memory_->Wait(Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice);
+    if (stop_doorbell_.load(std::memory_order_relaxed)) break;
+    if (!waited.ok()) continue;  // the slice ended with no ring: look for Stop, wait again
+    seen = memory_->DoorbellValue(Doorbell::kGuest);
+    doorbell_wakeups_.fetch_add(1, std::memory_order_relaxed);
+    listener->OnEventsPending();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control messages
+// ---------------------------------------------------------------------------------------------
+
+void MockBackend::Deliver(v1::ControlMessage message) {
+  MutexLock lock(&mu_);
+  if (stopping_) return;
+  queue_.push_back(std::move(message));
+  DrainLocked();
+}
+
+void MockBackend::DrainLocked() {
+  while (!paused_ && !delivering_.has_value() && !queue_.empty() && !stopping_) {
+    v1::ControlMessage next = std::move(queue_.front());
+    queue_.pop_front();
+    delivering_ = std::this_thread::get_id();
+    BackendListener* listener = listener_;
+    mu_.Unlock();
+    listener->OnHostMessage(next);
+    messages_delivered_.fetch_add(1, std::memory_order_relaxed);
+    mu_.Lock();
+    delivering_.reset();
+    cv_.SignalAll();
+  }
+}
+
+void MockBackend::PauseDelivery() {
+  MutexLock lock(&mu_);
+  paused_ = true;
+  const std::thread::id self = std::this_thread::get_id();
+  // From inside OnHostMessage the pause takes effect when that call returns (DrainLocked
+  // re-checks paused_); from another thread, wait for the call in progress.
+  cv_.AwaitWithDeadline(&mu_, absl::InfiniteFuture(), [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !delivering_.has_value() || *delivering_ == self;
+  });
+}
+
+void MockBackend::ResumeDelivery() {
+  MutexLock lock(&mu_);
+  paused_ = false;
+  DrainLocked();
+}
+
+absl::Status MockBackend::PostMessage(const v1::ControlMessage& message) {
+  if (!link_up_.load(std::memory_order_relaxed)) {
+    MutexLock lock(&mu_);
+    if (!started_ || !attached_) {
+      return absl::FailedPreconditionError("the mock backend is not attached (call Start)");
+    }
+    return absl::UnavailableError("the link to the mock host is gone");
+  }
+  v1::GuestToHost out;
+  *out.mutable_control() = message;
+  MutexLock lock(&write_mu_);
+  if (!stream_->Write(out)) {
+    return absl::UnavailableError("GuestLink stream closed while posting a control message");
+  }
+  messages_posted_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void MockBackend::SetConnection(const NegotiatedConnection& connection) {
+  MutexLock lock(&mu_);
+  connection_ = connection;
+}
+
+std::optional<NegotiatedConnection> MockBackend::connection() const {
+  MutexLock lock(&mu_);
+  return connection_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals, events, memory
+// ---------------------------------------------------------------------------------------------
+
+absl::Status MockBackend::SignalHost(const ChannelSignal& signal) {
+  if (signal.relid == 0 || signal.relid >= kEventFlagCount) {
+    return absl::InvalidArgumentError(absl::StrCat("signal for relid ", signal.relid));
+  }
+  if (!link_up_.load(std::memory_order_relaxed)) {
+    return absl::UnavailableError("the link to the mock host is gone");
+  }
+  if (signal.monitor_allocated) {
+    // The host scans monitor triggers at its monitor latency: no doorbell.
+    monitor_signals_.fetch_add(1, std::memory_order_relaxed);
+    return memory_->TriggerMonitor(signal.monitor_id);
+  }
+  // [M1] EventPage::Set is a release OR: the host's scan (acquire) sees the ring writes that
+  // preceded this signal. Ring only on a 0 → 1 transition: a set bit means the host has not
+  // scanned yet and will see this channel in that scan.
+  absl::StatusOr<bool> was_clear = host_events_.Set(signal.relid);
+  if (!was_clear.ok()) return was_clear.status();
+  if (*was_clear) {
+    host_doorbells_.fetch_add(1, std::memory_order_relaxed);
+    memory_->Ring(Doorbell::kHost);
+  } else {
+    signals_coalesced_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+absl::Span<uint8_t> MockBackend::ReceiveEventFlags() {
+  return absl::MakeSpan(memory_->GuestEventPage(), kEventFlagBytes);
+}
+
+absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
+
+ContactInfo MockBackend::contact_info() const {
+  ContactInfo contact;
+  contact.target_vcpu = 0;
+  contact.message_sint = 2;
+  contact.monitor_page1_gpa = memory_->layout().monitor_page1_pfn * kPageSize;
+  contact.monitor_page2_gpa = memory_->layout().monitor_page2_pfn * kPageSize;
+  return contact;
+}
+
+size_t MockBackend::held_messages() const {
+  MutexLock lock(&mu_);
+  return queue_.size();
+}
+
+std::string MockBackend::guest_id() const {
+  MutexLock lock(&mu_);
+  return guest_id_;
+}
+
+MockBackendStats MockBackend::stats() const {
+  MockBackendStats s;
+  auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  s.messages_posted = get(messages_posted_);
+  s.messages_delivered = get(messages_delivered_);
+  s.protocol_errors = get(protocol_errors_);
+  s.doorbell_wakeups = get(doorbell_wakeups_);
+  s.stream_signals = get(stream_signals_);
+  s.host_doorbells = get(host_doorbells_);
+  s.signals_coalesced = get(signals_coalesced_);
+  s.monitor_signals = get(monitor_signals_);
+  return s;
+}
+
+}  // namespace vbus::mock

@@ -1,0 +1,189 @@
+// MockBackend: the Backend (backends/backend.h) that connects a guest's ChannelBus to the mock
+// host (mock/host) — in the same process or in another one.
+//
+// What it does, per Backend duty:
+//   - memory: creates the shared guest-memory file (mock/guest_memory.h; a sealed memfd by
+//     default) with the standard layout, and hands out its data pages through a PagePool
+//     (PFN = file offset / 4096);
+//   - control messages: opens one GuestLink.Connect stream, attaches (name, memory path, size,
+//     layout), then posts every ControlMessage on the stream as it is; a reader thread delivers
+//     the host's ControlMessages in order (honouring PauseDelivery), turns slow-path `signal`
+//     messages into events, and logs the host's ProtocolError replies;
+//   - events host → guest: a doorbell thread waits on the guest's futex doorbell (in deadline
+//     slices, so Stop is prompt) and raises OnEventsPending whenever it rang; the receive event
+//     flags are the guest event page of the file;
+//   - signals guest → host: SignalHost sets the relid's bit in the host event page and rings
+//     the host's doorbell only if the bit was clear (so a burst of signals costs one wake-up);
+//     a monitored channel sets its monitor bit instead (the host scans those periodically).
+// No RPC is on the data path: packets move through rings in the shared file.
+//
+// The stream is written against the generated v1::GuestLink::StubInterface, so a test can
+// hand in its own stub (a scripted or failing host) instead of a real channel.
+//
+// Example:
+//   ASSIGN_OR_RETURN(std::unique_ptr<MockBackend> backend,
+//                    MockBackend::Dial("unix:/tmp/mock_host.sock", {.guest_name = "agent-1"}));
+//   ASSIGN_OR_RETURN(std::unique_ptr<ChannelBus> bus, ChannelBus::Create(backend.get(), {}));
+//   // bus->Connect(...), channels, ...; destroy the bus before the backend.
+//
+// Thread safety: as Backend. The backend must outlive every Pages it handed out.
+#ifndef VBUS_MOCK_GUEST_MOCK_BACKEND_H_
+#define VBUS_MOCK_GUEST_MOCK_BACKEND_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "backends/backend.h"
+#include "backends/page_pool.h"
+#include "core/event_page.h"
+#include "core/sync.h"
+#include "grpcpp/grpcpp.h"
+#include "mock/guest_memory.h"
+#include "proto/mock_host.grpc.pb.h"
+
+namespace vbus::mock {
+
+struct MockBackendOptions {
+  // Sent in Attach; must be unique among the guests attached to one host.
+  std::string guest_name = "vbus-guest";
+  // Size of the shared guest-memory file (a multiple of 4096; the special pages come first).
+  uint64_t memory_bytes = uint64_t{64} << 20;
+  // Where to create it: empty = a sealed memfd (shareable as /proc/<pid>/fd/<n>); otherwise a
+  // new file (e.g. under /dev/shm), removed when the backend is destroyed.
+  std::string memory_path;
+  // How long Start waits for the host's `attached`.
+  absl::Duration attach_timeout = absl::Seconds(10);
+  // The doorbell thread re-checks for Stop at least this often while no doorbell rings.
+  absl::Duration doorbell_slice = absl::Milliseconds(100);
+  // Log lines (host ProtocolErrors, the end of the stream); empty = stderr.
+  std::function<void(absl::string_view)> log;
+};
+
+// MockBackendStats: counters since creation (relaxed snapshots).
+struct MockBackendStats {
+  uint64_t messages_posted = 0;
+  uint64_t messages_delivered = 0;
+  uint64_t protocol_errors = 0;    // ProtocolError replies from the host
+  uint64_t doorbell_wakeups = 0;   // the guest doorbell rang (OnEventsPending raised)
+  uint64_t stream_signals = 0;     // slow-path Signal messages from the host
+  uint64_t host_doorbells = 0;     // SignalHost calls that rang the host's doorbell
+  uint64_t signals_coalesced = 0;  // SignalHost calls whose event bit was already set
+  uint64_t monitor_signals = 0;    // SignalHost calls for monitored channels
+};
+
+class MockBackend final : public Backend {
+ public:
+  // Create
+  // Creates the guest memory (errors: GuestMemory::Create's) and keeps `stub` for Start.
+  static absl::StatusOr<std::unique_ptr<MockBackend>> Create(
+      std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options = {});
+  // Dial: Create with a stub on an insecure channel to `target` ("unix:PATH", "HOST:PORT").
+  static absl::StatusOr<std::unique_ptr<MockBackend>> Dial(const std::string& target,
+                                                           MockBackendOptions options = {});
+  // Create with a stub on an existing channel (e.g. MockHostServer::InProcessChannel()).
+  static absl::StatusOr<std::unique_ptr<MockBackend>> Connect(
+      std::shared_ptr<grpc::ChannelInterface> channel, MockBackendOptions options = {});
+
+  // Stops (see Stop). Every Pages handed out must be gone.
+  ~MockBackend() override;
+  MockBackend(const MockBackend&) = delete;
+  MockBackend& operator=(const MockBackend&) = delete;
+
+  // ---- Backend ---------------------------------------------------------------------------
+  // Start: opens the stream, attaches and waits for `attached` until attach_timeout.
+  // Unavailable if the host cannot be reached or ends the stream (the host's status message
+  // is included, e.g. a refused attach); DeadlineExceeded if it does not answer in time;
+  // FailedPrecondition if already started.
+  absl::Status Start(BackendListener* listener) override;
+  void Stop() override;
+  ContactInfo contact_info() const override;
+  absl::Status PostMessage(const v1::ControlMessage& message) override;
+  void SetConnection(const NegotiatedConnection& connection) override;
+  void PauseDelivery() override;
+  void ResumeDelivery() override;
+  absl::Status SignalHost(const ChannelSignal& signal) override;
+  absl::Span<uint8_t> ReceiveEventFlags() override;
+  absl::StatusOr<Pages> AllocatePages(size_t count) override;
+
+  // ---- Mock specifics --------------------------------------------------------------------
+  // The id the host gave this guest (empty before Start succeeded).
+  std::string guest_id() const;
+  GuestMemory& memory() const { return *memory_; }
+  PagePool& pool() const { return *pool_; }
+  // Host messages held back by PauseDelivery (for tests and diagnostics).
+  size_t held_messages() const;
+  // The connection SetConnection recorded, if any.
+  std::optional<NegotiatedConnection> connection() const;
+  MockBackendStats stats() const;
+
+ private:
+  MockBackend(std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options,
+              std::unique_ptr<GuestMemory> memory, std::unique_ptr<PagePool> pool,
+              EventPage guest_events, EventPage host_events);
+
+  void ReadLoop();
+  void DoorbellLoop();
+  // Queues a host message and delivers what may be delivered now.
+  void Deliver(v1::ControlMessage message);
+  void DrainLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Log(absl::string_view line) const;
+
+  std::unique_ptr<v1::GuestLink::StubInterface> stub_;
+  const MockBackendOptions options_;
+  const std::unique_ptr<GuestMemory> memory_;
+  const std::unique_ptr<PagePool> pool_;
+  EventPage guest_events_;  // host sets bits, the bus scans them
+  EventPage host_events_;   // we set bits, the host scans them
+
+  // The stream. Written by PostMessage under write_mu_; read by the reader thread; finished by
+  // the reader thread under write_mu_ (gRPC forbids Finish concurrently with Write).
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>> stream_;
+  Mutex write_mu_;
+  Mutex stop_mu_;  // serialises Stop
+
+  mutable Mutex mu_;
+  CondVar cv_;  // attached_, ended_, delivering_ changed
+  BackendListener* listener_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool attached_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<std::thread::id> delivering_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
+  absl::Status end_status_ ABSL_GUARDED_BY(mu_);
+  std::string guest_id_ ABSL_GUARDED_BY(mu_);
+  std::optional<NegotiatedConnection> connection_ ABSL_GUARDED_BY(mu_);
+
+  // Relaxed: read by SignalHost/PostMessage on hot paths to fail fast after the link is gone.
+  std::atomic<bool> link_up_{false};
+  std::atomic<bool> stop_doorbell_{false};
+  std::thread reader_;
+  std::thread doorbell_;
+
+  // Counters (relaxed).
+  std::atomic<uint64_t> messages_posted_{0};
+  std::atomic<uint64_t> messages_delivered_{0};
+  std::atomic<uint64_t> protocol_errors_{0};
+  std::atomic<uint64_t> doorbell_wakeups_{0};
+  std::atomic<uint64_t> stream_signals_{0};
+  std::atomic<uint64_t> host_doorbells_{0};
+  std::atomic<uint64_t> signals_coalesced_{0};
+  std::atomic<uint64_t> monitor_signals_{0};
+};
+
+}  // namespace vbus::mock
+
+#endif  // VBUS_MOCK_GUEST_MOCK_BACKEND_H_
