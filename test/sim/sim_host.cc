@@ -139,8 +139,12 @@ void World::MapRings(const mock::MapRings& map) {
     // forgets GPADLs while a MapRings is outstanding).
     absl::StatusOr<mock::HostEngine::ChannelSnapshot> c =
         engine_->FindChannel(guest_id_, map.relid);
-    if (!c.ok() || c->state != mock::HostEngine::ChannelState::kOpening ||
-        c->ring_gpadl != map.gpadl) {
+    const bool stale = !c.ok() || c->state != mock::HostEngine::ChannelState::kOpening ||
+                       c->ring_gpadl != map.gpadl;
+    if (stale && options_.faults.blind_async_map) {
+      fault_fired_ = true;
+      Trace(absl::StrCat("    fault: the host maps the stale rings of relid ", map.relid));
+    } else if (stale) {
       Trace(absl::StrCat("    host skips the stale mapping of relid ", map.relid));
       mock::Actions more;
       if (absl::Status st = engine_->CompleteOpen(

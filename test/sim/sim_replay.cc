@@ -22,7 +22,7 @@ ABSL_FLAG(uint64_t, count, 1, "number of consecutive seeds to run");
 ABSL_FLAG(bool, verbose, false, "print every trace line as it happens");
 ABSL_FLAG(std::string, fault, "",
           "comma-separated planted bugs: drop_relid_released, duplicate_open_result, "
-          "early_relid_reuse, lose_wakeups, skip_retire, skip_unmask_recheck");
+          "early_relid_reuse, lose_wakeups, skip_retire, skip_unmask_recheck, blind_async_map");
 ABSL_FLAG(int, max_failures, 5, "stop a sweep after this many failing seeds");
 
 int main(int argc, char** argv) {
@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
       faults.skip_retire = true;
     } else if (f == "skip_unmask_recheck") {
       faults.skip_unmask_recheck = true;
+    } else if (f == "blind_async_map") {
+      faults.blind_async_map = true;
     } else {
       std::fprintf(stderr, "unknown --fault %s\n", std::string(f).c_str());
       return 2;

@@ -229,6 +229,23 @@ TEST(SimFaultTest, ChannelLeftInTheTableIsCaught) {
   ExpectCaught(f, HasSubstr("still holds offer"));
 }
 
+TEST(SimFaultTest, BlindAsynchronousMappingIsCaught) {
+  // A host runtime that maps an opening channel's rings later, without re-checking that the
+  // channel is still opening, maps memory the guest freed after a close or rescind.
+  int caught = 0;
+  for (uint64_t seed = 1; seed <= 300 && caught < 2; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    options.faults.blind_async_map = true;
+    const SimResult r = RunSimulation(options);
+    if (r.ok) continue;
+    EXPECT_TRUE(r.fault_fired);
+    EXPECT_THAT(r.failure, HasSubstr("which the guest has already released")) << r.report;
+    ++caught;
+  }
+  EXPECT_EQ(caught, 2);
+}
+
 TEST(SimFaultTest, SkippedUnmaskRecheckStalls) {
   // Packets the host writes while the guest's interrupts are masked come with no signal; only
   // the re-check after unmasking finds them. A guest that skips it must stall somewhere.

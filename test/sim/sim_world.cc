@@ -41,6 +41,7 @@ std::string FaultFlags(const SimFaults& f) {
   if (f.lose_wakeups) absl::StrAppend(&flags, " --fault=lose_wakeups");
   if (f.skip_retire) absl::StrAppend(&flags, " --fault=skip_retire");
   if (f.skip_unmask_recheck) absl::StrAppend(&flags, " --fault=skip_unmask_recheck");
+  if (f.blind_async_map) absl::StrAppend(&flags, " --fault=blind_async_map");
   return flags;
 }
 
@@ -157,6 +158,7 @@ void World::ChooseConfig() {
   static constexpr uint32_t kGaps[] = {30, 150, 400};
   config_.op_gap_us = kGaps[rng_.Below(3)];
   config_.ops_per_round = static_cast<int>(rng_.Range(15, 50));
+  if (options_.faults.blind_async_map) config_.async_map = true;
   if (options_.faults.skip_unmask_recheck) {
     // Only the re-check can find packets written inside the unmask window; nobody polls.
     config_.split_unmask = true;

@@ -68,10 +68,13 @@ struct SimFaults {
   bool skip_retire = false;
   // The guest's drain ignores what the re-check after unmasking interrupts finds.
   bool skip_unmask_recheck = false;
+  // The host runtime maps rings asynchronously without re-checking that the channel is still
+  // opening (the engine's MapRings contract allows it; the memory may be freed by then).
+  bool blind_async_map = false;
 
   bool any() const {
     return drop_relid_released || duplicate_open_result || early_relid_reuse || lose_wakeups ||
-           skip_retire || skip_unmask_recheck;
+           skip_retire || skip_unmask_recheck || blind_async_map;
   }
 };
 
