@@ -251,7 +251,11 @@ absl::Status World::AttachHost() {
   if (!plane.ok()) return plane.status();
   plane_ = *std::move(plane);
   ExecuteHost(std::move(actions));
-
+  // MockHost's doorbell thread for a new session starts with a scan: bits the guest set while
+  // no host was listening (after a link loss) would otherwise never be seen again, because
+  // the guest rings only on a bit's 0 → 1 transition.
+  sched_.After(absl::ZeroDuration(), SimScheduler::kWork, "host doorbell thread starts",
+               [this] { HostInterrupt("first scan"); });
   return absl::OkStatus();
 }
 
