@@ -1,0 +1,519 @@
+// End to end: a guest's ChannelBus over MockBackend against the mock host, both in this process
+// and as a separate //mock:mock_host process (every test runs in both modes). Packets move
+// through rings in the shared guest-memory file with futex doorbells; control messages over
+// the GuestLink stream; the test plays the operator through HostControl.
+//
+// Scenarios: connect and list offers; two echo channels with VBUS_E2E_PACKETS (default
+// 100,000) packets each way, every byte and the running checksums checked, then close;
+// rescind while traffic flows; hot-add bound by a driver; relid reuse; the host refusing an
+// open; the host disconnecting (and, as a process, dying) mid-open — Unavailable, no hang.
+//
+// Usage: bus_e2e_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "core/channel_bus.h"
+#include "core/guid_proto.h"
+#include "core/sync.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "mock/host/device_kinds.h"
+#include "test/e2e/e2e_host.h"
+
+namespace vbus::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using Mode = E2eHost::Mode;
+
+absl::Time Deadline(absl::Duration d = absl::Seconds(60)) { return absl::Now() + d; }
+
+uint64_t PacketsPerStream() {
+  const char* env = std::getenv("VBUS_E2E_PACKETS");
+  if (env != nullptr && std::atoi(env) > 0) return static_cast<uint64_t>(std::atoll(env));
+  return 100000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echo traffic with checks
+// ---------------------------------------------------------------------------------------------
+
+// Packet i of a stream: 12..64 bytes (so most need padding): the index (8 bytes, little-endian)
+// then bytes derived from the index and the stream's salt.
+size_t PayloadSize(uint64_t i) { return 12 + (i * 7) % 53; }
+uint8_t PayloadByte(uint64_t i, size_t j, uint64_t salt) {
+  return static_cast<uint8_t>(i * 131 + j * 17 + salt);
+}
+void FillPayload(uint64_t i, uint64_t salt, std::vector<uint8_t>& out) {
+  out.resize(PayloadSize(i));
+  std::memcpy(out.data(), &i, 8);
+  for (size_t j = 8; j < out.size(); ++j) out[j] = PayloadByte(i, j, salt);
+}
+
+// FNV-1a, chained over every packet in order: equal sums mean the same bytes in the same order.
+uint64_t Fnv(uint64_t h, absl::Span<const uint8_t> bytes) {
+  for (uint8_t b : bytes) h = (h ^ b) * 0x100000001b3ull;
+  return h;
+}
+constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
+
+// One stream of echoed packets on one channel: the receive callback checks every echo (right
+// index in order, right bytes, zero padding) and chains the checksum.
+class EchoStream {
+ public:
+  explicit EchoStream(uint64_t salt) : salt_(salt) {}
+
+  // The channel's receive callback (dispatching thread; one call at a time).
+  void OnPacket(const PacketView& p) {
+    const absl::Span<const uint8_t> payload = p.payload();
+    const uint64_t expected = next_;
+    uint64_t index = ~uint64_t{0};
+    if (payload.size() >= 8) std::memcpy(&index, payload.data(), 8);
+    bool good = index == expected && payload.size() == (PayloadSize(index) + 7) / 8 * 8;
+    for (size_t j = 8; good && j < payload.size(); ++j) {
+      good = payload[j] == (j < PayloadSize(index) ? PayloadByte(index, j, salt_) : 0);
+    }
+    if (good) {
+      received_sum_ = Fnv(received_sum_, payload.subspan(0, PayloadSize(index)));
+    } else {
+      bad_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ++next_;
+    // [C1] release: the fields above are complete before the count says so; pairs with [C2].
+    received_.store(next_, std::memory_order_release);
+    if (next_ == target_.load(std::memory_order_relaxed) || (next_ & 1023) == 0) {
+      MutexLock lock(&mu_);
+      cv_.SignalAll();
+    }
+  }
+
+  // Sends packets [first, first + count) with back-pressure waits. Returns the first error.
+  absl::Status SendRange(Channel& channel, uint64_t first, uint64_t count) {
+    std::vector<uint8_t> payload;
+    SendOptions wait;
+    for (uint64_t i = first; i < first + count; ++i) {
+      FillPayload(i, salt_, payload);
+      wait.deadline = Deadline();
+      if (absl::Status s = channel.Send(payload, wait); !s.ok()) return s;
+      sent_sum_ = Fnv(sent_sum_, payload);
+      sent_ = i + 1;
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits until `count` echoes arrived (or the deadline).
+  bool WaitFor(uint64_t count, absl::Time deadline) {
+    target_.store(count, std::memory_order_relaxed);
+    MutexLock lock(&mu_);
+    return cv_.AwaitWithDeadline(&mu_, deadline, [&] { return received() >= count; });
+  }
+
+  // [C2] acquire: pairs with [C1].
+  uint64_t received() const { return received_.load(std::memory_order_acquire); }
+  uint64_t bad() const { return bad_.load(std::memory_order_relaxed); }
+  uint64_t sent() const { return sent_; }
+  uint64_t sent_sum() const { return sent_sum_; }
+  // Valid once received() covers every packet (read after [C2]).
+  uint64_t received_sum() const { return received_sum_; }
+
+ private:
+  const uint64_t salt_;
+  // Receiver side (the dispatching thread).
+  uint64_t next_ = 0;
+  uint64_t received_sum_ = kFnvBasis;
+  std::atomic<uint64_t> received_{0};
+  std::atomic<uint64_t> bad_{0};
+  std::atomic<uint64_t> target_{0};
+  // Sender side (the sending thread).
+  uint64_t sent_ = 0;
+  uint64_t sent_sum_ = kFnvBasis;
+  Mutex mu_;
+  CondVar cv_;
+};
+
+ChannelOpenOptions EchoOptions(EchoStream* stream, uint32_t pages = 16) {
+  ChannelOpenOptions o;
+  o.outbound_ring_pages = pages;
+  o.inbound_ring_pages = pages;
+  o.on_packet = [stream](const PacketView& p) { stream->OnPacket(p); };
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+// ---------------------------------------------------------------------------------------------
+
+class BusE2eTest : public ::testing::TestWithParam<Mode> {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    ASSERT_TRUE(host.ok()) << host.status();
+    host_ = std::move(*host);
+  }
+  void TearDown() override {
+    guest_.reset();
+    if (HasFailure() && host_ != nullptr) std::cerr << "mock_host log:\n" << host_->log() << "\n";
+    host_.reset();
+  }
+  void AttachGuest(ChannelBusOptions options = {}) {
+    options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
+    absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
+        E2eGuest::Attach(*host_, kGuest, std::move(options));
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    guest_ = std::move(*guest);
+  }
+  uint32_t OfferEcho() {
+    absl::StatusOr<v1::OfferResponse> offered = host_->Offer(kGuest, "echo");
+    EXPECT_TRUE(offered.ok()) << offered.status();
+    return offered.ok() ? offered->child_relid() : 0;
+  }
+  // Polls a condition on remote state (the host over RPC, or the bus) until it holds or the
+  // deadline passes: every check is a fresh RPC/snapshot, so there is nothing to wait on.
+  bool Eventually(const std::function<bool()>& condition,
+                  absl::Duration timeout = absl::Seconds(30)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    for (;;) {
+      if (condition()) return true;
+      if (absl::Now() >= deadline) return false;
+      std::this_thread::yield();
+    }
+  }
+  bool HostLists(uint32_t relid) { return host_->Channel(kGuest, relid).ok(); }
+
+  static constexpr char kGuest[] = "e2e-guest";
+  std::unique_ptr<E2eHost> host_;
+  std::unique_ptr<E2eGuest> guest_;
+};
+
+TEST_P(BusE2eTest, ConnectListsTheHostsOffers) {
+  AttachGuest();
+  absl::StatusOr<v1::OfferResponse> echo = host_->Offer(kGuest, "echo");
+  absl::StatusOr<v1::OfferResponse> sink = host_->Offer(kGuest, "sink");
+  absl::StatusOr<v1::OfferResponse> raw = host_->Offer(kGuest, "raw");
+  ASSERT_TRUE(echo.ok() && sink.ok() && raw.ok());
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  EXPECT_EQ(guest_->bus().version(), protocol::kVersion5_3);
+  std::vector<OfferInfo> offers = guest_->bus().Offers();
+  ASSERT_EQ(offers.size(), 3u);
+  EXPECT_EQ(offers[0].relid, echo->child_relid());
+  EXPECT_EQ(offers[0].interface_type, mock::kEchoDeviceClass);
+  EXPECT_EQ(offers[0].interface_instance, *GuidFromProto(echo->interface_instance()));
+  EXPECT_EQ(offers[1].relid, sink->child_relid());
+  EXPECT_EQ(offers[1].interface_type, mock::kSinkDeviceClass);
+  EXPECT_EQ(offers[2].relid, raw->child_relid());
+  EXPECT_EQ(offers[2].interface_type, mock::kRawDeviceClass);
+  // The host sees a connected guest that received its offers.
+  absl::StatusOr<std::vector<v1::ChannelInfo>> channels = host_->Channels(kGuest);
+  ASSERT_TRUE(channels.ok());
+  ASSERT_EQ(channels->size(), 3u);
+  for (const v1::ChannelInfo& c : *channels) EXPECT_TRUE(c.offer_delivered());
+}
+
+TEST_P(BusE2eTest, TwoEchoChannelsCarryEveryPacketBothWays) {
+  AttachGuest();
+  const uint32_t relid_a = OfferEcho();
+  const uint32_t relid_b = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  std::shared_ptr<Channel> a = guest_->bus().FindChannel(relid_a);
+  std::shared_ptr<Channel> b = guest_->bus().FindChannel(relid_b);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  EchoStream stream_a(0x11), stream_b(0x77);
+  ASSERT_TRUE(a->Open(EchoOptions(&stream_a), Deadline()).ok());
+  ASSERT_TRUE(b->Open(EchoOptions(&stream_b), Deadline()).ok());
+
+  const uint64_t n = PacketsPerStream();
+  absl::Status sent_a, sent_b;
+  std::thread sender_a([&] { sent_a = stream_a.SendRange(*a, 0, n); });
+  std::thread sender_b([&] { sent_b = stream_b.SendRange(*b, 0, n); });
+  sender_a.join();
+  sender_b.join();
+  ASSERT_TRUE(sent_a.ok()) << sent_a;
+  ASSERT_TRUE(sent_b.ok()) << sent_b;
+  ASSERT_TRUE(stream_a.WaitFor(n, Deadline(absl::Seconds(120))))
+      << stream_a.received() << " of " << n;
+  ASSERT_TRUE(stream_b.WaitFor(n, Deadline(absl::Seconds(120))))
+      << stream_b.received() << " of " << n;
+
+  // Every packet came back, in order, byte for byte.
+  EXPECT_EQ(stream_a.bad(), 0u);
+  EXPECT_EQ(stream_b.bad(), 0u);
+  EXPECT_EQ(stream_a.received_sum(), stream_a.sent_sum());
+  EXPECT_EQ(stream_b.received_sum(), stream_b.sent_sum());
+  EXPECT_NE(stream_a.sent_sum(), stream_b.sent_sum());  // different salts, different bytes
+  // Both ends counted the same traffic.
+  for (const auto& [relid, channel] : {std::pair{relid_a, a}, std::pair{relid_b, b}}) {
+    absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->state(), v1::CHANNEL_STATE_OPEN);
+    EXPECT_EQ(info->packets_from_guest(), n);
+    EXPECT_EQ(info->packets_to_guest(), n);
+    EXPECT_EQ(info->bytes_from_guest(), info->bytes_to_guest());
+    ChannelStats stats = channel->stats();
+    EXPECT_EQ(stats.packets_sent, n);
+    EXPECT_EQ(stats.packets_received, n);
+    EXPECT_EQ(stats.errors, 0u);
+    EXPECT_EQ(stats.completions_unknown + stats.completions_stale, 0u);
+    // Signal suppression: far fewer signals than packets in either direction.
+    EXPECT_LT(stats.signals_sent, n);
+    EXPECT_LT(stats.signals_received, n);
+  }
+  BusStats bus = guest_->bus().stats();
+  EXPECT_EQ(bus.channels.packets_sent, 2 * n);
+  EXPECT_EQ(bus.channels.packets_received, 2 * n);
+
+  // Close: the host unmaps the rings and the channel is offered (closed) again.
+  ASSERT_TRUE(a->Close(Deadline()).ok());
+  ASSERT_TRUE(b->Close(Deadline()).ok());
+  for (uint32_t relid : {relid_a, relid_b}) {
+    absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->state(), v1::CHANNEL_STATE_OFFERED);
+    EXPECT_EQ(info->ring_gpadl(), 0u);
+  }
+  EXPECT_EQ(a->Send(std::vector<uint8_t>(8)).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_P(BusE2eTest, RescindWhileTrafficFlows) {
+  Mutex mu;
+  std::vector<uint32_t> removed;
+  ChannelBusOptions options;
+  options.on_offer_removed = [&](const OfferInfo& offer, const absl::Status&) {
+    MutexLock lock(&mu);
+    removed.push_back(offer.relid);
+  };
+  AttachGuest(std::move(options));
+  const uint32_t relid_a = OfferEcho();
+  const uint32_t relid_b = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  std::shared_ptr<Channel> a = guest_->bus().FindChannel(relid_a);
+  std::shared_ptr<Channel> b = guest_->bus().FindChannel(relid_b);
+  EchoStream stream_a(1), stream_b(2);
+  ASSERT_TRUE(a->Open(EchoOptions(&stream_a, 4), Deadline()).ok());
+  ASSERT_TRUE(b->Open(EchoOptions(&stream_b, 4), Deadline()).ok());
+
+  // A sender that goes on until the channel goes away under it.
+  absl::Status stopped;
+  std::thread sender([&] { stopped = stream_a.SendRange(*a, 0, ~uint64_t{0} >> 1); });
+  ASSERT_TRUE(stream_a.WaitFor(2000, Deadline()));
+  ASSERT_TRUE(host_->Rescind(kGuest, relid_a).ok());
+  sender.join();
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kUnavailable) << stopped;
+  EXPECT_GT(stream_a.sent(), 2000u);
+  EXPECT_EQ(stream_a.bad(), 0u);  // everything echoed before the rescind was intact
+  // The guest released the relid (the host forgot the channel) and reported the removal.
+  ASSERT_TRUE(Eventually([&] { return !HostLists(relid_a); }));
+  ASSERT_TRUE(Eventually([&] {
+    MutexLock lock(&mu);
+    return removed.size() == 1;
+  }));
+  EXPECT_EQ(guest_->bus().Offers().size(), 1u);
+  EXPECT_EQ(a->removed_status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(a->Close(Deadline()).ok());  // closed already: OK
+
+  // The other channel never noticed.
+  ASSERT_TRUE(stream_b.SendRange(*b, 0, 1000).ok());
+  ASSERT_TRUE(stream_b.WaitFor(1000, Deadline()));
+  EXPECT_EQ(stream_b.bad(), 0u);
+  EXPECT_EQ(stream_b.received_sum(), stream_b.sent_sum());
+  guest_.reset();  // its callbacks refer to this frame
+}
+
+// A driver for the mock's echo device: opens its channel in Probe and echo-checks a stream.
+class EchoDriver : public Driver {
+ public:
+  struct Shared {
+    EchoStream stream{0x42};
+    std::atomic<int> probes{0};
+    std::atomic<int> removes{0};
+    std::atomic<Channel*> channel{nullptr};
+  };
+  explicit EchoDriver(Shared* shared) : shared_(shared) {}
+  absl::Status Probe(Channel& channel) override {
+    shared_->probes.fetch_add(1);
+    absl::Status s = channel.Open(EchoOptions(&shared_->stream), Deadline());
+    if (s.ok()) shared_->channel.store(&channel);
+    channel_ = &channel;
+    return s;
+  }
+  void Remove() override {
+    shared_->removes.fetch_add(1);
+    shared_->channel.store(nullptr);
+    channel_->Close(Deadline()).IgnoreError();
+  }
+
+ private:
+  Shared* shared_;
+  Channel* channel_ = nullptr;
+};
+
+TEST_P(BusE2eTest, HotAddedDeviceIsBoundToItsDriver) {
+  DriverRegistry drivers;
+  EchoDriver::Shared shared;
+  ASSERT_TRUE(
+      drivers
+          .Register({"echo", mock::kEchoDeviceClass,
+                     [&](const OfferInfo&) { return std::make_unique<EchoDriver>(&shared); }})
+          .ok());
+  ChannelBusOptions options;
+  options.drivers = &drivers;
+  AttachGuest(std::move(options));
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  EXPECT_TRUE(guest_->bus().Offers().empty());
+  const uint32_t relid = OfferEcho();  // hot-add
+  ASSERT_TRUE(Eventually([&] { return shared.channel.load() != nullptr; }));
+  std::vector<DeviceEntry> devices = guest_->bus().Devices();
+  ASSERT_EQ(devices.size(), 1u);
+  EXPECT_EQ(devices[0].offer.relid, relid);
+  EXPECT_EQ(devices[0].binding, Binding::kBound);
+  EXPECT_EQ(devices[0].driver, "echo");
+  absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->state(), v1::CHANNEL_STATE_OPEN);
+  ASSERT_TRUE(shared.stream.SendRange(*shared.channel.load(), 0, 500).ok());
+  ASSERT_TRUE(shared.stream.WaitFor(500, Deadline()));
+  EXPECT_EQ(shared.stream.bad(), 0u);
+  // Shutdown removes the driver (after closing its channel and unloading).
+  guest_.reset();
+  EXPECT_EQ(shared.probes.load(), 1);
+  EXPECT_EQ(shared.removes.load(), 1);
+}
+
+TEST_P(BusE2eTest, ReusedRelidIsANewChannel) {
+  AttachGuest();
+  const uint32_t relid = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  std::shared_ptr<Channel> first = guest_->bus().FindChannel(relid);
+  EchoStream stream_1(5);
+  ASSERT_TRUE(first->Open(EchoOptions(&stream_1), Deadline()).ok());
+  ASSERT_TRUE(stream_1.SendRange(*first, 0, 100).ok());
+  ASSERT_TRUE(stream_1.WaitFor(100, Deadline()));
+  ASSERT_TRUE(host_->Rescind(kGuest, relid).ok());
+  ASSERT_TRUE(Eventually([&] { return !HostLists(relid); }));  // released by the guest
+  // The host hands out the lowest free relid: the same one, for a new device.
+  absl::StatusOr<v1::OfferResponse> again = host_->Offer(kGuest, "echo");
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->child_relid(), relid);
+  ASSERT_TRUE(Eventually([&] {
+    std::shared_ptr<Channel> c = guest_->bus().FindChannel(relid);
+    return c != nullptr && c != first;
+  }));
+  std::shared_ptr<Channel> second = guest_->bus().FindChannel(relid);
+  EXPECT_NE(second->id(), first->id());
+  EXPECT_EQ(second->offer().interface_instance, *GuidFromProto(again->interface_instance()));
+  EXPECT_NE(second->offer().interface_instance, first->offer().interface_instance);
+  EchoStream stream_2(6);
+  ASSERT_TRUE(second->Open(EchoOptions(&stream_2), Deadline()).ok());
+  ASSERT_TRUE(stream_2.SendRange(*second, 0, 100).ok());
+  ASSERT_TRUE(stream_2.WaitFor(100, Deadline()));
+  EXPECT_EQ(stream_2.bad(), 0u);
+  EXPECT_EQ(first->Send(std::vector<uint8_t>(8)).code(), absl::StatusCode::kUnavailable);
+  guest_.reset();  // its channels' callbacks refer to this frame
+}
+
+TEST_P(BusE2eTest, HostRefusingAnOpen) {
+  AttachGuest();
+  const uint32_t relid = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  v1::InjectFaultRequest refuse;
+  refuse.set_guest(kGuest);
+  refuse.mutable_refuse()->set_request(v1::RefuseNext::REQUEST_OPEN_CHANNEL);
+  ASSERT_TRUE(host_->InjectFault(refuse).ok());
+  std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
+  EchoStream stream(9);
+  absl::Status s = channel->Open(EchoOptions(&stream), Deadline());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("refused by host"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("0xC0000001"));
+  EXPECT_FALSE(channel->is_open());
+  // The fault was for one request: the next open works and carries traffic.
+  ASSERT_TRUE(channel->Open(EchoOptions(&stream), Deadline()).ok());
+  ASSERT_TRUE(stream.SendRange(*channel, 0, 100).ok());
+  ASSERT_TRUE(stream.WaitFor(100, Deadline()));
+  EXPECT_EQ(stream.bad(), 0u);
+  guest_.reset();  // its channels' callbacks refer to this frame
+}
+
+TEST_P(BusE2eTest, HostDisconnectingMidOpen) {
+  std::atomic<int> lost{0};
+  ChannelBusOptions options;
+  options.on_host_lost = [&](const absl::Status& s) {
+    if (s.code() == absl::StatusCode::kUnavailable) lost.fetch_add(1);
+  };
+  AttachGuest(std::move(options));
+  const uint32_t relid = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  // The host will swallow the OpenResult, so the open is in flight when the host hangs up.
+  v1::InjectFaultRequest drop;
+  drop.set_guest(kGuest);
+  drop.mutable_message()->set_message_type("open_result");
+  drop.mutable_message()->set_action(v1::MessageFault::ACTION_DROP);
+  ASSERT_TRUE(host_->InjectFault(drop).ok());
+  std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
+  EchoStream stream(3);
+  absl::Status opened;
+  std::thread opener([&] { opened = channel->Open(EchoOptions(&stream), Deadline()); });
+  // The host has the OpenChannel once it maps the rings (state OPEN on its side).
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
+    return info.ok() && info->state() == v1::CHANNEL_STATE_OPEN;
+  }));
+  const absl::Time hung_up = absl::Now();
+  v1::InjectFaultRequest disconnect;
+  disconnect.set_guest(kGuest);
+  disconnect.set_disconnect(true);
+  ASSERT_TRUE(host_->InjectFault(disconnect).ok());
+  opener.join();
+  EXPECT_EQ(opened.code(), absl::StatusCode::kUnavailable) << opened;
+  EXPECT_LT(absl::Now() - hung_up, absl::Seconds(10));  // promptly, not at the deadline
+  ASSERT_TRUE(Eventually([&] { return lost.load() == 1; }));
+  EXPECT_EQ(guest_->bus().phase(), BusPhase::kDisconnected);
+  EXPECT_TRUE(guest_->bus().Offers().empty());
+  EXPECT_EQ(channel->Open(EchoOptions(&stream), Deadline()).code(), absl::StatusCode::kUnavailable);
+  guest_.reset();  // its callbacks refer to this frame
+}
+
+TEST_P(BusE2eTest, HostProcessDyingMidTraffic) {
+  if (GetParam() != Mode::kProcess) GTEST_SKIP() << "only a separate process can die";
+  std::atomic<int> lost{0};
+  ChannelBusOptions options;
+  options.on_host_lost = [&](const absl::Status&) { lost.fetch_add(1); };
+  AttachGuest(std::move(options));
+  const uint32_t relid = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
+  EchoStream stream(4);
+  ASSERT_TRUE(channel->Open(EchoOptions(&stream, 4), Deadline()).ok());
+  absl::Status stopped;
+  std::thread sender([&] { stopped = stream.SendRange(*channel, 0, ~uint64_t{0} >> 1); });
+  ASSERT_TRUE(stream.WaitFor(1000, Deadline()));
+  ASSERT_TRUE(host_->Kill().ok());
+  sender.join();  // ends: the link loss retires the channel under the sender
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kUnavailable) << stopped;
+  ASSERT_TRUE(Eventually([&] { return lost.load() == 1; }));
+  EXPECT_EQ(stream.bad(), 0u);
+  EXPECT_EQ(guest_->bus().phase(), BusPhase::kDisconnected);
+  guest_.reset();  // its callbacks refer to this frame
+}
+
+INSTANTIATE_TEST_SUITE_P(Hosts, BusE2eTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
+                         [](const ::testing::TestParamInfo<Mode>& info) {
+                           return info.param == Mode::kInProcess ? "InProcess" : "Process";
+                         });
+
+}  // namespace
+}  // namespace vbus::e2e
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc > 1) vbus::e2e::g_mock_host_binary = argv[1];
+  return RUN_ALL_TESTS();
+}

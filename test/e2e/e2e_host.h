@@ -1,0 +1,101 @@
+// E2eHost and E2eGuest (testonly): the two ends of an end-to-end test.
+//
+// E2eHost is a mock host either in this process (MockHostServer, reached through an
+// in-process gRPC channel) or as a separate //mock:mock_host process (listening on a unix
+// socket in TEST_TMPDIR, or a free loopback port when that path is too long; readiness is the
+// address the server writes to --ready_fd, awaited with a deadline). Either way the test
+// drives it through the same generated HostControl stub, so every scenario runs unchanged
+// against both.
+//
+// E2eGuest is what a guest agent links: a MockBackend attached to that host, and a ChannelBus
+// on top of it.
+//
+// Example:
+//   ASSIGN_OR_RETURN(auto host, E2eHost::Start(E2eHost::Mode::kProcess, Deadline()));
+//   ASSIGN_OR_RETURN(auto guest, E2eGuest::Attach(*host, "vm-1", {}));
+//   ASSIGN_OR_RETURN(v1::OfferResponse echo, host->Offer("vm-1", "echo"));
+//   RETURN_IF_ERROR(guest->bus().Connect(Deadline()));
+#ifndef VBUS_TEST_E2E_E2E_HOST_H_
+#define VBUS_TEST_E2E_E2E_HOST_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/channel_bus.h"
+#include "grpcpp/grpcpp.h"
+#include "mock/guest/mock_backend.h"
+#include "mock/host/mock_host.h"
+#include "proto/mock_host.grpc.pb.h"
+
+namespace vbus::e2e {
+
+// Path of the mock_host binary (the test's first argument, from $(rootpath //mock:mock_host)).
+// Set by the test's main before the tests run.
+extern std::string g_mock_host_binary;
+
+class E2eHost {
+ public:
+  enum class Mode { kInProcess, kProcess };
+
+  static absl::StatusOr<std::unique_ptr<E2eHost>> Start(Mode mode, absl::Time deadline);
+  // Stops the host (SIGTERM and a bounded wait for a child process).
+  ~E2eHost();
+
+  Mode mode() const { return mode_; }
+  // The channel guests and HostControl calls use.
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  v1::HostControl::StubInterface& control() { return *control_; }
+
+  // HostControl conveniences (each an RPC with a 20-second deadline).
+  absl::StatusOr<v1::OfferResponse> Offer(const std::string& guest, const std::string& device);
+  absl::Status Rescind(const std::string& guest, uint32_t relid);
+  absl::StatusOr<std::vector<v1::ChannelInfo>> Channels(const std::string& guest);
+  absl::StatusOr<v1::ChannelInfo> Channel(const std::string& guest, uint32_t relid);
+  absl::Status InjectFault(const v1::InjectFaultRequest& request);
+  // Stops a child process now (SIGKILL) — the host vanishing without a goodbye.
+  absl::Status Kill();
+
+  // The child's stderr, or the in-process host's log lines.
+  std::string log() const;
+
+ private:
+  E2eHost() = default;
+  absl::Status StartProcess(absl::Time deadline);
+
+  Mode mode_ = Mode::kInProcess;
+  std::unique_ptr<mock::MockHostServer> server_;  // kInProcess
+  pid_t pid_ = -1;                                // kProcess
+  std::string log_path_;
+  std::shared_ptr<std::vector<std::string>> log_lines_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::HostControl::Stub> control_;
+};
+
+class E2eGuest {
+ public:
+  // Creates the guest memory, attaches as `name` and starts a ChannelBus (not connected yet).
+  static absl::StatusOr<std::unique_ptr<E2eGuest>> Attach(const E2eHost& host,
+                                                          const std::string& name,
+                                                          ChannelBusOptions options,
+                                                          uint64_t memory_bytes = 64 << 20);
+  // Destroys the bus (shutting it down), then the backend.
+  ~E2eGuest();
+
+  ChannelBus& bus() { return *bus_; }
+  mock::MockBackend& backend() { return *backend_; }
+
+ private:
+  E2eGuest() = default;
+  std::unique_ptr<mock::MockBackend> backend_;
+  std::unique_ptr<ChannelBus> bus_;
+};
+
+}  // namespace vbus::e2e
+
+#endif  // VBUS_TEST_E2E_E2E_HOST_H_
