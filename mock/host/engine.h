@@ -113,6 +113,11 @@ struct PublishEvent {
 
 // A channel is opening: map its rings from guest memory and start its device, then call
 // CompleteOpen with the outcome. The PFNs were checked against the guest's memory.
+// Contract: the runtime maps (or fails) and calls CompleteOpen before it feeds the engine any
+// later input for this guest. The engine answers a GpadlTeardown, and forgets GPADLs on
+// RelidReleased, as soon as those messages arrive; a guest reuses the pages right after, so a
+// mapping made later could touch memory the guest has freed. MockHost maps synchronously, in
+// action order.
 struct MapRings {
   std::string guest_id;
   uint32_t relid = 0;

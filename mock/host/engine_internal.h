@@ -41,6 +41,10 @@ struct HostEngine::Channel {
   uint32_t open_id = 0;
   uint32_t target_vp = 0;
   std::optional<uint32_t> monitor_id;
+  // The host refused the guest's latest OpenChannel and the guest has not opened since: a
+  // CloseChannel may still arrive for it (the guest gave up before the refusal reached it) and
+  // is accepted quietly instead of drawing a ProtocolError.
+  bool open_refused = false;
 };
 
 struct ArmedMessageFault {

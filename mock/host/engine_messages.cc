@@ -234,6 +234,10 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
     r->set_child_relid(m.child_relid());
     r->set_open_id(m.open_id());
     r->set_status(status);
+    if (Channel* c = KnownChannel(g, m.child_relid());
+        status != 0 && c != nullptr && c->state == ChannelState::kOffered) {
+      c->open_refused = true;
+    }
     SendControl(g, std::move(reply), now, out);
   };
   auto refuse = [&](const std::string& why) {
@@ -287,6 +291,7 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
                                kUserDefinedBytes));
   }
   c->state = ChannelState::kOpening;
+  c->open_refused = false;
   c->ring_gpadl = gpadl->handle;
   c->open_id = m.open_id();
   c->target_vp = m.target_vp();
@@ -331,6 +336,7 @@ absl::Status HostEngine::CompleteOpen(absl::string_view guest_id, uint32_t relid
           absl::StrFormat("%s on GPADL 0x%x, target VP %d", c.device, c.ring_gpadl, c.target_vp));
   } else {
     c.state = ChannelState::kOffered;
+    c.open_refused = true;
     if (Gpadl* gpadl = g.gpadls.Find(c.ring_gpadl); gpadl != nullptr) gpadl->used_by = 0;
     c.ring_gpadl = 0;
     r->set_status(kStatusUnsuccessful);
@@ -352,6 +358,10 @@ void HostEngine::OnCloseChannel(Guest& g, const v1::CloseChannel& m, absl::Time 
     case ChannelState::kRescinded:
       return;  // the host already closed its side when it rescinded
     case ChannelState::kOffered:
+      if (c->open_refused) {
+        c->open_refused = false;  // crossed the refusal of its open: nothing to close
+        return;
+      }
       Reject(g, absl::StatusCode::kFailedPrecondition, c->relid,
              absl::StrCat("close_channel: relid ", c->relid, " is not open"), now, out);
       return;

@@ -550,6 +550,32 @@ TEST_F(EngineChannelTest, CloseErrors) {
             static_cast<int>(absl::StatusCode::kNotFound));
 }
 
+TEST_F(EngineChannelTest, CloseThatCrossedARefusedOpenIsAcceptedQuietly) {
+  // The guest gave up on an open (its deadline passed) and sent CloseChannel before the
+  // refusal reached it. That close is not a protocol error.
+  g_.CreateGpadl(1, kGpadl, 10, 8);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 0))), kStatusUnsuccessful);
+  h_.TakeEvents();
+  EXPECT_THAT(g_.Send(testing::CloseChannelMsg(1)), IsEmpty());
+  EXPECT_THAT(OfKind(h_.TakeEvents(), v1::EVENT_KIND_ERROR), IsEmpty());
+  // Only one close is forgiven: a second one is an error again.
+  EXPECT_EQ(ErrorCode(g_.Send(testing::CloseChannelMsg(1))),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  // An injected refusal counts too, and a later successful open clears the allowance.
+  ASSERT_TRUE(h_.InjectFault("refuse { request: REQUEST_OPEN_CHANNEL }").ok());
+  EXPECT_NE(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), 0u);
+  g_.Open(1, kGpadl, 4);
+  EXPECT_THAT(g_.Send(testing::CloseChannelMsg(1)), IsEmpty());  // closes the open channel
+  EXPECT_EQ(ErrorCode(g_.Send(testing::CloseChannelMsg(1))),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  // A refused open of a channel that is already open leaves the allowance unset.
+  g_.Open(1, kGpadl, 4);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_THAT(g_.Send(testing::CloseChannelMsg(1)), IsEmpty());
+  EXPECT_EQ(ErrorCode(g_.Send(testing::CloseChannelMsg(1))),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+}
+
 TEST_F(EngineChannelTest, CloseWhileTheRuntimeStillMapsUndoesTheMapping) {
   // Drive the engine directly: the runtime has not answered MapRings yet.
   g_.CreateGpadl(1, kGpadl, 10, 8);

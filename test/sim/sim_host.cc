@@ -43,9 +43,6 @@ void World::ExecuteHost(mock::Actions actions) {
           offer.sub_channel_index = m.offer().sub_channel_index();
         }
         if (m.has_rescind_offer()) host_rescinded_.insert(m.rescind_offer().child_relid());
-        if (m.has_open_result() && m.open_result().status() != 0) {
-          host_open_refused_.insert(m.open_result().child_relid());
-        }
         SendToGuest(m);
       } else if (send->message.has_error()) {
         // Judged through the ERROR event the engine publishes with every rejection.
@@ -97,19 +94,12 @@ void World::OnEngineEvent(const v1::ProtocolEvent& event) {
           host_input_active_ && host_input_prior_ == mock::HostEngine::ChannelState::kRescinded;
       const bool still_mapping = host_input_active_ && config_.async_map &&
                                  absl::StrContains(event.detail(), "still mapping");
-      // The guest closed an opening channel while the host's refusal of the open was on its
-      // way to it: the host finds the channel closed already.
-      const bool close_after_refused_open =
-          host_input_active_ && host_input_close_ &&
-          host_input_prior_ == mock::HostEngine::ChannelState::kOffered &&
-          host_open_refused_.contains(host_input_relid_);
-      if (rescinded || still_mapping || close_after_refused_open || host_input_fault_) {
+      if (rescinded || still_mapping || host_input_fault_) {
         ++stats_.host_refusals;
         Trace(absl::StrCat("    host refuses (",
-                           rescinded                  ? "crossed a rescind"
-                           : still_mapping            ? "still mapping"
-                           : close_after_refused_open ? "close crossed a refused open"
-                                                      : "injected",
+                           rescinded       ? "crossed a rescind"
+                           : still_mapping ? "still mapping"
+                                           : "injected",
                            "): ", event.detail()));
         return;
       }
@@ -393,7 +383,6 @@ void World::OpLinkLoss() {
   guest_id_.clear();
   host_rescinded_.clear();
   host_offers_.clear();
-  host_open_refused_.clear();
   host_raw_queue_.clear();
   host_raw_retry_.clear();
   for (const auto& [relid, sid] : host_session_by_relid_) sessions_.at(sid).host_ended = true;

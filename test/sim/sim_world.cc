@@ -619,11 +619,9 @@ void World::DeliverToHost() {
   if (m.has_relid_released()) host_rescinded_.erase(m.relid_released().child_relid());
   if (m.has_unload()) host_rescinded_.clear();  // the host forgets rescinded relids on unload
   const uint32_t relid = mock::RelidOf(m);
-  if (m.has_open_channel()) host_open_refused_.erase(relid);
   host_input_active_ = true;
   host_input_ = DescribeControlMessage(m);
   host_input_relid_ = relid;
-  host_input_close_ = m.has_close_channel();
   host_input_fault_ = false;
   host_input_prior_.reset();
   if (relid != 0) {

@@ -362,10 +362,7 @@ class World {
   std::string host_input_;
   std::optional<mock::HostEngine::ChannelState> host_input_prior_;
   uint32_t host_input_relid_ = 0;
-  bool host_input_close_ = false;
   bool host_input_fault_ = false;  // an injected refusal fired while handling it
-  // Relids whose last OpenResult was a refusal (until the next OpenChannel).
-  std::set<uint32_t> host_open_refused_;
   // The host message the guest is handling: whether it is a reply the ledger accepted.
   bool guest_input_is_reply_ = false;
 
