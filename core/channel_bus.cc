@@ -1,5 +1,7 @@
 #include "core/channel_bus.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -125,11 +127,14 @@ bool ChannelBus::OnDriverThread() const {
   return driver_thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
 }
 
+// Both queues wake their thread only on empty → non-empty: the thread sleeps only when it
+// found its queue empty (checked under the lock), and takes everything queued before sleeping
+// again, so a burst of posts (offers, pipelined opens) costs one wake-up, not one each.
 bool ChannelBus::PostControl(std::function<void()> work) {
   MutexLock lock(&queue_mu_);
   if (control_stop_) return false;
   control_queue_.push_back(std::move(work));
-  control_cv_.Signal();
+  if (control_queue_.size() == 1) control_cv_.Signal();
   return true;
 }
 
@@ -137,12 +142,13 @@ bool ChannelBus::PostDriver(std::function<void()> work) {
   MutexLock lock(&driver_mu_);
   if (driver_stop_) return false;
   driver_queue_.push_back(std::move(work));
-  driver_cv_.Signal();
+  if (driver_queue_.size() == 1) driver_cv_.Signal();
   return true;
 }
 
 void ChannelBus::ControlLoop() {
   control_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  pthread_setname_np(pthread_self(), "vbus-control");  // for debuggers and profilers
   for (;;) {
     std::function<void()> work;
     {
@@ -168,6 +174,7 @@ void ChannelBus::ControlLoop() {
 
 void ChannelBus::DriverLoop() {
   driver_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  pthread_setname_np(pthread_self(), "vbus-driver");
   for (;;) {
     std::function<void()> work;
     {

@@ -35,9 +35,14 @@
 // InvalidArgument, NotFound, Cancelled — each with a message naming what happened.
 //
 // Thread safety: every public method may be called from any thread except where noted.
-// Blocking methods (Connect, Shutdown, BindDrivers) must not be called from the control
-// thread (completion callbacks of OpenAsync/CloseAsync) or a dispatch callback: there they
-// return FailedPrecondition instead of deadlocking.
+// Blocking methods (Connect, Shutdown, BindDrivers, and Channel's waiting calls) must not be
+// called from the control thread (completion callbacks of OpenAsync/CloseAsync) or a dispatch
+// callback — nor Shutdown and BindDrivers from the driver thread (Probe, Remove, the
+// on_offer callbacks): there they return FailedPrecondition instead of deadlocking. A driver
+// may call Channel's waiting calls (Open, Close, ...) from Probe and Remove.
+//
+// Lifetime: the Backend must outlive the bus; Channels handed out stay valid objects for as
+// long as they are held, but become inert (FailedPrecondition) once the bus is destroyed.
 #ifndef VBUS_CORE_CHANNEL_BUS_H_
 #define VBUS_CORE_CHANNEL_BUS_H_
 

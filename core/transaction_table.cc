@@ -6,16 +6,28 @@
 
 namespace vbus {
 
-TransactionTable::TransactionTable(uint32_t capacity) {
-  capacity = std::clamp<uint32_t>(capacity, 1, kMaxCapacity);
-  slots_.resize(capacity);
-  free_.reserve(capacity);
+namespace {
+constexpr uint32_t kInitialSlots = 16;
+}  // namespace
+
+TransactionTable::TransactionTable(uint32_t capacity)
+    : capacity_(std::clamp<uint32_t>(capacity, 1, kMaxCapacity)) {
+  const uint32_t initial = std::min(capacity_, kInitialSlots);
+  slots_.resize(initial);
+  free_.reserve(initial);
   // Push in reverse so that slot 0 is handed out first.
-  for (uint32_t i = capacity; i > 0; --i) free_.push_back(i - 1);
+  for (uint32_t i = initial; i > 0; --i) free_.push_back(i - 1);
 }
 
 absl::StatusOr<uint64_t> TransactionTable::Allocate(CompletionCallback callback) {
   MutexLock lock(&mu_);
+  if (free_.empty() && slots_.size() < capacity_) {
+    // Grow: double, up to the capacity. New slots start at generation 0 like the first ones.
+    const uint32_t old_size = static_cast<uint32_t>(slots_.size());
+    const uint32_t new_size = std::min(capacity_, old_size * 2);
+    slots_.resize(new_size);
+    for (uint32_t i = new_size; i > old_size; --i) free_.push_back(i - 1);
+  }
   if (free_.empty()) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("all %u transaction slots are waiting for completions", slots_.size()));
@@ -32,6 +44,7 @@ absl::StatusOr<uint64_t> TransactionTable::Allocate(CompletionCallback callback)
 
 TransactionTable::Slot* TransactionTable::Find(uint64_t trans_id, uint32_t* index) {
   const uint32_t low = static_cast<uint32_t>(trans_id);
+  // Slots not created yet were never handed out: such ids are unknown, as beyond capacity.
   if (low == 0 || low > slots_.size()) return nullptr;
   *index = low - 1;
   return &slots_[low - 1];

@@ -74,7 +74,9 @@ class TransactionTable {
     CompletionCallback callback;
   };
 
-  // `capacity` slots (1..kMaxCapacity; clamped into that range).
+  // Up to `capacity` slots (1..kMaxCapacity; clamped into that range). Slots are created as
+  // needed (the table starts with a few and doubles when all are outstanding), so a channel
+  // that allows many requests but has few in flight stays small.
   explicit TransactionTable(uint32_t capacity);
   TransactionTable(const TransactionTable&) = delete;
   TransactionTable& operator=(const TransactionTable&) = delete;
@@ -100,7 +102,8 @@ class TransactionTable {
   // caller to fail (channel closed or lost). Any thread.
   std::vector<std::pair<uint64_t, CompletionCallback>> TakeAll();
 
-  uint32_t capacity() const { return static_cast<uint32_t>(slots_.size()); }
+  // The most slots the table will have.
+  uint32_t capacity() const { return capacity_; }
   size_t outstanding() const;
 
   // Decoding helpers (also for tests and logs).
@@ -119,8 +122,9 @@ class TransactionTable {
   // The slot an id names if it is in range, else nullptr (mu_ held).
   Slot* Find(uint64_t trans_id, uint32_t* index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const uint32_t capacity_;
   mutable Mutex mu_;
-  std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
+  std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);  // grows up to capacity_, never shrinks
   // Free slot indices, used as a stack (the most recently freed slot is reused first: warm).
   std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);
 };

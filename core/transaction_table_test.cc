@@ -95,6 +95,26 @@ TEST(TransactionTableTest, TakeAllReturnsEveryOutstandingInSlotOrder) {
   EXPECT_EQ(table.outstanding(), 0u);
 }
 
+TEST(TransactionTableTest, GrowsToItsCapacityAndNoFurther) {
+  TransactionTable table(100);
+  std::set<uint32_t> slots;
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<uint64_t> id = table.Allocate([](const Completion&) {});
+    ASSERT_TRUE(id.ok()) << i;
+    slots.insert(TransactionTable::SlotOf(*id));
+  }
+  EXPECT_EQ(slots.size(), 100u);
+  EXPECT_EQ(*slots.begin(), 0u);
+  EXPECT_EQ(*slots.rbegin(), 99u);
+  EXPECT_EQ(table.Allocate([](const Completion&) {}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(table.outstanding(), 100u);
+  // Beyond the capacity is unknown; a slot a small table has not grown to yet too.
+  EXPECT_EQ(table.Take(101).outcome, Outcome::kUnknown);
+  TransactionTable small(1000);
+  EXPECT_EQ(small.Take(500).outcome, Outcome::kUnknown);
+}
+
 TEST(TransactionTableTest, CapacityIsClamped) {
   EXPECT_EQ(TransactionTable(0).capacity(), 1u);
   EXPECT_EQ(TransactionTable(TransactionTable::kMaxCapacity + 5).capacity(),

@@ -1,5 +1,7 @@
 #include "mock/guest/mock_backend.h"
 
+#include <pthread.h>
+
 #include <cstdio>
 #include <utility>
 
@@ -114,6 +116,7 @@ absl::Status MockBackend::Start(BackendListener* listener) {
     if (!attached) stopping_ = true;  // the reader must not call the listener any more
   }
   if (attached) {
+    writer_ = std::thread([this] { WriteLoop(); });
     doorbell_ = std::thread([this] { DoorbellLoop(); });
     return absl::OkStatus();
   }
@@ -146,7 +149,18 @@ void MockBackend::Stop() {
     memory_->Ring(Doorbell::kGuest);  // wakes the doorbell thread now
     doorbell_.join();
   }
-  if (started && stream_ != nullptr && link_up_.load(std::memory_order_relaxed)) {
+  bool drained = false;
+  if (writer_.joinable()) {
+    // Let the writer send what was posted (bounded: a host that stopped reading would block
+    // it; cancelling the call below then releases it).
+    MutexLock lock(&out_mu_);
+    out_stop_ = true;
+    out_cv_.SignalAll();
+    drained = out_cv_.AwaitWithDeadline(
+        &out_mu_, absl::Now() + absl::Seconds(1),
+        [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_) { return writer_done_; });
+  }
+  if (drained && stream_ != nullptr && link_up_.load(std::memory_order_relaxed)) {
     // Say goodbye: half-close the stream so the host detaches the guest and ends the call
     // (a cancelled call may linger on the host until its own shutdown). Bounded wait.
     {
@@ -158,6 +172,7 @@ void MockBackend::Stop() {
                           [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ended_; });
   }
   if (started && stream_ != nullptr) context_.TryCancel();
+  if (writer_.joinable()) writer_.join();
   if (reader_.joinable()) reader_.join();
   link_up_.store(false, std::memory_order_relaxed);
   // A ResumeDelivery on another thread may still be inside OnHostMessage: wait for it.
@@ -173,6 +188,7 @@ void MockBackend::Stop() {
 // ---------------------------------------------------------------------------------------------
 
 void MockBackend::ReadLoop() {
+  pthread_setname_np(pthread_self(), "vbus-guestlink");  // for debuggers and profilers
   v1::HostToGuest message;
   while (stream_->Read(&message)) {
     switch (message.kind_case()) {
@@ -257,7 +273,50 @@ void MockBackend::ReadLoop() {
   cv_.SignalAll();
 }
 
+void MockBackend::WriteLoop() {
+  pthread_setname_np(pthread_self(), "vbus-guestwrite");
+  std::deque<v1::GuestToHost> batch;
+  for (;;) {
+    {
+      MutexLock lock(&out_mu_);
+      out_cv_.AwaitWithDeadline(&out_mu_, absl::InfiniteFuture(),
+                                [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_) {
+                                  return !outbox_.empty() || out_stop_;
+                                });
+      if (outbox_.empty()) {  // stopping, and everything posted is written
+        writer_done_ = true;
+        out_cv_.SignalAll();
+        return;
+      }
+      batch.swap(outbox_);
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      grpc::WriteOptions options;
+      if (i + 1 < batch.size()) options.set_buffer_hint();  // more follow: no flush yet
+      bool written;
+      {
+        MutexLock lock(&write_mu_);
+        written = stream_->Write(batch[i], options);
+      }
+      if (!written) {
+        // The stream is broken: the reader sees its end and reports the lost link; later
+        // posts fail with Unavailable.
+        link_up_.store(false, std::memory_order_relaxed);
+        MutexLock lock(&out_mu_);
+        out_failed_ = true;
+        outbox_.clear();
+        writer_done_ = true;
+        out_cv_.SignalAll();
+        return;
+      }
+      messages_posted_.fetch_add(1, std::memory_order_relaxed);
+    }
+    batch.clear();
+  }
+}
+
 void MockBackend::DoorbellLoop() {
+  pthread_setname_np(pthread_self(), "vbus-doorbell");
   BackendListener* listener;
   {
     MutexLock lock(&mu_);
@@ -329,13 +388,14 @@ absl::Status MockBackend::PostMessage(const v1::ControlMessage& message) {
     }
     return absl::UnavailableError("the link to the mock host is gone");
   }
-  v1::GuestToHost out;
-  *out.mutable_control() = message;
-  MutexLock lock(&write_mu_);
-  if (!stream_->Write(out)) {
-    return absl::UnavailableError("GuestLink stream closed while posting a control message");
+  MutexLock lock(&out_mu_);
+  if (out_stop_ || out_failed_) {
+    return absl::UnavailableError("the GuestLink stream is closed");
   }
-  messages_posted_.fetch_add(1, std::memory_order_relaxed);
+  outbox_.emplace_back();
+  *outbox_.back().mutable_control() = message;
+  // The writer sleeps only on an empty outbox (checked under out_mu_): wake it on the first.
+  if (outbox_.size() == 1) out_cv_.Signal();
   return absl::OkStatus();
 }
 

@@ -6,7 +6,9 @@
 //     default) with the standard layout, and hands out its data pages through a PagePool
 //     (PFN = file offset / 4096);
 //   - control messages: opens one GuestLink.Connect stream, attaches (name, memory path, size,
-//     layout), then posts every ControlMessage on the stream as it is; a reader thread delivers
+//     layout), then posts every ControlMessage on the stream as it is (PostMessage queues it
+//     for a writer thread, which writes bursts with one flush; a failed write ends the link,
+//     reported through OnHostLost by the reader); a reader thread delivers
 //     the host's ControlMessages in order (honouring PauseDelivery), turns slow-path `signal`
 //     messages into events, and logs the host's ProtocolError replies;
 //   - events host → guest: a doorbell thread waits on the guest's futex doorbell (in deadline
@@ -133,6 +135,7 @@ class MockBackend final : public Backend {
               EventPage guest_events, EventPage host_events);
 
   void ReadLoop();
+  void WriteLoop();
   void DoorbellLoop();
   // Queues a host message and delivers what may be delivered now.
   void Deliver(v1::ControlMessage message);
@@ -146,11 +149,23 @@ class MockBackend final : public Backend {
   EventPage guest_events_;  // host sets bits, the bus scans them
   EventPage host_events_;   // we set bits, the host scans them
 
-  // The stream. Written by PostMessage under write_mu_; read by the reader thread; finished by
-  // the reader thread under write_mu_ (gRPC forbids Finish concurrently with Write).
+  // The stream. Written by the writer thread (and Start, Stop) under write_mu_; read by the
+  // reader thread; finished by the reader thread under write_mu_ (gRPC forbids Finish
+  // concurrently with Write).
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>> stream_;
   Mutex write_mu_;
+
+  // Posted messages waiting for the writer thread, which takes them all at once and writes
+  // them with gRPC's buffer hint on all but the last: a burst of posts (pipelined opens) costs
+  // one flush, and the bus's control thread never blocks in a gRPC write.
+  Mutex out_mu_;
+  CondVar out_cv_;
+  std::deque<v1::GuestToHost> outbox_ ABSL_GUARDED_BY(out_mu_);
+  bool out_stop_ ABSL_GUARDED_BY(out_mu_) = false;
+  bool out_failed_ ABSL_GUARDED_BY(out_mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(out_mu_) = false;
+  std::thread writer_;
   Mutex stop_mu_;  // serialises Stop
 
   mutable Mutex mu_;

@@ -1,0 +1,467 @@
+// Channel-bus benchmarks: the control path and the data path of ChannelBus + MockBackend
+// against the in-process mock host, each beside its baseline in the same binary.
+//
+//   BM_GrpcRoundTrip          one request/answer on a GuestLink-shaped bidirectional stream
+//                             (same service, same messages, in-process channel) answered by a
+//                             bare echo handler: the price of one control round trip.
+//   BM_ChannelLifecycle/N     N channels hot-added by the host, opened (pipelined), closed,
+//                             rescinded and released by the guest, per iteration. Reports
+//                             channels/s and vs_grpc_rtt = channels/s ÷ round trips/s (an open
+//                             alone needs about three round trips; goal ≥ 0.3).
+//   BM_BareRingEcho/B         B-byte packets through a bare ring pair: the guest thread writes
+//                             ring A and drains ring B, an echo thread copies each packet from
+//                             A to B; both spin (no doorbells, no signals, no bus).
+//   BM_MockEcho/B             the same traffic through the whole stack: Channel::Send, the
+//                             mock host's echo device, the receive callback, with signal
+//                             suppression and futex doorbells. vs_bare_ring = its bytes/s ÷
+//                             BM_BareRingEcho's at the same size (goal ≥ 0.5 at 1500 B).
+//
+// Run: bazel run --config=opt //test/bench:bus_bench
+// The ratios need the baselines first: run the whole binary (or filter so that each baseline
+// runs before its contender; registration order is baseline first).
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "benchmark/benchmark.h"
+#include "core/channel_bus.h"
+#include "core/ring_buffer.h"
+#include "core/sync.h"
+#include "grpcpp/grpcpp.h"
+#include "mock/guest/mock_backend.h"
+#include "mock/host/mock_host.h"
+#include "proto/mock_host.grpc.pb.h"
+
+namespace vbus {
+namespace {
+
+absl::Time Deadline() { return absl::Now() + absl::Seconds(60); }
+
+// Baselines measured in this run, for the ratios.
+std::atomic<double> g_round_trips_per_second{0};
+std::atomic<double> g_bare_bytes_per_second[2] = {0, 0};  // 64 B, 1500 B
+int SizeSlot(size_t bytes) { return bytes <= 64 ? 0 : 1; }
+
+// ---------------------------------------------------------------------------------------------
+// Control path
+// ---------------------------------------------------------------------------------------------
+
+// GuestLink answered by a bare echo: each control message comes straight back.
+class EchoLink final : public v1::GuestLink::Service {
+ public:
+  grpc::Status Connect(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::HostToGuest, v1::GuestToHost>* stream) override {
+    v1::GuestToHost in;
+    v1::HostToGuest out;
+    while (stream->Read(&in)) {
+      *out.mutable_control() = in.control();
+      if (!stream->Write(out)) break;
+    }
+    return grpc::Status::OK;
+  }
+};
+
+void BM_GrpcRoundTrip(benchmark::State& state) {
+  EchoLink service;
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<v1::GuestLink::Stub> stub =
+      v1::GuestLink::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext context;
+  auto stream = stub->Connect(&context);
+  // A message like the ones an open sends (an OpenChannel).
+  v1::GuestToHost request;
+  v1::OpenChannel* open = request.mutable_control()->mutable_open_channel();
+  open->set_child_relid(7);
+  open->set_open_id(1);
+  open->set_ring_buffer_gpadl(0xE1E10);
+  open->set_downstream_ring_page_offset(2);
+  v1::HostToGuest answer;
+  const absl::Time start = absl::Now();
+  for (auto _ : state) {
+    if (!stream->Write(request) || !stream->Read(&answer)) {
+      state.SkipWithError("stream broke");
+      break;
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  stream->WritesDone();
+  stream->Finish().ok();
+  server->Shutdown();
+  const double rate = static_cast<double>(state.iterations()) / seconds;
+  g_round_trips_per_second.store(rate);
+  state.counters["round_trips_per_s"] = rate;
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_GrpcRoundTrip)->UseRealTime()->MinTime(1.0);
+
+// Counts offers the guest has seen come and go.
+struct OfferCounter {
+  Mutex mu;
+  CondVar cv;
+  std::vector<std::shared_ptr<Channel>> added ABSL_GUARDED_BY(mu);
+  size_t removed ABSL_GUARDED_BY(mu) = 0;
+};
+
+void BM_ChannelLifecycle(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  mock::MockHostOptions host_options;
+  host_options.log = [](absl::string_view) {};
+  absl::StatusOr<std::unique_ptr<mock::MockHostServer>> server =
+      mock::MockHostServer::Start(std::move(host_options), "");
+  if (!server.ok()) {
+    state.SkipWithError(std::string(server.status().message()).c_str());
+    return;
+  }
+  mock::MockBackendOptions backend_options;
+  backend_options.guest_name = "bench";
+  backend_options.memory_bytes = uint64_t{64} << 20;  // 2047 channels x 4 ring pages fit
+  backend_options.log = [](absl::string_view) {};
+  auto backend = mock::MockBackend::Connect((*server)->InProcessChannel(), backend_options);
+  OfferCounter counter;
+  ChannelBusOptions options;
+  options.log = [](absl::string_view) {};
+  // The benchmark thread waits for all n of each: wake it once, at the last.
+  options.on_offer = [&](const std::shared_ptr<Channel>& c) {
+    MutexLock lock(&counter.mu);
+    counter.added.push_back(c);
+    if (counter.added.size() == n) counter.cv.SignalAll();
+  };
+  options.on_offer_removed = [&](const OfferInfo&, const absl::Status&) {
+    MutexLock lock(&counter.mu);
+    if (++counter.removed == n) counter.cv.SignalAll();
+  };
+  auto bus = ChannelBus::Create(backend->get(), options);
+  if (!bus.ok() || !(*bus)->Connect(Deadline()).ok()) {
+    state.SkipWithError("guest did not connect");
+    return;
+  }
+  mock::MockHost& host = (*server)->host();
+  ChannelOpenOptions open_options;
+  open_options.outbound_ring_pages = 2;
+  open_options.inbound_ring_pages = 2;
+  open_options.on_packet = [](const PacketView&) {};
+
+  struct Pending {
+    Mutex mu;
+    CondVar cv;
+    size_t left ABSL_GUARDED_BY(mu) = 0;
+    size_t failed ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto await_all = [](Pending& p) {
+    MutexLock lock(&p.mu);
+    return p.cv.AwaitWithDeadline(&p.mu, Deadline(), [&] { return p.left == 0; }) && p.failed == 0;
+  };
+  // One round: N offered (hot-add), opened (pipelined), closed, rescinded and released.
+  // Returns "" or what went wrong.
+  auto round = [&]() -> std::string {
+    // Offer N (hot-add) and wait until the guest has them all.
+    std::vector<uint32_t> relids;
+    for (size_t i = 0; i < n; ++i) {
+      v1::OfferRequest offer;
+      offer.set_guest("bench");
+      offer.mutable_spec()->set_device("sink");
+      absl::StatusOr<v1::OfferResponse> r = host.Offer(offer);
+      if (!r.ok()) {
+        return std::string(r.status().message());
+      }
+      relids.push_back(r->child_relid());
+    }
+    std::vector<std::shared_ptr<Channel>> channels;
+    {
+      MutexLock lock(&counter.mu);
+      counter.cv.AwaitWithDeadline(&counter.mu, Deadline(),
+                                   [&] { return counter.added.size() == n; });
+      channels.swap(counter.added);
+    }
+    if (channels.size() != n) {
+      return std::string("offers did not arrive");
+    }
+    // Open all (pipelined), then close all.
+    Pending opens;
+    {
+      MutexLock lock(&opens.mu);
+      opens.left = n;
+    }
+    for (const std::shared_ptr<Channel>& c : channels) {
+      c->OpenAsync(open_options, Deadline(), [&](absl::Status s) {
+        MutexLock lock(&opens.mu);
+        if (!s.ok()) ++opens.failed;
+        if (--opens.left == 0) opens.cv.SignalAll();
+      });
+    }
+    if (!await_all(opens)) {
+      return std::string("opens failed");
+    }
+    Pending closes;
+    {
+      MutexLock lock(&closes.mu);
+      closes.left = n;
+    }
+    for (const std::shared_ptr<Channel>& c : channels) {
+      c->CloseAsync(Deadline(), [&](absl::Status s) {
+        MutexLock lock(&closes.mu);
+        if (!s.ok()) ++closes.failed;
+        if (--closes.left == 0) closes.cv.SignalAll();
+      });
+    }
+    if (!await_all(closes)) {
+      return std::string("closes failed");
+    }
+    // Rescind all; the guest releases every relid before the next round needs it.
+    for (uint32_t relid : relids) {
+      v1::RescindRequest rescind;
+      rescind.set_guest("bench");
+      rescind.set_child_relid(relid);
+      if (!host.Rescind(rescind).ok()) {
+        return std::string("rescind failed");
+      }
+    }
+    {
+      MutexLock lock(&counter.mu);
+      counter.cv.AwaitWithDeadline(&counter.mu, Deadline(), [&] { return counter.removed == n; });
+      counter.removed = 0;
+    }
+    // The guest has posted every RelidReleased; the next round needs the host to have read
+    // them (it forgets each relid on arrival). A cheap poll: the guest's channel count.
+    for (;;) {
+      v1::ListGuestsResponse guests = host.ListGuests();
+      if (guests.guests_size() == 0 || guests.guests(0).channel_count() == 0) break;
+      std::this_thread::yield();
+    }
+    return "";
+  };
+  // A first round outside the timing: the shared file's pages are touched for the first time
+  // by both mappings (page faults), the allocators warm up.
+  if (std::string error = round(); !error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  const absl::Time start = absl::Now();
+  for (auto _ : state) {
+    if (std::string error = round(); !error.empty()) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const double rate = static_cast<double>(state.iterations() * n) / seconds;
+  state.counters["channels_per_s"] = rate;
+  if (const double rtt = g_round_trips_per_second.load(); rtt > 0) {
+    state.counters["vs_grpc_rtt"] = rate / rtt;
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+  bus->reset();
+  backend->reset();
+  (*server)->Shutdown();
+}
+BENCHMARK(BM_ChannelLifecycle)->Arg(1)->Arg(256)->Arg(2047)->UseRealTime()->MinTime(1.0);
+
+// ---------------------------------------------------------------------------------------------
+// Data path
+// ---------------------------------------------------------------------------------------------
+
+constexpr size_t kEchoRingPages = 65;  // 256 KiB of data per ring, as in ring_bench
+
+void Relax(int& spins) {
+  if (++spins < 256) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+// As ring_bench does: the two spinning threads on different CPUs, so that on a 2-CPU machine
+// the scheduler does not time-slice them on one (best effort; restored afterwards).
+class ScopedPin {
+ public:
+  explicit ScopedPin(int cpu) {
+    pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  }
+  ~ScopedPin() { pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_); }
+
+ private:
+  cpu_set_t saved_;
+};
+
+struct alignas(4096) RingMemory {
+  explicit RingMemory(size_t pages) : bytes(pages * kPageSize) {
+    data = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, bytes));
+    std::memset(data, 0, bytes);
+  }
+  ~RingMemory() { std::free(data); }
+  absl::Span<uint8_t> span() { return {data, bytes}; }
+  uint8_t* data;
+  size_t bytes;
+};
+
+void BM_BareRingEcho(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  RingMemory a(kEchoRingPages), b(kEchoRingPages);
+  if (!InitializeRing(a.span()).ok() || !InitializeRing(b.span()).ok()) {
+    state.SkipWithError("ring init");
+    return;
+  }
+  std::vector<uint8_t> scratch_a(a.bytes), scratch_b(b.bytes);
+  OutgoingRing to_host = *OutgoingRing::Attach(a.span());
+  IncomingRing host_in = *IncomingRing::Attach(a.span(), absl::MakeSpan(scratch_a));
+  OutgoingRing host_out = *OutgoingRing::Attach(b.span());
+  IncomingRing from_host = *IncomingRing::Attach(b.span(), absl::MakeSpan(scratch_b));
+  std::atomic<bool> stop{false};
+  // The echo ("host"): copy every packet from A into B; free A's space every 16 packets.
+  std::thread echo([&] {
+    ScopedPin pin(1);
+    int spins = 0;
+    uint64_t count = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      absl::StatusOr<std::optional<PacketView>> p = host_in.Next();
+      if (!p.ok() || !p->has_value()) {
+        host_in.CommitRead().IgnoreError();
+        Relax(spins);
+        continue;
+      }
+      spins = 0;
+      for (;;) {
+        absl::StatusOr<WriteResult> w =
+            host_out.Write(PacketType::kDataInband, 0, (*p)->trans_id(), (*p)->payload());
+        if (w.ok() && *w != WriteResult::kFull) break;
+        if (stop.load(std::memory_order_relaxed)) return;
+        Relax(spins);
+      }
+      if ((++count & 15) == 0) host_in.CommitRead().IgnoreError();  // after the copy
+    }
+  });
+  // The guest: one thread that writes A and drains B (copying each payload out, as a
+  // receive callback would), never waiting while it can do either.
+  ScopedPin pin(0);
+  std::vector<uint8_t> payload(size, 0x5A);
+  std::vector<uint8_t> sink(size + 8);
+  uint64_t sent = 0;
+  uint64_t received = 0;
+  auto drain = [&] {
+    bool any = false;
+    for (;;) {
+      absl::StatusOr<std::optional<PacketView>> p = from_host.Next();
+      if (!p.ok() || !p->has_value()) break;
+      std::memcpy(sink.data(), (*p)->payload().data(), (*p)->payload().size());
+      ++received;
+      any = true;
+    }
+    if (any) from_host.CommitRead().IgnoreError();
+    return any;
+  };
+  const absl::Time start = absl::Now();
+  for (auto _ : state) {
+    int spins = 0;
+    for (;;) {
+      absl::StatusOr<WriteResult> w = to_host.Write(PacketType::kDataInband, 0, sent, payload);
+      if (w.ok() && *w != WriteResult::kFull) break;
+      if (!drain()) Relax(spins);
+    }
+    ++sent;
+    if ((sent & 15) == 0) drain();
+  }
+  int spins = 0;
+  while (received < sent) {
+    if (!drain()) Relax(spins);
+  }
+  // Measured as BM_MockEcho measures: from the first send until every echo is back.
+  const double rate = static_cast<double>(sent * size) / absl::ToDoubleSeconds(absl::Now() - start);
+  g_bare_bytes_per_second[SizeSlot(size)].store(rate);
+  state.counters["echo_bytes_per_s"] = rate;
+  stop.store(true);
+  echo.join();
+  state.SetItemsProcessed(static_cast<int64_t>(sent));
+  state.SetBytesProcessed(static_cast<int64_t>(sent * size));
+}
+
+void BM_MockEcho(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  mock::MockHostOptions host_options;
+  host_options.log = [](absl::string_view) {};
+  auto server = mock::MockHostServer::Start(std::move(host_options), "");
+  mock::MockBackendOptions backend_options;
+  backend_options.guest_name = "bench";
+  backend_options.memory_bytes = uint64_t{16} << 20;
+  backend_options.log = [](absl::string_view) {};
+  auto backend = mock::MockBackend::Connect((*server)->InProcessChannel(), backend_options);
+  ChannelBusOptions options;
+  options.log = [](absl::string_view) {};
+  auto bus = ChannelBus::Create(backend->get(), options);
+  v1::OfferRequest offer;
+  offer.set_guest("bench");
+  offer.mutable_spec()->set_device("echo");
+  auto offered = (*server)->host().Offer(offer);
+  if (!bus.ok() || !offered.ok() || !(*bus)->Connect(Deadline()).ok()) {
+    state.SkipWithError("setup failed");
+    return;
+  }
+  std::shared_ptr<Channel> channel = (*bus)->FindChannel(offered->child_relid());
+  std::atomic<uint64_t> received{0};
+  ChannelOpenOptions open;
+  open.outbound_ring_pages = kEchoRingPages;
+  open.inbound_ring_pages = kEchoRingPages;
+  std::vector<uint8_t> sink(size + 8);
+  open.on_packet = [&](const PacketView& p) {
+    std::memcpy(sink.data(), p.payload().data(), p.payload().size());
+    received.fetch_add(1, std::memory_order_release);
+  };
+  if (!channel->Open(open, Deadline()).ok()) {
+    state.SkipWithError("open failed");
+    return;
+  }
+  std::vector<uint8_t> payload(size, 0x5A);
+  SendOptions wait;
+  wait.deadline = absl::InfiniteFuture();
+  uint64_t sent = 0;
+  const absl::Time start = absl::Now();
+  for (auto _ : state) {
+    if (!channel->Send(payload, wait).ok()) {
+      state.SkipWithError("send failed");
+      break;
+    }
+    ++sent;
+  }
+  while (received.load(std::memory_order_acquire) < sent) std::this_thread::yield();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  state.SetItemsProcessed(static_cast<int64_t>(sent));
+  state.SetBytesProcessed(static_cast<int64_t>(sent * size));
+  const double rate = static_cast<double>(sent * size) / seconds;
+  state.counters["echo_bytes_per_s"] = rate;
+  if (const double bare = g_bare_bytes_per_second[SizeSlot(size)].load(); bare > 0) {
+    state.counters["vs_bare_ring"] = rate / bare;
+  }
+  const ChannelStats stats = channel->stats();
+  state.counters["signals_per_packet"] =
+      static_cast<double>(stats.signals_sent + stats.signals_received) /
+      static_cast<double>(std::max<uint64_t>(1, 2 * sent));
+  channel->Close(Deadline()).IgnoreError();
+  bus->reset();
+  backend->reset();
+  (*server)->Shutdown();
+}
+
+BENCHMARK(BM_BareRingEcho)->Arg(64)->Arg(1500)->UseRealTime();
+BENCHMARK(BM_MockEcho)->Arg(64)->Arg(1500)->UseRealTime();
+
+}  // namespace
+}  // namespace vbus
+
+BENCHMARK_MAIN();
