@@ -9,6 +9,7 @@
 // open; the host disconnecting (and, as a process, dying) mid-open — Unavailable, no hang.
 //
 // Usage: bus_e2e_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -176,15 +177,20 @@ class BusE2eTest : public ::testing::TestWithParam<Mode> {
     EXPECT_TRUE(offered.ok()) << offered.status();
     return offered.ok() ? offered->child_relid() : 0;
   }
-  // Polls a condition on remote state (the host over RPC, or the bus) until it holds or the
-  // deadline passes: every check is a fresh RPC/snapshot, so there is nothing to wait on.
+  // Waits for a condition on remote state (the host over RPC, or a bus snapshot) until it
+  // holds or the deadline passes. Nothing signals such state, so it is re-checked every 2 ms
+  // (a bounded condition wait, not a sleep to let things settle: the result is the condition).
   bool Eventually(const std::function<bool()>& condition,
                   absl::Duration timeout = absl::Seconds(30)) {
     const absl::Time deadline = absl::Now() + timeout;
+    Mutex mu;
+    CondVar never_signalled;
     for (;;) {
       if (condition()) return true;
       if (absl::Now() >= deadline) return false;
-      std::this_thread::yield();
+      MutexLock lock(&mu);
+      never_signalled.WaitWithDeadline(&mu,
+                                       std::min(deadline, absl::Now() + absl::Milliseconds(2)));
     }
   }
   bool HostLists(uint32_t relid) { return host_->Channel(kGuest, relid).ok(); }
