@@ -1,23 +1,14 @@
 #include "test/e2e/e2e_host.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 
 namespace vbus::e2e {
@@ -34,25 +25,6 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
 
-int MillisUntil(absl::Time deadline) {
-  const int64_t ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-  return ms < 0 ? 0 : static_cast<int>(std::min<int64_t>(ms, 60000));
-}
-
-// Waits for `pid` to exit until `deadline` (pidfd + poll: no sleeping). True if it exited.
-bool Reap(pid_t pid, absl::Time deadline) {
-  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) return waitpid(pid, nullptr, 0) == pid;  // already a zombie or gone
-  pollfd p{pidfd, POLLIN, 0};
-  int n;
-  do {
-    n = poll(&p, 1, MillisUntil(deadline));
-  } while (n < 0 && errno == EINTR);
-  close(pidfd);
-  if (n <= 0) return false;
-  return waitpid(pid, nullptr, 0) == pid;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<E2eHost>> E2eHost::Start(Mode mode, absl::Time deadline) {
@@ -60,8 +32,9 @@ absl::StatusOr<std::unique_ptr<E2eHost>> E2eHost::Start(Mode mode, absl::Time de
   host->mode_ = mode;
   if (mode == Mode::kInProcess) {
     host->log_lines_ = std::make_shared<std::vector<std::string>>();
+    host->log_mu_ = std::make_shared<std::mutex>();
     auto lines = host->log_lines_;
-    auto mu = std::make_shared<std::mutex>();
+    auto mu = host->log_mu_;
     mock::MockHostOptions options;
     options.log = [lines, mu](absl::string_view line) {
       std::lock_guard<std::mutex> lock(*mu);
@@ -83,93 +56,43 @@ absl::Status E2eHost::StartProcess(absl::Time deadline) {
   if (g_mock_host_binary.empty()) {
     return absl::FailedPreconditionError("no mock_host binary (pass $(rootpath //mock:mock_host))");
   }
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = tmp != nullptr ? tmp : "/tmp";
-  static int counter = 0;
-  const std::string tag = absl::StrCat(getpid(), "-", ++counter);
-  log_path_ = absl::StrCat(dir, "/mock_host-", tag, ".log");
   // A unix socket in TEST_TMPDIR when its path fits in sockaddr_un (108 bytes), else a free
   // loopback port.
-  const std::string socket_path = absl::StrCat(dir, "/mh-", tag, ".sock");
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  static std::atomic<int> started{0};
+  const std::string socket_path =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/mh-", getpid(), "-",
+                   started.fetch_add(1, std::memory_order_relaxed), ".sock");
   const std::string listen =
       socket_path.size() < 100 ? absl::StrCat("unix:", socket_path) : "127.0.0.1:0";
-
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe");
-  const int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) return absl::ErrnoToStatus(errno, "open the mock_host log");
-  // Everything the child needs is prepared before fork (no allocation after it).
-  constexpr int kReadyFd = 3;
-  std::vector<std::string> args = {g_mock_host_binary, absl::StrCat("--listen=", listen),
-                                   absl::StrCat("--ready_fd=", kReadyFd)};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid < 0) return absl::ErrnoToStatus(errno, "fork");
-  if (pid == 0) {
-    dup2(ready[1], kReadyFd);
-    dup2(log_fd, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  pid_ = pid;
-  close(ready[1]);
-  close(log_fd);
-
-  // Readiness: the server writes "<target>\n" once it serves.
-  std::string line;
-  while (line.find('\n') == std::string::npos) {
-    pollfd p{ready[0], POLLIN, 0};
-    const int n = poll(&p, 1, MillisUntil(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      close(ready[0]);
-      return absl::DeadlineExceededError(
-          absl::StrCat("mock_host did not report ready; its log:\n", log()));
-    }
-    char buf[256];
-    const ssize_t got = read(ready[0], buf, sizeof(buf));
-    if (got <= 0) {
-      close(ready[0]);
-      return absl::UnavailableError(
-          absl::StrCat("mock_host exited before it was ready; its log:\n", log()));
-    }
-    line.append(buf, static_cast<size_t>(got));
-  }
-  close(ready[0]);
-  const std::string target(absl::StripSuffix(line.substr(0, line.find('\n')), "\r"));
-  channel_ = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::unique_ptr<mock::testing::MockHostProcess>> process =
+      mock::testing::MockHostProcess::Start(g_mock_host_binary, {absl::StrCat("--listen=", listen)},
+                                            deadline);
+  if (!process.ok()) return process.status();
+  process_ = std::move(*process);
+  channel_ = grpc::CreateChannel(process_->target(), grpc::InsecureChannelCredentials());
   return absl::OkStatus();
 }
 
 E2eHost::~E2eHost() {
+  // Close the client channel first: an open channel holds up the server's SIGTERM shutdown.
   control_.reset();
   channel_.reset();
   if (server_ != nullptr) server_->Shutdown();
-  if (pid_ > 0) {
-    kill(pid_, SIGTERM);
-    if (!Reap(pid_, absl::Now() + absl::Seconds(20))) {
-      kill(pid_, SIGKILL);
-      Reap(pid_, absl::Now() + absl::Seconds(20));
-    }
+  if (process_ != nullptr && process_->pid() > 0) {
+    (void)process_->Stop(absl::Now() + absl::Seconds(20));  // kills it if it hangs
   }
 }
 
 absl::Status E2eHost::Kill() {
-  if (pid_ <= 0) return absl::FailedPreconditionError("not a separate process");
-  kill(pid_, SIGKILL);
-  const bool reaped = Reap(pid_, absl::Now() + absl::Seconds(20));
-  pid_ = -1;
-  return reaped ? absl::OkStatus() : absl::DeadlineExceededError("mock_host did not die");
+  if (process_ == nullptr) return absl::FailedPreconditionError("not a separate process");
+  return process_->Kill(absl::Now() + absl::Seconds(20));
 }
 
 std::string E2eHost::log() const {
-  if (log_lines_ != nullptr) return absl::StrJoin(*log_lines_, "\n");
-  std::ifstream in(log_path_);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  if (process_ != nullptr) return process_->log();
+  std::lock_guard<std::mutex> lock(*log_mu_);
+  return absl::StrJoin(*log_lines_, "\n");
 }
 
 absl::StatusOr<v1::OfferResponse> E2eHost::Offer(const std::string& guest,

@@ -18,9 +18,8 @@
 #ifndef VBUS_TEST_E2E_E2E_HOST_H_
 #define VBUS_TEST_E2E_E2E_HOST_H_
 
-#include <sys/types.h>
-
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,6 +31,7 @@
 #include "mock/guest/mock_backend.h"
 #include "mock/host/mock_host.h"
 #include "proto/mock_host.grpc.pb.h"
+#include "test/mock/mock_host_process.h"
 
 namespace vbus::e2e {
 
@@ -69,10 +69,10 @@ class E2eHost {
   absl::Status StartProcess(absl::Time deadline);
 
   Mode mode_ = Mode::kInProcess;
-  std::unique_ptr<mock::MockHostServer> server_;  // kInProcess
-  pid_t pid_ = -1;                                // kProcess
-  std::string log_path_;
-  std::shared_ptr<std::vector<std::string>> log_lines_;
+  std::unique_ptr<mock::MockHostServer> server_;             // kInProcess
+  std::shared_ptr<std::mutex> log_mu_;                       // kInProcess
+  std::shared_ptr<std::vector<std::string>> log_lines_;      // kInProcess
+  std::unique_ptr<mock::testing::MockHostProcess> process_;  // kProcess
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::HostControl::Stub> control_;
 };

@@ -7,12 +7,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -31,8 +34,9 @@ absl::StatusOr<std::unique_ptr<MockHostProcess>> MockHostProcess::Start(
     const std::string& binary, const std::vector<std::string>& flags, absl::Time deadline) {
   auto process = std::unique_ptr<MockHostProcess>(new MockHostProcess());
   const char* tmp = std::getenv("TEST_TMPDIR");
-  process->log_path_ =
-      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/mock_host-", getpid(), "-", rand(), ".log");
+  static std::atomic<int> started{0};
+  process->log_path_ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/mock_host-", getpid(), "-",
+                                    started.fetch_add(1, std::memory_order_relaxed), ".log");
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe");
   const int log_fd =
@@ -41,8 +45,11 @@ absl::StatusOr<std::unique_ptr<MockHostProcess>> MockHostProcess::Start(
 
   // Everything the child needs is prepared before fork (no allocation after it).
   constexpr int kReadyFd = 3;
-  std::vector<std::string> args = {binary, "--listen=127.0.0.1:0",
-                                   absl::StrCat("--ready_fd=", kReadyFd)};
+  std::vector<std::string> args = {binary, absl::StrCat("--ready_fd=", kReadyFd)};
+  if (std::none_of(flags.begin(), flags.end(),
+                   [](const std::string& f) { return absl::StartsWith(f, "--listen="); })) {
+    args.push_back("--listen=127.0.0.1:0");
+  }
   args.insert(args.end(), flags.begin(), flags.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -132,6 +139,12 @@ absl::StatusOr<int> MockHostProcess::Stop(absl::Time deadline) {
     (void)Reap(absl::Now() + absl::Seconds(10));
   }
   return code;
+}
+
+absl::Status MockHostProcess::Kill(absl::Time deadline) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("mock_host is not running");
+  kill(pid_, SIGKILL);
+  return Reap(deadline).status();
 }
 
 std::string MockHostProcess::log() const {

@@ -26,8 +26,9 @@ namespace vbus::mock::testing {
 class MockHostProcess {
  public:
   // Start: `binary` is the mock_host path (from $(rootpath //mock:mock_host)); `flags` are
-  // added to --listen and --ready_fd. Fails if the child cannot start or is not ready by
-  // `deadline` (the child is then killed).
+  // added to --ready_fd and, unless they name their own --listen=…, --listen=127.0.0.1:0.
+  // Fails if the child cannot start or is not ready by `deadline` (the child is then
+  // killed).
   static absl::StatusOr<std::unique_ptr<MockHostProcess>> Start(
       const std::string& binary, const std::vector<std::string>& flags, absl::Time deadline);
   // Kills the child if it still runs.
@@ -40,6 +41,10 @@ class MockHostProcess {
   // signal number if it died of a signal). DeadlineExceeded if it has not exited (it is then
   // killed with SIGKILL).
   absl::StatusOr<int> Stop(absl::Time deadline);
+
+  // Kill: SIGKILL now (the host vanishing without a goodbye), then waits for the exit until
+  // `deadline`.
+  absl::Status Kill(absl::Time deadline);
 
   // The child's stderr so far.
   std::string log() const;

@@ -229,55 +229,46 @@ TEST(SimFaultTest, ChannelLeftInTheTableIsCaught) {
   ExpectCaught(f, HasSubstr("still holds offer"));
 }
 
+// For faults that do not break every run they fire in: among seeds 1..`max_seed`, `want` runs
+// must fail, each with the fault fired and a failure matching `expected`.
+void ExpectSomeRunsFail(const SimFaults& faults, uint64_t max_seed, int want,
+                        const ::testing::Matcher<std::string>& expected) {
+  int failed = 0;
+  for (uint64_t seed = 1; seed <= max_seed && failed < want; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    options.faults = faults;
+    const SimResult r = RunSimulation(options);
+    if (r.ok) continue;
+    EXPECT_TRUE(r.fault_fired) << "seed " << seed << " failed without the fault: " << r.report;
+    EXPECT_THAT(r.failure, expected) << r.report;
+    ++failed;
+  }
+  EXPECT_EQ(failed, want);
+}
+
 TEST(SimFaultTest, BlindAsynchronousMappingIsCaught) {
   // A host runtime that maps an opening channel's rings later, without re-checking that the
   // channel is still opening, maps memory the guest freed after a close or rescind.
-  int caught = 0;
-  for (uint64_t seed = 1; seed <= 300 && caught < 2; ++seed) {
-    SimOptions options;
-    options.seed = seed;
-    options.faults.blind_async_map = true;
-    const SimResult r = RunSimulation(options);
-    if (r.ok) continue;
-    EXPECT_TRUE(r.fault_fired);
-    EXPECT_THAT(r.failure, HasSubstr("which the guest has already released")) << r.report;
-    ++caught;
-  }
-  EXPECT_EQ(caught, 2);
+  SimFaults f;
+  f.blind_async_map = true;
+  ExpectSomeRunsFail(f, 300, 2, HasSubstr("which the guest has already released"));
 }
 
 TEST(SimFaultTest, SkippedUnmaskRecheckStalls) {
   // Packets the host writes while the guest's interrupts are masked come with no signal; only
   // the re-check after unmasking finds them. A guest that skips it must stall somewhere.
-  int stalled = 0;
-  for (uint64_t seed = 1; seed <= 100 && stalled < 3; ++seed) {
-    SimOptions options;
-    options.seed = seed;
-    options.faults.skip_unmask_recheck = true;
-    const SimResult r = RunSimulation(options);
-    if (r.ok) continue;
-    EXPECT_TRUE(r.fault_fired);
-    EXPECT_THAT(r.failure, HasSubstr("lost wakeup")) << r.report;
-    ++stalled;
-  }
-  EXPECT_EQ(stalled, 3);
+  SimFaults f;
+  f.skip_unmask_recheck = true;
+  ExpectSomeRunsFail(f, 100, 3, HasSubstr("lost wakeup"));
 }
 
 TEST(SimFaultTest, LostWakeupsWithoutPollingStall) {
   // A dropped interrupt is harmless when a later one makes the same side scan its event page,
   // so not every run with a drop fails; but runs must stall, and only ever as stalls.
-  int stalled = 0;
-  for (uint64_t seed = 1; seed <= 60 && stalled < 3; ++seed) {
-    SimOptions options;
-    options.seed = seed;
-    options.faults.lose_wakeups = true;
-    const SimResult r = RunSimulation(options);
-    if (r.ok) continue;
-    EXPECT_TRUE(r.fault_fired);
-    EXPECT_THAT(r.failure, HasSubstr("lost wakeup")) << r.report;
-    ++stalled;
-  }
-  EXPECT_EQ(stalled, 3);
+  SimFaults f;
+  f.lose_wakeups = true;
+  ExpectSomeRunsFail(f, 60, 3, HasSubstr("lost wakeup"));
 }
 
 }  // namespace
