@@ -95,6 +95,7 @@ absl::Status MockBackend::Start(BackendListener* listener) {
   attach->set_memory_path(memory_->path());
   attach->set_memory_size_bytes(memory_->size_bytes());
   *attach->mutable_layout() = LayoutToProto(memory_->layout());
+  attach->set_accepts_batches(true);  // ReadLoop unpacks HostToGuest.batch
   reader_ = std::thread([this] { ReadLoop(); });
   {
     MutexLock lock(&write_mu_);
@@ -116,7 +117,12 @@ absl::Status MockBackend::Start(BackendListener* listener) {
     if (!attached) stopping_ = true;  // the reader must not call the listener any more
   }
   if (attached) {
-    writer_ = std::thread([this] { WriteLoop(); });
+    bool batches;
+    {
+      MutexLock lock(&mu_);
+      batches = host_accepts_batches_;
+    }
+    writer_ = std::thread([this, batches] { WriteLoop(batches); });
     doorbell_ = std::thread([this] { DoorbellLoop(); });
     return absl::OkStatus();
   }
@@ -200,6 +206,7 @@ void MockBackend::ReadLoop() {
         }
         attached_ = true;
         guest_id_ = message.attached().guest_id();
+        host_accepts_batches_ = message.attached().accepts_batches();
         link_up_.store(true, std::memory_order_relaxed);
         cv_.SignalAll();
         break;
@@ -215,6 +222,31 @@ void MockBackend::ReadLoop() {
           break;
         }
         Deliver(std::move(*message.mutable_control()));
+        break;
+      }
+      case v1::HostToGuest::kBatch: {
+        bool attached;
+        {
+          MutexLock lock(&mu_);
+          attached = attached_;
+        }
+        if (!attached) {
+          Log("ignoring a control batch before `attached`");
+          break;
+        }
+        const int count = message.batch().messages_size();
+        if (count == 0 || count > v1::CONTROL_BATCH_MAX_MESSAGES) {
+          // Malformed: refused whole (the guest has no way to answer a ProtocolError); the
+          // waits for what it held end at their deadlines.
+          batches_refused_.fetch_add(1, std::memory_order_relaxed);
+          Log(count == 0 ? std::string("ignoring an empty control batch from the host")
+                         : absl::StrCat("ignoring a control batch of ", count,
+                                        " messages from the host (the limit is ",
+                                        v1::CONTROL_BATCH_MAX_MESSAGES, ")"));
+          break;
+        }
+        batches_received_.fetch_add(1, std::memory_order_relaxed);
+        DeliverBatch(message.mutable_batch());
         break;
       }
       case v1::HostToGuest::kSignal: {
@@ -273,9 +305,10 @@ void MockBackend::ReadLoop() {
   cv_.SignalAll();
 }
 
-void MockBackend::WriteLoop() {
+void MockBackend::WriteLoop(bool batches) {
   pthread_setname_np(pthread_self(), "vbus-guestwrite");
-  std::deque<v1::GuestToHost> batch;
+  std::deque<v1::ControlMessage> pending;
+  v1::GuestToHost message;
   for (;;) {
     {
       MutexLock lock(&out_mu_);
@@ -288,15 +321,36 @@ void MockBackend::WriteLoop() {
         out_cv_.SignalAll();
         return;
       }
-      batch.swap(outbox_);
+      pending.swap(outbox_);
     }
-    for (size_t i = 0; i < batch.size(); ++i) {
+    while (!pending.empty()) {
+      // Everything queued goes in as few stream messages as the limits allow: one batch (if
+      // the host accepts batches) of up to CONTROL_BATCH_MAX_MESSAGES messages and about
+      // kBatchBytes, or a lone `control`. Clear keeps a batch's message objects for reuse;
+      // Swap moves without copying.
+      message.Clear();
+      uint64_t count = 0;
+      if (batches && pending.size() > 1) {
+        v1::ControlBatch* batch = message.mutable_batch();
+        size_t bytes = 0;
+        while (!pending.empty() && batch->messages_size() < v1::CONTROL_BATCH_MAX_MESSAGES &&
+               bytes < kBatchBytes) {
+          bytes += pending.front().ByteSizeLong();
+          batch->add_messages()->Swap(&pending.front());
+          pending.pop_front();
+        }
+        count = static_cast<uint64_t>(batch->messages_size());
+      } else {
+        message.mutable_control()->Swap(&pending.front());
+        pending.pop_front();
+        count = 1;
+      }
       grpc::WriteOptions options;
-      if (i + 1 < batch.size()) options.set_buffer_hint();  // more follow: no flush yet
+      if (!pending.empty()) options.set_buffer_hint();  // more follow: no flush yet
       bool written;
       {
         MutexLock lock(&write_mu_);
-        written = stream_->Write(batch[i], options);
+        written = stream_->Write(message, options);
       }
       if (!written) {
         // The stream is broken: the reader sees its end and reports the lost link; later
@@ -309,9 +363,9 @@ void MockBackend::WriteLoop() {
         out_cv_.SignalAll();
         return;
       }
-      messages_posted_.fetch_add(1, std::memory_order_relaxed);
+      messages_posted_.fetch_add(count, std::memory_order_relaxed);
+      if (message.has_batch()) batches_posted_.fetch_add(1, std::memory_order_relaxed);
     }
-    batch.clear();
   }
 }
 
@@ -345,6 +399,13 @@ void MockBackend::Deliver(v1::ControlMessage message) {
   MutexLock lock(&mu_);
   if (stopping_) return;
   queue_.push_back(std::move(message));
+  DrainLocked();
+}
+
+void MockBackend::DeliverBatch(v1::ControlBatch* batch) {
+  MutexLock lock(&mu_);
+  if (stopping_) return;
+  for (v1::ControlMessage& m : *batch->mutable_messages()) queue_.push_back(std::move(m));
   DrainLocked();
 }
 
@@ -392,8 +453,7 @@ absl::Status MockBackend::PostMessage(const v1::ControlMessage& message) {
   if (out_stop_ || out_failed_) {
     return absl::UnavailableError("the GuestLink stream is closed");
   }
-  outbox_.emplace_back();
-  *outbox_.back().mutable_control() = message;
+  outbox_.push_back(message);
   // The writer sleeps only on an empty outbox (checked under out_mu_): wake it on the first.
   if (outbox_.size() == 1) out_cv_.Signal();
   return absl::OkStatus();
@@ -475,6 +535,9 @@ MockBackendStats MockBackend::stats() const {
   s.host_doorbells = get(host_doorbells_);
   s.signals_coalesced = get(signals_coalesced_);
   s.monitor_signals = get(monitor_signals_);
+  s.batches_posted = get(batches_posted_);
+  s.batches_received = get(batches_received_);
+  s.batches_refused = get(batches_refused_);
   return s;
 }
 

@@ -6,11 +6,13 @@
 //     default) with the standard layout, and hands out its data pages through a PagePool
 //     (PFN = file offset / 4096);
 //   - control messages: opens one GuestLink.Connect stream, attaches (name, memory path, size,
-//     layout), then posts every ControlMessage on the stream as it is (PostMessage queues it
-//     for a writer thread, which writes bursts with one flush; a failed write ends the link,
-//     reported through OnHostLost by the reader); a reader thread delivers
-//     the host's ControlMessages in order (honouring PauseDelivery), turns slow-path `signal`
-//     messages into events, and logs the host's ProtocolError replies;
+//     layout, accepts_batches), then posts every ControlMessage on the stream as it is
+//     (PostMessage queues it for a writer thread, which writes what queued up as one
+//     ControlBatch when the host accepts batches, else as a burst with one flush; a failed
+//     write ends the link, reported through OnHostLost by the reader); a reader thread
+//     delivers the host's ControlMessages in order (a batch's one by one; an empty or
+//     over-long batch is logged, counted and dropped), honouring PauseDelivery, turns
+//     slow-path `signal` messages into events, and logs the host's ProtocolError replies;
 //   - events host → guest: a doorbell thread waits on the guest's futex doorbell (in deadline
 //     slices, so Stop is prompt) and raises OnEventsPending whenever it rang; the receive event
 //     flags are the guest event page of the file;
@@ -82,6 +84,9 @@ struct MockBackendStats {
   uint64_t host_doorbells = 0;     // SignalHost calls that rang the host's doorbell
   uint64_t signals_coalesced = 0;  // SignalHost calls whose event bit was already set
   uint64_t monitor_signals = 0;    // SignalHost calls for monitored channels
+  uint64_t batches_posted = 0;     // stream messages that carried a ControlBatch to the host
+  uint64_t batches_received = 0;   // ControlBatches from the host, delivered
+  uint64_t batches_refused = 0;    // malformed ControlBatches from the host (empty, too long)
 };
 
 class MockBackend final : public Backend {
@@ -135,10 +140,13 @@ class MockBackend final : public Backend {
               EventPage guest_events, EventPage host_events);
 
   void ReadLoop();
-  void WriteLoop();
+  // `batches`: the host accepts ControlBatch (its Attached said so).
+  void WriteLoop(bool batches);
   void DoorbellLoop();
-  // Queues a host message and delivers what may be delivered now.
+  // Queues a host message (or a checked batch's messages, in order) and delivers what may be
+  // delivered now.
   void Deliver(v1::ControlMessage message);
+  void DeliverBatch(v1::ControlBatch* batch);
   void DrainLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(absl::string_view line) const;
 
@@ -157,11 +165,13 @@ class MockBackend final : public Backend {
   Mutex write_mu_;
 
   // Posted messages waiting for the writer thread, which takes them all at once and writes
-  // them with gRPC's buffer hint on all but the last: a burst of posts (pipelined opens) costs
-  // one flush, and the bus's control thread never blocks in a gRPC write.
+  // them as ControlBatches (if the host accepts them; else one by one with gRPC's buffer hint
+  // on all but the last): a burst of posts (pipelined opens) costs one stream message and one
+  // flush, and the bus's control thread never blocks in a gRPC write.
+  static constexpr size_t kBatchBytes = size_t{1} << 20;  // a batch stops growing at ~1 MiB
   Mutex out_mu_;
   CondVar out_cv_;
-  std::deque<v1::GuestToHost> outbox_ ABSL_GUARDED_BY(out_mu_);
+  std::deque<v1::ControlMessage> outbox_ ABSL_GUARDED_BY(out_mu_);
   bool out_stop_ ABSL_GUARDED_BY(out_mu_) = false;
   bool out_failed_ ABSL_GUARDED_BY(out_mu_) = false;
   bool writer_done_ ABSL_GUARDED_BY(out_mu_) = false;
@@ -181,6 +191,7 @@ class MockBackend final : public Backend {
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
   std::string guest_id_ ABSL_GUARDED_BY(mu_);
   std::optional<NegotiatedConnection> connection_ ABSL_GUARDED_BY(mu_);
+  bool host_accepts_batches_ ABSL_GUARDED_BY(mu_) = false;  // from `attached`
 
   // Relaxed: read by SignalHost/PostMessage on hot paths to fail fast after the link is gone.
   std::atomic<bool> link_up_{false};
@@ -197,6 +208,9 @@ class MockBackend final : public Backend {
   std::atomic<uint64_t> host_doorbells_{0};
   std::atomic<uint64_t> signals_coalesced_{0};
   std::atomic<uint64_t> monitor_signals_{0};
+  std::atomic<uint64_t> batches_posted_{0};
+  std::atomic<uint64_t> batches_received_{0};
+  std::atomic<uint64_t> batches_refused_{0};
 };
 
 }  // namespace vbus::mock

@@ -3,6 +3,8 @@
 // StubInterface. Every wait is a condition wait with a deadline.
 #include "mock/guest/mock_backend.h"
 
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -429,6 +431,264 @@ TEST_F(MockBackendScriptTest, PausedMessagesAreHeldThenDeliveredInOrder) {
   EXPECT_EQ(m[0].offer().child_relid(), 4u);
   EXPECT_EQ(m[1].offer().child_relid(), 5u);
   EXPECT_EQ(m[2].offer().child_relid(), 6u);
+}
+
+TEST_F(MockBackendScriptTest, HostBatchesAreDeliveredInOrderAndMalformedOnesDropped) {
+  Serve([](grpc::ServerContext*, Stream* stream) {
+    v1::HostToGuest early;
+    early.mutable_batch()->add_messages()->mutable_all_offers_delivered();
+    stream->Write(early);  // before `attached`: ignored
+    if (!AcceptAttach(stream)) return grpc::Status::CANCELLED;
+    v1::HostToGuest batch;
+    for (uint32_t relid : {4u, 5u, 6u}) {
+      batch.mutable_batch()->add_messages()->mutable_offer()->set_child_relid(relid);
+    }
+    stream->Write(batch);
+    v1::HostToGuest single;
+    single.mutable_control()->mutable_offer()->set_child_relid(7);
+    stream->Write(single);
+    v1::HostToGuest empty;
+    empty.mutable_batch();
+    stream->Write(empty);  // malformed: dropped
+    v1::HostToGuest too_long;
+    for (int i = 0; i <= v1::CONTROL_BATCH_MAX_MESSAGES; ++i) {
+      too_long.mutable_batch()->add_messages()->mutable_offer()->set_child_relid(100);
+    }
+    stream->Write(too_long);  // malformed: dropped whole
+    v1::HostToGuest last;
+    last.mutable_batch()->add_messages()->mutable_offer()->set_child_relid(8);
+    last.mutable_batch()->add_messages()->mutable_all_offers_delivered();
+    stream->Write(last);
+    DrainUntilGone(stream);
+    return grpc::Status::OK;
+  });
+  ASSERT_TRUE(backend_->Start(&recorder_).ok());
+  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 6; }));
+  std::vector<v1::ControlMessage> m = recorder_.messages();
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(m[i].offer().child_relid(), 4 + i) << i;
+  EXPECT_TRUE(m[5].has_all_offers_delivered());
+  MockBackendStats stats = backend_->stats();
+  EXPECT_EQ(stats.batches_received, 2u);
+  EXPECT_EQ(stats.batches_refused, 2u);
+  EXPECT_EQ(stats.messages_delivered, 6u);
+  EXPECT_THAT(Logs(), ::testing::Contains(HasSubstr("before `attached`")));
+  EXPECT_THAT(Logs(), ::testing::Contains(HasSubstr("empty control batch")));
+  EXPECT_THAT(Logs(), ::testing::Contains(HasSubstr("batch of 257 messages")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against a fake stream whose writes can be held back (to queue posts deterministically)
+// ---------------------------------------------------------------------------------------------
+
+// The host end of a FakeStream: what the guest wrote, what it will read, and a gate that
+// holds every write after the attach while closed.
+struct FakeLink {
+  Mutex mu;
+  CondVar cv;
+  std::deque<v1::HostToGuest> to_guest ABSL_GUARDED_BY(mu);
+  std::vector<v1::GuestToHost> from_guest ABSL_GUARDED_BY(mu);
+  bool gate_open ABSL_GUARDED_BY(mu) = true;
+  int held_writes ABSL_GUARDED_BY(mu) = 0;
+  bool closed ABSL_GUARDED_BY(mu) = false;
+
+  void SetGate(bool open) {
+    MutexLock lock(&mu);
+    gate_open = open;
+    cv.SignalAll();
+  }
+  bool WaitFor(const std::function<bool()>& pred) {
+    MutexLock lock(&mu);
+    return cv.AwaitWithDeadline(&mu, Deadline(), pred);
+  }
+  std::vector<v1::GuestToHost> written() {
+    MutexLock lock(&mu);
+    return from_guest;
+  }
+};
+
+class FakeStream final
+    : public grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest> {
+ public:
+  explicit FakeStream(std::shared_ptr<FakeLink> link) : link_(std::move(link)) {}
+  void WaitForInitialMetadata() override {}
+  bool NextMessageSize(uint32_t* size) override {
+    *size = UINT32_MAX;
+    return true;
+  }
+  bool Read(v1::HostToGuest* message) override {
+    MutexLock lock(&link_->mu);
+    link_->cv.AwaitWithDeadline(&link_->mu, Deadline(), [&] {
+      link_->mu.AssertHeld();
+      return !link_->to_guest.empty() || link_->closed;
+    });
+    if (link_->to_guest.empty()) return false;
+    *message = std::move(link_->to_guest.front());
+    link_->to_guest.pop_front();
+    return true;
+  }
+  bool Write(const v1::GuestToHost& message, grpc::WriteOptions) override {
+    MutexLock lock(&link_->mu);
+    if (!message.has_attach()) {
+      ++link_->held_writes;
+      link_->cv.SignalAll();
+      link_->cv.AwaitWithDeadline(&link_->mu, Deadline(), [&] {
+        link_->mu.AssertHeld();
+        return link_->gate_open || link_->closed;
+      });
+      --link_->held_writes;
+    }
+    if (link_->closed) return false;
+    link_->from_guest.push_back(message);
+    link_->cv.SignalAll();
+    return true;
+  }
+  bool WritesDone() override {
+    MutexLock lock(&link_->mu);
+    link_->closed = true;
+    link_->cv.SignalAll();
+    return true;
+  }
+  grpc::Status Finish() override { return grpc::Status::OK; }
+
+ private:
+  std::shared_ptr<FakeLink> link_;
+};
+
+class FakeStub final : public v1::GuestLink::StubInterface {
+ public:
+  explicit FakeStub(std::shared_ptr<FakeLink> link) : link_(std::move(link)) {}
+
+ private:
+  grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* ConnectRaw(
+      grpc::ClientContext*) override {
+    return new FakeStream(link_);
+  }
+  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* AsyncConnectRaw(
+      grpc::ClientContext*, grpc::CompletionQueue*, void*) override {
+    return nullptr;
+  }
+  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* PrepareAsyncConnectRaw(
+      grpc::ClientContext*, grpc::CompletionQueue*) override {
+    return nullptr;
+  }
+  std::shared_ptr<FakeLink> link_;
+};
+
+v1::ControlMessage Released(uint32_t relid) {
+  v1::ControlMessage m;
+  m.mutable_relid_released()->set_child_relid(relid);
+  return m;
+}
+
+class MockBackendFakeStreamTest : public ::testing::Test {
+ protected:
+  // Starts a backend on a FakeLink whose `attached` says `host_batches`.
+  void StartBackend(bool host_batches) {
+    v1::HostToGuest attached;
+    attached.mutable_attached()->set_guest_id("guest-3");
+    attached.mutable_attached()->set_accepts_batches(host_batches);
+    {
+      MutexLock lock(&link_->mu);
+      link_->to_guest.push_back(attached);
+    }
+    MockBackendOptions options;
+    options.memory_bytes = 1 << 20;
+    options.log = [](absl::string_view) {};
+    auto backend = MockBackend::Create(std::make_unique<FakeStub>(link_), options);
+    ASSERT_TRUE(backend.ok());
+    backend_ = std::move(*backend);
+    ASSERT_TRUE(backend_->Start(&recorder_).ok());
+  }
+  void TearDown() override {
+    link_->SetGate(true);
+    if (backend_) backend_->Stop();
+  }
+  // Holds the writer inside the write of one first message, then posts `messages` behind it
+  // and lets everything go; returns what reached the host after the attach.
+  std::vector<v1::GuestToHost> PostBehindAHeldWrite(const std::vector<v1::ControlMessage>& later) {
+    link_->SetGate(false);
+    EXPECT_TRUE(backend_->PostMessage(Released(1)).ok());
+    EXPECT_TRUE(link_->WaitFor([&] {
+      link_->mu.AssertHeld();
+      return link_->held_writes == 1;
+    }));
+    for (const v1::ControlMessage& m : later) EXPECT_TRUE(backend_->PostMessage(m).ok());
+    link_->SetGate(true);
+    // Wait until every posted message has reached the host (counting a batch's members), then
+    // stop the backend so its counters are final.
+    const size_t total = 1 + later.size();
+    EXPECT_TRUE(link_->WaitFor([&] {
+      link_->mu.AssertHeld();
+      size_t seen = 0;
+      for (const v1::GuestToHost& m : link_->from_guest) {
+        if (m.has_batch()) seen += static_cast<size_t>(m.batch().messages_size());
+        if (m.has_control()) ++seen;
+      }
+      return seen == total;
+    }));
+    backend_->Stop();
+    EXPECT_EQ(backend_->stats().messages_posted, total);
+    std::vector<v1::GuestToHost> written = link_->written();
+    EXPECT_FALSE(written.empty());
+    if (written.empty()) return {};
+    EXPECT_TRUE(written[0].attach().accepts_batches());
+    written.erase(written.begin());
+    return written;
+  }
+
+  std::shared_ptr<FakeLink> link_ = std::make_shared<FakeLink>();
+  Recorder recorder_;
+  std::unique_ptr<MockBackend> backend_;
+};
+
+TEST_F(MockBackendFakeStreamTest, PostsQueuedTogetherLeaveAsBatchesInOrder) {
+  StartBackend(/*host_batches=*/true);
+  std::vector<v1::ControlMessage> later;
+  for (uint32_t relid = 2; relid <= 301; ++relid) later.push_back(Released(relid));
+  std::vector<v1::GuestToHost> w = PostBehindAHeldWrite(later);
+  // The held one alone, then the 300 queued behind it as a full batch and the rest.
+  ASSERT_EQ(w.size(), 3u);
+  EXPECT_EQ(w[0].control().relid_released().child_relid(), 1u);
+  ASSERT_EQ(w[1].batch().messages_size(), v1::CONTROL_BATCH_MAX_MESSAGES);
+  ASSERT_EQ(w[2].batch().messages_size(), 300 - v1::CONTROL_BATCH_MAX_MESSAGES);
+  uint32_t next = 2;
+  for (int b = 1; b <= 2; ++b) {
+    for (const v1::ControlMessage& m : w[b].batch().messages()) {
+      EXPECT_EQ(m.relid_released().child_relid(), next++);
+    }
+  }
+  EXPECT_EQ(backend_->stats().batches_posted, 2u);
+}
+
+TEST_F(MockBackendFakeStreamTest, WithoutHostBatchesPostsGoAlone) {
+  StartBackend(/*host_batches=*/false);
+  std::vector<v1::ControlMessage> later;
+  for (uint32_t relid = 2; relid <= 40; ++relid) later.push_back(Released(relid));
+  std::vector<v1::GuestToHost> w = PostBehindAHeldWrite(later);
+  ASSERT_EQ(w.size(), 40u);
+  for (size_t i = 0; i < w.size(); ++i) {
+    ASSERT_TRUE(w[i].has_control()) << i;
+    EXPECT_EQ(w[i].control().relid_released().child_relid(), i + 1);
+  }
+  EXPECT_EQ(backend_->stats().batches_posted, 0u);
+}
+
+TEST_F(MockBackendFakeStreamTest, BatchesStopGrowingAtAboutAMebibyte) {
+  StartBackend(/*host_batches=*/true);
+  // Three GPADLs of 100,000 pages: ~600 kB each on the wire.
+  v1::ControlMessage big;
+  v1::GpadlCreate* gpadl = big.mutable_gpadl_create();
+  gpadl->set_child_relid(3);
+  for (uint64_t i = 0; i < 100000; ++i) gpadl->add_pfns((uint64_t{1} << 40) + i);
+  ASSERT_GT(big.ByteSizeLong(), 500000u);
+  std::vector<v1::GuestToHost> w = PostBehindAHeldWrite({big, big, big});
+  // Two fill a batch past 1 MiB; the third goes alone.
+  ASSERT_EQ(w.size(), 3u);
+  EXPECT_TRUE(w[0].has_control());
+  ASSERT_EQ(w[1].batch().messages_size(), 2);
+  EXPECT_EQ(w[1].batch().messages(1).gpadl_create().pfns_size(), 100000);
+  ASSERT_TRUE(w[2].has_control());
+  EXPECT_EQ(w[2].control().gpadl_create().pfns_size(), 100000);
 }
 
 // A StubInterface written by hand: the seam lets a test replace the transport entirely.

@@ -206,6 +206,8 @@ absl::StatusOr<std::string> HostEngine::Attach(const v1::Attach& attach, absl::T
   v1::HostToGuest attached;
   attached.mutable_attached()->set_guest_id(g.id);
   attached.mutable_attached()->set_host_max_version(settings_.max_version());
+  // Batches are checked by CheckBatch and fed through HandleGuestControl by the runtime.
+  attached.mutable_attached()->set_accepts_batches(true);
   out->push_back(SendToGuest{g.id, std::move(attached)});
   Event(
       g.id, v1::EVENT_KIND_GUEST_ATTACHED, 0, now, out,

@@ -184,9 +184,10 @@ class HostEngine {
   // Attach
   // A guest attached (the runtime has mapped its memory). Checks the name (non-empty, unique)
   // and the memory description (size a positive multiple of 4096, ValidateLayout); creates the
-  // default offers (sent once the guest requests offers). Emits the Attached message and a
-  // GUEST_ATTACHED event. Returns the new guest id ("guest-1", "guest-2", ...).
-  // InvalidArgument / AlreadyExists on a bad request, with nothing emitted.
+  // default offers (sent once the guest requests offers). Emits the Attached message (with
+  // accepts_batches: the guest may send ControlBatch) and a GUEST_ATTACHED event. Returns the new
+  // guest id ("guest-1", "guest-2", ...). InvalidArgument / AlreadyExists on a bad request, with
+  // nothing emitted.
   absl::StatusOr<std::string> Attach(const v1::Attach& attach, absl::Time now, Actions* out);
 
   // Detach
@@ -200,7 +201,27 @@ class HostEngine {
   // One message from the guest's stream after Attach: a control message or a slow-path
   // signal (a second Attach is a protocol error). Bad input yields a ProtocolError or a status
   // answer and an ERROR event; it never fails the engine. NotFound only for an unknown guest.
+  // A `batch` is not handled here (InvalidArgument, nothing emitted): the MapRings contract
+  // needs the runtime between its messages, so batches go through CheckBatch and
+  // HandleGuestControl.
   absl::Status HandleGuestMessage(absl::string_view guest_id, const v1::GuestToHost& message,
+                                  absl::Time now, Actions* out);
+
+  // CheckBatch
+  // A GuestToHost.batch from the guest's stream. True: well-formed; the runtime now feeds its
+  // messages in order to HandleGuestControl, carrying out each one's Actions before the next
+  // (so a batch means exactly what its messages sent alone would). False: malformed (empty, or
+  // more than CONTROL_BATCH_MAX_MESSAGES messages): a ProtocolError INVALID_ARGUMENT and an
+  // ERROR event are emitted and none of its messages may be handled. NotFound for an unknown
+  // guest.
+  absl::StatusOr<bool> CheckBatch(absl::string_view guest_id, const v1::ControlBatch& batch,
+                                  absl::Time now, Actions* out);
+
+  // HandleGuestControl
+  // One control message from the guest: what HandleGuestMessage does with `control`, without
+  // the GuestToHost wrapper (for the messages of a checked batch). NotFound only for an unknown
+  // guest.
+  absl::Status HandleGuestControl(absl::string_view guest_id, const v1::ControlMessage& message,
                                   absl::Time now, Actions* out);
 
   // CompleteOpen
@@ -306,6 +327,7 @@ class HostEngine {
   void OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now, Actions* out);
   void OnUnload(Guest& g, absl::Time now, Actions* out);
   void OnSignal(Guest& g, const v1::Signal& m, absl::Time now, Actions* out);
+  void OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now, Actions* out);
 
   // Helpers.
   Channel* KnownChannel(Guest& g, uint32_t relid);  // offered to the guest, else nullptr

@@ -47,20 +47,55 @@ absl::Status HostEngine::HandleGuestMessage(absl::string_view guest_id,
     case v1::GuestToHost::KIND_NOT_SET:
       Reject(g, absl::StatusCode::kInvalidArgument, 0, "empty GuestToHost message", now, out);
       return absl::OkStatus();
+    case v1::GuestToHost::kBatch:
+      return absl::InvalidArgumentError(
+          "HandleGuestMessage: a control batch goes through CheckBatch and HandleGuestControl");
     case v1::GuestToHost::kControl:
       break;
   }
+  OnControl(g, message.control(), now, out);
+  return absl::OkStatus();
+}
 
-  const v1::ControlMessage& m = message.control();
+absl::StatusOr<bool> HostEngine::CheckBatch(absl::string_view guest_id,
+                                            const v1::ControlBatch& batch, absl::Time now,
+                                            Actions* out) {
+  Guest* g = FindGuest(guest_id);
+  if (g == nullptr) return absl::NotFoundError(absl::StrCat("no guest ", guest_id));
+  if (batch.messages().empty()) {
+    Reject(*g, absl::StatusCode::kInvalidArgument, 0, "empty control batch", now, out);
+    return false;
+  }
+  if (batch.messages_size() > v1::CONTROL_BATCH_MAX_MESSAGES) {
+    Reject(
+        *g, absl::StatusCode::kInvalidArgument, 0,
+        absl::StrCat("control batch of ", batch.messages_size(), " messages exceeds the limit of ",
+                     v1::CONTROL_BATCH_MAX_MESSAGES, "; none of them was handled"),
+        now, out);
+    return false;
+  }
+  return true;
+}
+
+absl::Status HostEngine::HandleGuestControl(absl::string_view guest_id,
+                                            const v1::ControlMessage& message, absl::Time now,
+                                            Actions* out) {
+  Guest* g = FindGuest(guest_id);
+  if (g == nullptr) return absl::NotFoundError(absl::StrCat("no guest ", guest_id));
+  OnControl(*g, message, now, out);
+  return absl::OkStatus();
+}
+
+void HostEngine::OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now, Actions* out) {
   const std::string type = MessageTypeName(m);
   Event(g.id, v1::EVENT_KIND_GUEST_MESSAGE, RelidOf(m), now, out, "", &m);
   switch (m.message_case()) {
     case v1::ControlMessage::MESSAGE_NOT_SET:
       Reject(g, absl::StatusCode::kInvalidArgument, 0, "empty ControlMessage", now, out);
-      return absl::OkStatus();
+      return;
     case v1::ControlMessage::kInitiateContact:
       OnInitiateContact(g, m.initiate_contact(), now, out);
-      return absl::OkStatus();
+      return;
     case v1::ControlMessage::kVersionResponse:
     case v1::ControlMessage::kOffer:
     case v1::ControlMessage::kAllOffersDelivered:
@@ -72,7 +107,7 @@ absl::Status HostEngine::HandleGuestMessage(absl::string_view guest_id,
     case v1::ControlMessage::kUnloadResponse:
       Reject(g, absl::StatusCode::kInvalidArgument, RelidOf(m),
              type + " is a host → guest message; a guest may not send it", now, out);
-      return absl::OkStatus();
+      return;
     default:
       break;
   }
@@ -81,7 +116,7 @@ absl::Status HostEngine::HandleGuestMessage(absl::string_view guest_id,
            absl::StrCat(type, " before a successful InitiateContact",
                         g.state == v1::GUEST_STATE_UNLOADED ? " (the guest unloaded)" : ""),
            now, out);
-    return absl::OkStatus();
+    return;
   }
   switch (m.message_case()) {
     case v1::ControlMessage::kRequestOffers:
@@ -111,7 +146,6 @@ absl::Status HostEngine::HandleGuestMessage(absl::string_view guest_id,
     default:
       break;  // every other case returned above
   }
-  return absl::OkStatus();
 }
 
 HostEngine::Channel* HostEngine::KnownChannel(Guest& g, uint32_t relid) {

@@ -3,6 +3,8 @@
 #include "mock/host/engine.h"
 
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -835,6 +837,128 @@ TEST(EngineBadInputTest, MalformedMessages) {
   Actions out;
   EXPECT_EQ(h.engine().HandleGuestMessage("guest-9", attach, h.now(), &out).code(),
             absl::StatusCode::kNotFound);
+}
+
+// --- Control batches ------------------------------------------------------------------------
+
+TEST(EngineBatchTest, AttachedSaysTheHostAcceptsBatches) {
+  EngineHarness h;
+  v1::Attach attach;
+  attach.set_guest_name("vm");
+  attach.set_memory_path("/dev/shm/vm");
+  attach.set_memory_size_bytes(256 * kPageSize);
+  *attach.mutable_layout() = LayoutToProto(MemoryLayout{});
+  Actions out;
+  ASSERT_TRUE(h.engine().Attach(attach, h.now(), &out).ok());
+  ASSERT_FALSE(out.empty());
+  const auto* send = std::get_if<SendToGuest>(&out[0]);
+  ASSERT_NE(send, nullptr);
+  EXPECT_TRUE(send->message.attached().accepts_batches());
+}
+
+// A checked batch fed message by message (with the actions run in between, as MockHost does)
+// answers exactly what the messages sent alone would, in order, bad members included.
+TEST(EngineBatchTest, BatchIsHandledMessageByMessageInOrder) {
+  auto run = [](bool batched) {
+    EngineHarness h(WithOffers({"echo"}));
+    ScriptedGuest g(h, "vm");
+    std::vector<v1::ControlMessage> messages = {
+        testing::InitiateContactMsg(k5_3),
+        testing::RequestOffersMsg(),
+        v1::ControlMessage(),
+        testing::GpadlCreateMsg(1, kGpadl, {10, 11, 12, 13}),
+        testing::OpenChannelMsg(1, kGpadl, 2),
+        testing::CloseChannelMsg(1),
+        testing::GpadlTeardownMsg(1, kGpadl)};
+    std::vector<v1::HostToGuest> answers;
+    if (batched) {
+      v1::ControlBatch batch;
+      for (const v1::ControlMessage& m : messages) *batch.add_messages() = m;
+      Actions out;
+      absl::StatusOr<bool> ok = h.engine().CheckBatch(g.id(), batch, h.now(), &out);
+      EXPECT_TRUE(ok.ok() && *ok) << ok.status();
+      EXPECT_TRUE(out.empty());
+      for (const v1::ControlMessage& m : batch.messages()) {
+        Actions actions;
+        EXPECT_TRUE(h.engine().HandleGuestControl(g.id(), m, h.now(), &actions).ok());
+        h.Run(std::move(actions));
+      }
+      answers = g.Inbox();
+    } else {
+      for (const v1::ControlMessage& m : messages) {
+        for (v1::HostToGuest& a : g.Send(m)) answers.push_back(std::move(a));
+      }
+    }
+    EXPECT_EQ(h.action_violations(), 0);
+    EXPECT_TRUE(h.mapped().empty());
+    std::string log;
+    for (const v1::HostToGuest& a : answers) log += a.ShortDebugString() + "\n";
+    for (const v1::ProtocolEvent& e : h.TakeEvents()) log += e.ShortDebugString() + "\n";
+    return std::make_pair(answers, log);
+  };
+  auto [answers, log] = run(true);
+  ASSERT_THAT(answers, SizeIs(7));  // CloseChannel has no answer
+  EXPECT_TRUE(answers[0].control().version_response().version_supported());
+  EXPECT_EQ(answers[1].control().offer().child_relid(), 1u);
+  EXPECT_TRUE(answers[2].control().has_all_offers_delivered());
+  EXPECT_EQ(answers[3].error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(answers[4].control().gpadl_created().creation_status(), 0u);
+  EXPECT_EQ(answers[5].control().open_result().status(), 0u);
+  EXPECT_EQ(answers[6].control().gpadl_torndown().gpadl(), kGpadl);
+  EXPECT_EQ(log, run(false).second);
+}
+
+TEST(EngineBatchTest, MalformedBatchesAreRefusedWhole) {
+  EngineHarness h;
+  ScriptedGuest g(h, "vm");
+  h.TakeEvents();
+  Actions out;
+  absl::StatusOr<bool> ok = h.engine().CheckBatch(g.id(), v1::ControlBatch(), h.now(), &out);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_FALSE(*ok);
+  h.Run(std::move(out));
+  std::vector<v1::HostToGuest> r = g.Inbox();
+  ASSERT_THAT(r, SizeIs(1));
+  EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r[0].error().message(), ::testing::HasSubstr("empty control batch"));
+
+  v1::ControlBatch too_long;
+  for (int i = 0; i <= v1::CONTROL_BATCH_MAX_MESSAGES; ++i) {
+    *too_long.add_messages() = testing::InitiateContactMsg(k5_3);
+  }
+  out.clear();
+  ok = h.engine().CheckBatch(g.id(), too_long, h.now(), &out);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_FALSE(*ok);
+  h.Run(std::move(out));
+  r = g.Inbox();
+  ASSERT_THAT(r, SizeIs(1));  // the refusal only: no member was handled
+  EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(r[0].error().message(),
+              ::testing::HasSubstr("257 messages exceeds the limit of 256"));
+  EXPECT_THAT(OfKind(h.TakeEvents(), v1::EVENT_KIND_ERROR), SizeIs(2));
+
+  // A batch of exactly the limit is well-formed.
+  too_long.mutable_messages()->RemoveLast();
+  out.clear();
+  ok = h.engine().CheckBatch(g.id(), too_long, h.now(), &out);
+  EXPECT_TRUE(ok.ok() && *ok);
+  EXPECT_TRUE(out.empty());
+
+  // A batch handed to HandleGuestMessage is the runtime's mistake: refused, nothing emitted.
+  v1::GuestToHost wrapped;
+  *wrapped.mutable_batch()->add_messages() = testing::InitiateContactMsg(k5_3);
+  EXPECT_EQ(h.engine().HandleGuestMessage(g.id(), wrapped, h.now(), &out).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(out.empty());
+  // Unknown guests.
+  EXPECT_EQ(h.engine().CheckBatch("guest-9", too_long, h.now(), &out).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      h.engine().HandleGuestControl("guest-9", testing::RequestOffersMsg(), h.now(), &out).code(),
+      absl::StatusCode::kNotFound);
+  EXPECT_TRUE(out.empty());
+  EXPECT_THAT(g.Connect(), IsEmpty());  // still usable
 }
 
 TEST_F(EngineChannelTest, SlowPathSignals) {

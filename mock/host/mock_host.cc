@@ -40,8 +40,19 @@ constexpr absl::Duration kSignalEventPeriod = absl::Milliseconds(250);
 // One guest's stream. Reads are chained (one outstanding at a time); writes are queued and
 // sent one at a time; Finish waits for an in-flight write (gRPC allows at most one write in
 // flight, and Finish counts as one). Deleted by gRPC's OnDone.
+//
+// Batching: while a write is in flight, or while the stream is held (the handling of one
+// incoming message, so that all its answers leave together), messages only queue. The next
+// write then takes every consecutive control message at the head of the queue as one
+// ControlBatch (up to CONTROL_BATCH_MAX_MESSAGES and about kBatchBytes), if the guest said in
+// its Attach that it accepts batches; anything else (attached, errors, signals) goes alone, so
+// the order of all messages is kept.
 class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::HostToGuest> {
  public:
+  // A batch stops growing once its messages reach this many bytes (far below gRPC's 4 MiB
+  // default receive limit; the host's control messages are small anyway).
+  static constexpr size_t kBatchBytes = size_t{1} << 20;
+
   explicit GuestStream(MockHost* host) : host_(host) {}
 
   // Starts reading unless the stream was finished meanwhile.
@@ -50,12 +61,28 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
     if (!finished_) StartRead(&in_);
   }
 
+  // Whether the guest accepts HostToGuest.batch (from its Attach; before `attached` is queued).
+  void SetAcceptsBatches(bool accepts) {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepts_batches_ = accepts;
+  }
+
   // Queues a message for the guest; dropped once the stream is finishing.
   void Enqueue(v1::HostToGuest message) {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
     queue_.push_back(std::move(message));
-    if (!writing_) WriteNextLocked();
+    if (!writing_ && holds_ == 0) WriteNextLocked();
+  }
+
+  // Hold / Release: while held, Enqueue only queues; the last Release writes what queued up.
+  void Hold() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++holds_;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--holds_ == 0 && !writing_ && !finished_ && !queue_.empty()) WriteNextLocked();
   }
 
   // Ends the stream with `status` (after the write in flight, if any). Queued messages that
@@ -77,7 +104,12 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
       host_->OnStreamEnded(this);
       return;
     }
-    if (host_->OnStreamMessage(this, in_)) StartReading();
+    // The answers to this message (to all of a batch's messages) leave in one write. gRPC
+    // calls OnDone only after this reaction has returned, so `this` outlives the Release.
+    Hold();
+    const bool more = host_->OnStreamMessage(this, in_);
+    Release();
+    if (more) StartReading();
   }
 
   void OnWriteDone(bool ok) override {
@@ -95,7 +127,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
       queue_.clear();
       return;
     }
-    if (!queue_.empty()) WriteNextLocked();
+    if (!queue_.empty() && holds_ == 0) WriteNextLocked();
   }
 
   void OnDone() override {
@@ -105,8 +137,23 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
 
  private:
   void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    current_ = std::move(queue_.front());
-    queue_.pop_front();
+    const bool batch =
+        accepts_batches_ && queue_.size() > 1 && queue_[0].has_control() && queue_[1].has_control();
+    if (!batch) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+    } else {
+      // Clear keeps the batch's message objects for reuse; Swap moves without copying.
+      current_.Clear();
+      v1::ControlBatch* out = current_.mutable_batch();
+      size_t bytes = 0;
+      while (!queue_.empty() && queue_.front().has_control() &&
+             out->messages_size() < v1::CONTROL_BATCH_MAX_MESSAGES && bytes < kBatchBytes) {
+        bytes += queue_.front().control().ByteSizeLong();
+        out->add_messages()->Swap(queue_.front().mutable_control());
+        queue_.pop_front();
+      }
+    }
     writing_ = true;
     StartWrite(&current_);
   }
@@ -118,6 +165,8 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
   v1::HostToGuest current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool accepts_batches_ ABSL_GUARDED_BY(mu_) = false;
+  int holds_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -428,10 +477,36 @@ bool MockHost::OnStreamMessage(GuestStream* stream, const v1::GuestToHost& messa
     if (it != stream_guest_.end()) guest_id = it->second;
   }
   if (guest_id.empty()) return Attach(stream, message);
+  if (message.has_batch()) return OnStreamBatch(guest_id, message.batch());
   absl::Status handled = Run([&](absl::Time now, Actions* out) {
     return engine_->HandleGuestMessage(guest_id, message, now, out);
   });
   return handled.ok();  // NotFound: detached meanwhile, the stream is finishing
+}
+
+bool MockHost::OnStreamBatch(const std::string& guest_id, const v1::ControlBatch& batch) {
+  std::vector<std::unique_ptr<Session>> dead;
+  absl::Status handled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Actions out;
+    absl::StatusOr<bool> well_formed = engine_->CheckBatch(guest_id, batch, absl::Now(), &out);
+    Execute(std::move(out), &dead);  // the refusal of a malformed batch
+    if (!well_formed.ok()) {
+      handled = well_formed.status();
+    } else if (*well_formed) {
+      // One message at a time, each one's actions carried out before the next (the engine's
+      // MapRings contract): exactly what the messages sent alone would do, under one lock.
+      for (const v1::ControlMessage& m : batch.messages()) {
+        Actions actions;
+        handled = engine_->HandleGuestControl(guest_id, m, absl::Now(), &actions);
+        if (!handled.ok()) break;  // NotFound: detached by one of the earlier messages
+        Execute(std::move(actions), &dead);
+      }
+    }
+  }
+  dead.clear();  // joins doorbell threads outside the lock
+  return handled.ok();
 }
 
 void MockHost::OnStreamEnded(GuestStream* stream) {
@@ -503,6 +578,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
           sessions_.emplace(*id, std::move(session));
           stream_guest_[stream] = *id;
           unattached_streams_.erase(stream);
+          stream->SetAcceptsBatches(attach.accepts_batches());
           Execute(std::move(out), &dead);  // the Attached answer, the event
         }
       }

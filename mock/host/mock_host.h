@@ -13,7 +13,11 @@
 // - GuestLink.Connect (callback API, one reactor per stream): the first message must be
 //   `attach`; the host maps the guest's memory file, answers `attached`, and from then on feeds
 //   control messages and slow-path signals to the engine. When the stream ends for any reason
-//   the guest is detached: its channels closed, its memory unmapped.
+//   the guest is detached: its channels closed, its memory unmapped. Control batches
+//   (ControlBatch; `attached` says the host accepts them) are checked and then handled message
+//   by message, each one's actions carried out before the next. Messages for the guest queue
+//   while a write is in flight and while an incoming message is being handled; to a guest
+//   whose Attach set accepts_batches, the queued control messages then leave as one batch.
 // - HostControl: every RPC of proto/mock_host.proto. WatchEvents and WatchPackets send their
 //   initial metadata as soon as the watch is registered: a client that needs every later event
 //   waits for the metadata before acting.
@@ -130,6 +134,8 @@ class MockHost {
   // GuestLink stream callbacks (from GuestStream). OnStreamMessage returns whether the stream
   // should keep reading.
   bool OnStreamMessage(GuestStream* stream, const v1::GuestToHost& message);
+  // A ControlBatch from an attached guest: checked, then its messages one by one.
+  bool OnStreamBatch(const std::string& guest_id, const v1::ControlBatch& batch);
   void OnStreamEnded(GuestStream* stream);
   bool Attach(GuestStream* stream, const v1::GuestToHost& message);
   // A new stream (not attached yet). False if the host is shutting down (the stream was

@@ -410,9 +410,14 @@ TEST_F(MockHostTest, RescindWhileOpenOverGrpc) {
   EXPECT_EQ(ChannelOf("vm", 1).state(), v1::CHANNEL_STATE_RESCINDED);
   // The host no longer reads the rings: a packet now stays unanswered (and causes no error).
   ASSERT_TRUE((*rings)->Send(PacketType::kDataInband, 0, 1, std::vector<uint8_t>(8)).ok());
+  // The release travels on the guest's stream, the rescind below on another call: wait until
+  // the host has handled the release (its GUEST_MESSAGE event) before rescinding again.
+  EventWatch watch = WatchEvents("kinds: EVENT_KIND_GUEST_MESSAGE");
   v1::ControlMessage release;
   release.mutable_relid_released()->set_child_relid(1);
   ASSERT_TRUE(guest->Send(release).ok());
+  ASSERT_TRUE(
+      watch.ReadUntil([](const v1::ProtocolEvent& e) { return e.message().has_relid_released(); }));
   // Errors for unknown relids and guests, with gRPC codes.
   grpc::ClientContext ctx2;
   ctx2.set_deadline(RpcDeadline());
@@ -436,6 +441,139 @@ TEST_F(MockHostTest, ShutdownEndsGuestsAndWatches) {
   EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_FALSE(watch.ReadUntil([](const auto&) { return false; }));
   EXPECT_EQ(watch.reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// --- Control batches ------------------------------------------------------------------------
+
+v1::ControlMessage ContactMsg() {
+  v1::ControlMessage m;
+  m.mutable_initiate_contact()->set_version_requested(k5_3);
+  return m;
+}
+
+v1::ControlMessage RequestOffersMsg() {
+  v1::ControlMessage m;
+  m.mutable_request_offers();
+  return m;
+}
+
+v1::GuestToHost Batch(const std::vector<v1::ControlMessage>& messages) {
+  v1::GuestToHost out;
+  v1::ControlBatch* batch = out.mutable_batch();
+  for (const v1::ControlMessage& m : messages) *batch->add_messages() = m;
+  return out;
+}
+
+// A raw guest whose Attach says it accepts batches.
+std::unique_ptr<RawGuestClient> AttachBatchingGuest(std::shared_ptr<grpc::Channel> channel,
+                                                    const std::string& name) {
+  auto memory = GuestMemory::Create("", kMemory);
+  EXPECT_TRUE(memory.ok()) << memory.status();
+  if (!memory.ok()) return nullptr;
+  v1::GuestToHost attach;
+  v1::Attach* a = attach.mutable_attach();
+  a->set_guest_name(name);
+  a->set_memory_path((*memory)->path());
+  a->set_memory_size_bytes(kMemory);
+  *a->mutable_layout() = LayoutToProto((*memory)->layout());
+  a->set_accepts_batches(true);
+  auto guest = RawGuestClient::AttachWith(channel, std::move(*memory), attach, Deadline());
+  EXPECT_TRUE(guest.ok()) << guest.status();
+  return guest.ok() ? std::move(*guest) : nullptr;
+}
+
+TEST_F(MockHostTest, AGuestWithoutBatchesGetsSingleMessages) {
+  // Raw guests, Python clients: they may send batches (the host accepts them) but did not ask
+  // for any, so the answers come one by one, in order.
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("plain");
+  ASSERT_NE(guest, nullptr);
+  ASSERT_TRUE(guest->SendRaw(Batch({ContactMsg(), RequestOffersMsg()})).ok());
+  std::vector<v1::HostToGuest> got;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::HostToGuest> m = guest->Receive(Deadline());
+    ASSERT_TRUE(m.ok()) << m.status();
+    got.push_back(*m);
+  }
+  ASSERT_TRUE(got[0].has_control()) << got[0].ShortDebugString();
+  EXPECT_TRUE(got[0].control().version_response().version_supported());
+  ASSERT_TRUE(got[1].has_control()) << got[1].ShortDebugString();
+  EXPECT_TRUE(got[1].control().has_offer());
+  ASSERT_TRUE(got[2].has_control()) << got[2].ShortDebugString();
+  EXPECT_TRUE(got[2].control().has_all_offers_delivered());
+}
+
+TEST_F(MockHostTest, AGuestWithBatchesGetsTheAnswersToOneMessageTogether) {
+  // 300 offers held until the guest requests them: its one batch (contact + request) draws
+  // 302 answers, which leave as a full batch of 256 and one of the other 46, in order.
+  std::unique_ptr<RawGuestClient> guest = AttachBatchingGuest(channel_, "batching");
+  ASSERT_NE(guest, nullptr);
+  for (int i = 0; i < 299; ++i) {  // + the default echo offer = 300
+    v1::OfferRequest offer;
+    offer.set_guest("batching");
+    offer.mutable_spec()->set_device("sink");
+    ASSERT_TRUE(server_->host().Offer(offer).ok());
+  }
+  ASSERT_TRUE(guest->SendRaw(Batch({ContactMsg(), RequestOffersMsg()})).ok());
+  absl::StatusOr<v1::HostToGuest> first = guest->Receive(Deadline());
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_batch()) << first->ShortDebugString();
+  ASSERT_EQ(first->batch().messages_size(), v1::CONTROL_BATCH_MAX_MESSAGES);
+  absl::StatusOr<v1::HostToGuest> second = guest->Receive(Deadline());
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(second->has_batch()) << second->ShortDebugString();
+  ASSERT_EQ(second->batch().messages_size(), 302 - v1::CONTROL_BATCH_MAX_MESSAGES);
+  std::vector<v1::ControlMessage> all(first->batch().messages().begin(),
+                                      first->batch().messages().end());
+  all.insert(all.end(), second->batch().messages().begin(), second->batch().messages().end());
+  EXPECT_TRUE(all.front().version_response().version_supported());
+  EXPECT_TRUE(all.back().has_all_offers_delivered());
+  for (size_t i = 1; i + 1 < all.size(); ++i) {
+    ASSERT_TRUE(all[i].has_offer()) << i;
+    EXPECT_EQ(all[i].offer().child_relid(), i) << "offers in creation order";
+  }
+  // A later lone answer still goes alone.
+  ASSERT_TRUE(guest->Send(ContactMsg()).ok());
+  absl::StatusOr<v1::HostToGuest> refused = guest->Receive(Deadline());
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(MockHostTest, MalformedBatchesAreRefusedAndTheGuestStaysAttached) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_NE(guest, nullptr);
+  // Empty.
+  ASSERT_TRUE(guest->SendRaw(Batch({})).ok());
+  absl::StatusOr<v1::HostToGuest> m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(m->error().message(), HasSubstr("empty control batch"));
+  // Over-long: refused whole, none of its messages handled.
+  ASSERT_TRUE(guest
+                  ->SendRaw(Batch(std::vector<v1::ControlMessage>(
+                      v1::CONTROL_BATCH_MAX_MESSAGES + 1, ContactMsg())))
+                  .ok());
+  m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(m->error().message(), HasSubstr("exceeds the limit of 256"));
+  // A bad member is refused alone; the others are handled in order.
+  ASSERT_TRUE(guest->SendRaw(Batch({ContactMsg(), v1::ControlMessage(), RequestOffersMsg()})).ok());
+  m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->control().version_response().version_supported())
+      << "the over-long batch's contacts were not handled: " << m->ShortDebugString();
+  m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->error().code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->control().has_offer());
+  m = guest->Receive(Deadline());
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(m->control().has_all_offers_delivered());
+  v1::ListGuestsResponse list = ListGuests();
+  ASSERT_THAT(list.guests(), SizeIs(1));
+  EXPECT_EQ(list.guests(0).state(), v1::GUEST_STATE_OFFERS_DELIVERED);
 }
 
 TEST(MockHostServerTest, StartFailuresAreStatuses) {
