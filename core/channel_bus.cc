@@ -149,8 +149,10 @@ bool ChannelBus::PostDriver(std::function<void()> work) {
 void ChannelBus::ControlLoop() {
   control_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   pthread_setname_np(pthread_self(), "vbus-control");  // for debuggers and profilers
+  // Takes everything queued at once (one lock round per burst, not per item) and runs it in
+  // order; timers are checked between items.
+  std::deque<std::function<void()>> work;
   for (;;) {
-    std::function<void()> work;
     {
       MutexLock lock(&queue_mu_);
       // timer_queue_ is control-thread state; reading it here (on the control thread) is fine.
@@ -160,14 +162,16 @@ void ChannelBus::ControlLoop() {
         control_cv_.WaitWithDeadline(&queue_mu_, wake);
       }
       if (!control_queue_.empty()) {
-        work = std::move(control_queue_.front());
-        control_queue_.pop_front();
+        work.swap(control_queue_);
       } else if (control_stop_) {
         control_stopped_ = true;
         return;
       }
     }
-    if (work) work();
+    for (; !work.empty(); work.pop_front()) {
+      work.front()();
+      if (!timer_queue_.empty()) FireTimers();
+    }
     FireTimers();
   }
 }
