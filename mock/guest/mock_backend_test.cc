@@ -467,6 +467,7 @@ TEST_F(MockBackendScriptTest, HostBatchesAreDeliveredInOrderAndMalformedOnesDrop
   std::vector<v1::ControlMessage> m = recorder_.messages();
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(m[i].offer().child_relid(), 4 + i) << i;
   EXPECT_TRUE(m[5].has_all_offers_delivered());
+  backend_->Stop();  // the reader has finished: the counters are final
   MockBackendStats stats = backend_->stats();
   EXPECT_EQ(stats.batches_received, 2u);
   EXPECT_EQ(stats.batches_refused, 2u);

@@ -302,12 +302,9 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
   const Guid instance =
       spec.has_interface_instance() ? *GuidFromProto(spec.interface_instance()) : NewGuid();
   const std::string instance_text = instance.ToString();
-  for (const auto& [relid, c] : g.channels) {
-    if (c.primary_relid == 0 && c.state != ChannelState::kRescinded &&
-        c.offer.interface_instance().value() == instance_text) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("instance ", instance_text, " is already offered as relid ", relid));
-    }
+  if (auto live = g.live_instances.find(instance_text); live != g.live_instances.end()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("instance ", instance_text, " is already offered as relid ", live->second));
   }
   const uint32_t count = 1 + spec.sub_channel_count();
   if (RelidAllocator::kMaxRelid - g.relids.taken_count() < count) {
@@ -351,6 +348,7 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
     g.channels.emplace(relid, std::move(c));
   }
   g.channels.at(relids[0]).sub_relids.assign(relids.begin() + 1, relids.end());
+  g.live_instances.emplace(instance_text, relids[0]);
   if (instance_used != nullptr) *instance_used = GuidToProto(instance);
   if (g.state == v1::GUEST_STATE_OFFERS_DELIVERED) {
     for (uint32_t relid : relids) SendOffer(g, g.channels.at(relid), now, out);
@@ -398,6 +396,7 @@ absl::StatusOr<v1::RescindResponse> HostEngine::Rescind(const v1::RescindRequest
   for (uint32_t relid : targets) {
     Channel& c = g.channels.at(relid);
     response.add_rescinded_relids(relid);
+    if (c.primary_relid == 0) ForgetInstance(g, c);  // a new offer may use it again
     if (!c.offer_sent) {
       ForgetChannel(g, relid);  // the guest never heard of it
       continue;
@@ -560,10 +559,16 @@ void HostEngine::ForgetChannel(Guest& g, uint32_t relid) {
       subs.erase(std::remove(subs.begin(), subs.end(), relid), subs.end());
     }
   }
+  if (it->second.primary_relid == 0) ForgetInstance(g, it->second);
   if (it->second.monitor_id) g.monitor_ids.reset(*it->second.monitor_id);
   g.gpadls.RemoveForRelid(relid);
   (void)g.relids.Release(relid);
   g.channels.erase(it);
+}
+
+void HostEngine::ForgetInstance(Guest& g, const Channel& primary) {
+  auto it = g.live_instances.find(primary.offer.interface_instance().value());
+  if (it != g.live_instances.end() && it->second == primary.relid) g.live_instances.erase(it);
 }
 
 void HostEngine::RemapRelids(Guest& g) {
@@ -595,6 +600,7 @@ void HostEngine::RemapRelids(Guest& g) {
     remapped.emplace(relid, std::move(moved));
   }
   g.channels = std::move(remapped);
+  for (auto& [instance, relid] : g.live_instances) relid = renumber.at(relid);
 }
 
 // --- Outputs --------------------------------------------------------------------------------
@@ -642,7 +648,9 @@ void HostEngine::EmitControl(const std::string& guest_id, const v1::ControlMessa
   v1::HostToGuest h;
   *h.mutable_control() = message;
   out->push_back(SendToGuest{guest_id, std::move(h)});
-  Event(guest_id, v1::EVENT_KIND_HOST_MESSAGE, RelidOf(message), now, out, "", &message);
+  if (message_events_) {
+    Event(guest_id, v1::EVENT_KIND_HOST_MESSAGE, RelidOf(message), now, out, "", &message);
+  }
 }
 
 void HostEngine::Reject(Guest& g, absl::StatusCode code, uint32_t relid, const std::string& what,

@@ -279,6 +279,13 @@ class HostEngine {
   absl::StatusOr<v1::HostSettings> Configure(const v1::ConfigureRequest& request);
   const v1::HostSettings& settings() const { return settings_; }
 
+  // SetMessageEvents
+  // Whether every control message each way is also published as a GUEST_MESSAGE /
+  // HOST_MESSAGE event (on by default). The runtime turns them off while nobody watches events,
+  // since building them (a copy of each message) is a large part of a message's cost. Other
+  // event kinds are always emitted.
+  void SetMessageEvents(bool on) { message_events_ = on; }
+
   // --- Timers ----------------------------------------------------------------------------
 
   // AdvanceTime: sends every delayed message whose time has come (in due-time order).
@@ -337,6 +344,7 @@ class HostEngine {
   void SendOffer(Guest& g, Channel& c, absl::Time now, Actions* out);
   void StopChannel(Guest& g, Channel& c, absl::string_view why, absl::Time now, Actions* out);
   void ForgetChannel(Guest& g, uint32_t relid);
+  void ForgetInstance(Guest& g, const Channel& primary);  // from live_instances
   void RemapRelids(Guest& g);
   Guid NewGuid();
 
@@ -355,6 +363,7 @@ class HostEngine {
   uint64_t next_guest_number_ = 1;
   absl::btree_map<uint64_t, std::unique_ptr<Guest>> guests_;  // by guest number
   uint64_t next_delay_sequence_ = 0;
+  bool message_events_ = true;
   absl::btree_map<std::pair<absl::Time, uint64_t>, std::unique_ptr<DelayedMessage>> delayed_;
 };
 

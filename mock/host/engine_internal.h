@@ -12,6 +12,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "mock/guest_memory.h"
 #include "mock/host/engine.h"
@@ -70,6 +71,9 @@ struct HostEngine::Guest {
   RelidAllocator relids;
   std::bitset<kMonitorIdCount> monitor_ids;
   absl::btree_map<uint32_t, Channel> channels;  // by relid
+  // Instance GUID (text) → relid of the live (not rescinded) primary offering it: an offer of
+  // an instance in use is refused without a scan of every channel.
+  absl::flat_hash_map<std::string, uint32_t> live_instances;
   uint64_t next_order = 0;
   GpadlTable gpadls;
   // Relids with a MapRings not yet answered by CompleteOpen.

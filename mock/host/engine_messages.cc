@@ -88,7 +88,7 @@ absl::Status HostEngine::HandleGuestControl(absl::string_view guest_id,
 
 void HostEngine::OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now, Actions* out) {
   const std::string type = MessageTypeName(m);
-  Event(g.id, v1::EVENT_KIND_GUEST_MESSAGE, RelidOf(m), now, out, "", &m);
+  if (message_events_) Event(g.id, v1::EVENT_KIND_GUEST_MESSAGE, RelidOf(m), now, out, "", &m);
   switch (m.message_case()) {
     case v1::ControlMessage::MESSAGE_NOT_SET:
       Reject(g, absl::StatusCode::kInvalidArgument, 0, "empty ControlMessage", now, out);

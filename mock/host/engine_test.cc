@@ -7,6 +7,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/testing/engine_harness.h"
@@ -776,6 +777,45 @@ TEST(EngineUnloadTest, ResumeRemapsRelidsWhenConfigured) {
   EXPECT_THAT(r->rescinded_relids(), ElementsAre(after[3].child_relid(), after[2].child_relid()));
 }
 
+// An instance in use by a live primary is refused; once that primary is rescinded (before or
+// after its release), remapped or never sent, the instance is free again, and the refusal
+// names the relid that holds it now.
+TEST(EngineOfferTest, InstancesAreFreedByRescindAndFollowRemapping) {
+  EngineOptions options;
+  options.settings.set_remap_relids_on_resume(true);
+  EngineHarness h(options);
+  ScriptedGuest g(h, "vm");
+  const std::string spec =
+      "device: 'echo' sub_channel_count: 1 interface_instance { value: "
+      "'00000000-0000-0000-0000-0000000000aa' }";
+  // Offered before the guest asked: rescinding forgets it at once.
+  ASSERT_EQ(h.Offer("vm", spec)->child_relid(), 1u);
+  ASSERT_TRUE(h.Rescind("vm", 1).ok());
+  ASSERT_EQ(h.Offer("vm", spec)->child_relid(), 1u);
+  g.Connect();
+  absl::Status taken = h.Offer("vm", spec).status();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(taken.message()), ::testing::HasSubstr("relid 1"));
+  // Rescinded but not released: the instance is free, the relids are not.
+  ASSERT_TRUE(h.Rescind("vm", 1).ok());
+  ASSERT_EQ(h.Offer("vm", spec)->child_relid(), 3u);
+  g.Inbox();
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(2)), IsEmpty());
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(1)), IsEmpty());
+  // Releasing the old primary does not free the instance of the new one.
+  EXPECT_EQ(h.Offer("vm", spec).status().code(), absl::StatusCode::kAlreadyExists);
+  // After a remapping resume the holder is named by its new relid.
+  ASSERT_THAT(g.Send(testing::UnloadMsg()), SizeIs(1));
+  std::vector<v1::Offer> after = g.Connect();
+  ASSERT_THAT(after, SizeIs(2));
+  taken = h.Offer("vm", spec).status();
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(taken.message()),
+              ::testing::HasSubstr(absl::StrCat("relid ", after[0].child_relid())));
+  ASSERT_TRUE(h.Rescind("vm", after[0].child_relid()).ok());
+  EXPECT_TRUE(h.Offer("vm", spec).ok());
+}
+
 TEST(EngineUnloadTest, UnloadNeedsVersion3) {
   EngineHarness h;
   ScriptedGuest g(h, "vm");
@@ -1087,6 +1127,21 @@ TEST(EngineEventsTest, EveryControlMessageEachWayIsAnEvent) {
     EXPECT_EQ(e.guest_id(), g.id());
     EXPECT_EQ(e.unix_nanos(), absl::ToUnixNanos(h.now()));
   }
+}
+
+TEST(EngineEventsTest, MessageEventsCanBeSwitchedOff) {
+  EngineHarness h(WithOffers({"echo"}));
+  ScriptedGuest g(h, "vm");
+  h.TakeEvents();
+  h.engine().SetMessageEvents(false);
+  g.Connect();
+  ASSERT_THAT(g.Send(v1::ControlMessage()), SizeIs(1));  // a refusal is still an ERROR event
+  std::vector<v1::ProtocolEvent> events = h.TakeEvents();
+  ASSERT_THAT(events, SizeIs(1));
+  EXPECT_EQ(events[0].kind(), v1::EVENT_KIND_ERROR);
+  h.engine().SetMessageEvents(true);
+  ASSERT_THAT(g.Send(testing::InitiateContactMsg(k5_3)), SizeIs(1));  // refused: connected
+  EXPECT_THAT(OfKind(h.TakeEvents(), v1::EVENT_KIND_GUEST_MESSAGE), SizeIs(1));
 }
 
 TEST(EngineDeterminismTest, SameInputsSameOutputs) {

@@ -363,6 +363,7 @@ auto MockHost::Run(Fn&& fn) -> decltype(fn(absl::Time(), static_cast<Actions*>(n
   std::vector<std::unique_ptr<Session>> dead;
   std::unique_lock<std::mutex> lock(mu_);
   Actions out;
+  SyncMessageEventsLocked();
   auto result = fn(absl::Now(), &out);
   Execute(std::move(out), &dead);
   lock.unlock();
@@ -420,6 +421,13 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
     timer_dirty_ = true;
     timer_cv_.notify_one();
   }
+}
+
+void MockHost::SyncMessageEventsLocked() {
+  // Relaxed hint, but exact where it matters: a watcher registered before a message was sent
+  // (its metadata received, then the message sent) is visible here, as that order is a
+  // happens-before chain through gRPC.
+  engine_->SetMessageEvents(events_.HasWatchers());
 }
 
 void MockHost::DetachLocked(const std::string& guest_id, const std::string& reason,
@@ -499,6 +507,7 @@ bool MockHost::OnStreamBatch(const std::string& guest_id, const v1::ControlBatch
       // MapRings contract): exactly what the messages sent alone would do, under one lock.
       for (const v1::ControlMessage& m : batch.messages()) {
         Actions actions;
+        SyncMessageEventsLocked();
         handled = engine_->HandleGuestControl(guest_id, m, absl::Now(), &actions);
         if (!handled.ok()) break;  // NotFound: detached by one of the earlier messages
         Execute(std::move(actions), &dead);
@@ -621,6 +630,7 @@ void MockHost::TimerLoop() {
     const absl::Time now = absl::Now();
     if (next.has_value() && *next <= now) {
       Actions out;
+      SyncMessageEventsLocked();
       engine_->AdvanceTime(now, &out);
       Execute(std::move(out), &dead);
       if (!dead.empty()) {

@@ -129,6 +129,8 @@ class MockHost {
                     const grpc::Status& stream_status, std::vector<std::unique_ptr<Session>>* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishEvent(v1::ProtocolEvent event);
+  // Message events (a copy of every control message) only while somebody watches events.
+  void SyncMessageEventsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(absl::string_view line);
 
   // GuestLink stream callbacks (from GuestStream). OnStreamMessage returns whether the stream
