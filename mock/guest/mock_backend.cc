@@ -326,8 +326,7 @@ void MockBackend::WriteLoop(bool batches) {
     while (!pending.empty()) {
       // Everything queued goes in as few stream messages as the limits allow: one batch (if
       // the host accepts batches) of up to CONTROL_BATCH_MAX_MESSAGES messages and about
-      // kBatchBytes, or a lone `control`. Clear keeps a batch's message objects for reuse;
-      // Swap moves without copying.
+      // kBatchBytes, or a lone `control`. Swap moves each message in without copying it.
       message.Clear();
       uint64_t count = 0;
       if (batches && pending.size() > 1) {

@@ -143,7 +143,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
       current_ = std::move(queue_.front());
       queue_.pop_front();
     } else {
-      // Clear keeps the batch's message objects for reuse; Swap moves without copying.
+      // Swap moves each message in without copying it.
       current_.Clear();
       v1::ControlBatch* out = current_.mutable_batch();
       size_t bytes = 0;
