@@ -193,6 +193,11 @@ void MockBackend::Stop() {
 // Threads
 // ---------------------------------------------------------------------------------------------
 
+bool MockBackend::IsAttached() {
+  MutexLock lock(&mu_);
+  return attached_;
+}
+
 void MockBackend::ReadLoop() {
   pthread_setname_np(pthread_self(), "vbus-guestlink");  // for debuggers and profilers
   v1::HostToGuest message;
@@ -212,12 +217,7 @@ void MockBackend::ReadLoop() {
         break;
       }
       case v1::HostToGuest::kControl: {
-        bool attached;
-        {
-          MutexLock lock(&mu_);
-          attached = attached_;
-        }
-        if (!attached) {
+        if (!IsAttached()) {
           Log("ignoring a control message before `attached`");
           break;
         }
@@ -225,12 +225,7 @@ void MockBackend::ReadLoop() {
         break;
       }
       case v1::HostToGuest::kBatch: {
-        bool attached;
-        {
-          MutexLock lock(&mu_);
-          attached = attached_;
-        }
-        if (!attached) {
+        if (!IsAttached()) {
           Log("ignoring a control batch before `attached`");
           break;
         }

@@ -140,6 +140,7 @@ class MockBackend final : public Backend {
               EventPage guest_events, EventPage host_events);
 
   void ReadLoop();
+  bool IsAttached() ABSL_LOCKS_EXCLUDED(mu_);
   // `batches`: the host accepts ControlBatch (its Attached said so).
   void WriteLoop(bool batches);
   void DoorbellLoop();
