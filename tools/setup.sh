@@ -23,8 +23,8 @@ PACKAGES=(
   libdpdk-dev            # DPDK rte_ring, a ring-buffer benchmark peer
   spin                   # Promela model checking of event dispatch
   python3                # Debian's /usr/bin/python3 for the cross-language gRPC tests
-  python3-grpcio         # Python gRPC client
-  python3-grpc-tools     # Python stub generator (grpc_tools.protoc)
+  python3-grpcio         # Python gRPC client (+ python3-protobuf); stubs come from protoc and
+                         # protobuf-compiler-grpc's grpc_python_plugin
   clang-format           # formatting check
 )
 

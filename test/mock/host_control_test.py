@@ -17,7 +17,6 @@ import time
 import unittest
 
 import grpc
-from grpc_tools import protoc
 
 RPC_TIMEOUT = 30  # seconds, for every call
 MOCK_HOST = None  # set from argv
@@ -28,28 +27,26 @@ PB_GRPC = None
 def GenerateStubs(out_dir):
     """Compiles proto/control.proto and proto/mock_host.proto into out_dir; imports them.
 
-    Debian's grpc_tools bundles protoc 3.5.1, which predates proto3 `optional` (used by
-    HostSettings), so the messages come from the system protoc (3.21, matching the
-    python3-protobuf runtime) with Debian's grpc_python_plugin for the service stubs;
-    grpc_tools.protoc is the fallback where it is new enough.
+    The messages come from the system protoc (3.21, matching the python3-protobuf runtime) and
+    the service stubs from Debian's grpc_python_plugin, both installed by tools/setup.sh.
+    (Debian's python3-grpc-tools is no use here: it bundles protoc 3.5.1, which predates
+    proto3 `optional`, used by HostSettings.)
     """
     global PB, PB_GRPC
     protos = ["proto/control.proto", "proto/mock_host.proto"]
     for p in protos:
         if not os.path.exists(p):
             raise RuntimeError("missing %s (run from the runfiles root)" % p)
-    outputs = ["--python_out=" + out_dir, "--grpc_python_out=" + out_dir]
+    protoc = shutil.which("protoc")
     plugin = shutil.which("grpc_python_plugin")
-    if shutil.which("protoc") and plugin:
-        command = (["protoc", "-I.", "--plugin=protoc-gen-grpc_python=" + plugin] + outputs +
-                   protos)
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError("protoc failed: " + done.stderr)
-    else:
-        include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-        if protoc.main(["grpc_tools.protoc", "-I.", "-I" + include] + outputs + protos) != 0:
-            raise RuntimeError("grpc_tools.protoc failed")
+    if not protoc or not plugin:
+        raise RuntimeError("protoc and grpc_python_plugin are needed (Debian packages "
+                           "protobuf-compiler and protobuf-compiler-grpc; run tools/setup.sh)")
+    command = ([protoc, "-I.", "--plugin=protoc-gen-grpc_python=" + plugin,
+                "--python_out=" + out_dir, "--grpc_python_out=" + out_dir] + protos)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError("protoc failed: " + done.stderr)
     sys.path.insert(0, out_dir)
     from proto import mock_host_pb2, mock_host_pb2_grpc  # noqa: E402 (generated just now)
     PB, PB_GRPC = mock_host_pb2, mock_host_pb2_grpc
