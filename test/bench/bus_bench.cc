@@ -4,6 +4,9 @@
 //   BM_GrpcRoundTrip          one request/answer on a GuestLink-shaped bidirectional stream
 //                             (same service, same messages, in-process channel) answered by a
 //                             bare echo handler: the price of one control round trip.
+//   BM_HandoffRoundTrip       two threads passing a turn back and forth through Mutex +
+//                             CondVar: the price of two thread hand-offs (futex wake-ups),
+//                             the unit the guest's extra threads add to a control round trip.
 //   BM_ChannelLifecycle/N     N channels hot-added by the host, opened (pipelined), closed,
 //                             rescinded and released by the guest, per iteration. Reports
 //                             channels/s and vs_grpc_rtt = channels/s ÷ round trips/s (an open
@@ -111,6 +114,48 @@ void BM_GrpcRoundTrip(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_GrpcRoundTrip)->UseRealTime()->MinTime(1.0);
+
+// Two threads handing a turn back and forth through vbus::Mutex + CondVar, the way the bus
+// hands work to its control thread and MockBackend to its writer: the price of two thread
+// hand-offs (a futex wake-up each), to set beside a gRPC round trip.
+void BM_HandoffRoundTrip(benchmark::State& state) {
+  Mutex mu;
+  CondVar cv;
+  int turn = 0;  // guarded by mu. 1: the partner's move; 0: ours; -1: stop
+  std::thread partner([&] {
+    MutexLock lock(&mu);
+    for (;;) {
+      cv.AwaitWithDeadline(&mu, absl::InfiniteFuture(), [&] { return turn != 0; });
+      if (turn < 0) return;
+      turn = 0;
+      cv.SignalAll();
+    }
+  });
+  const absl::Time start = absl::Now();
+  for (auto _ : state) {
+    MutexLock lock(&mu);
+    turn = 1;
+    cv.SignalAll();
+    if (!cv.AwaitWithDeadline(&mu, Deadline(), [&] { return turn == 0; })) {
+      state.SkipWithError("partner did not answer");
+      break;
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  {
+    MutexLock lock(&mu);
+    turn = -1;
+    cv.SignalAll();
+  }
+  partner.join();
+  const double rate = static_cast<double>(state.iterations()) / seconds;
+  state.counters["round_trips_per_s"] = rate;
+  if (const double rtt = g_round_trips_per_second.load(); rtt > 0) {
+    state.counters["vs_grpc_rtt"] = rate / rtt;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_HandoffRoundTrip)->UseRealTime()->MinTime(1.0);
 
 // Counts offers the guest has seen come and go.
 struct OfferCounter {
