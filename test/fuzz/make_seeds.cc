@@ -2,7 +2,9 @@
 //   bazel run //test/fuzz:make_seeds -- $PWD/test/fuzz/corpus
 // Ring seeds are real rings built with OutgoingRing (valid packets, wraps, GPA-direct, a full
 // ring with pending_send_sz armed) plus scripted corruptions; event-page seeds are bitmaps and
-// Set/scan scripts.
+// Set/scan scripts; bus-state seeds are scripts of the protocol's paths (connect with
+// fallback, offers and sub-channels, open/modify/GPADL/close, rescind while open, unload,
+// deadlines, link loss, post failures) and of hostile host input.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include "core/ring_buffer.h"
+#include "proto/control.pb.h"
+#include "test/fuzz/bus_fuzz_input.h"
 #include "test/fuzz/ring_fuzz_input.h"
 
 namespace vbus::fuzz {
@@ -175,6 +179,93 @@ void EventPageSeeds() {
   WriteFile(dir, "ops.bin", b);
 }
 
+void BusSeeds() {
+  using namespace bus;  // NOLINT: the script vocabulary
+  const std::string dir = "bus_state";
+  constexpr uint8_t kVersion53Id4 = 1 | (4 << 1);  // supported, message connection id 4
+  // Connected at 5.3 with one echo offer (relid 1) and all offers delivered.
+  auto connected = [] {
+    Script s;
+    s.Add({kConnect}).Add({kVersionResponse, kVersion53Id4});
+    s.Add({kOffer, 1, 0, 0}).Add({kAllOffersDelivered});
+    return s;
+  };
+  // ... and its channel open (ring GPADL = the first one sent, open = the first one sent).
+  auto opened = [&] {
+    Script s = connected();
+    s.Add({kOpen, 0, 1}).Add({kGpadlCreated, 0, kStatusOk}).Add({kOpenResult, 0, kStatusOk});
+    return s;
+  };
+  {
+    Script s = opened();
+    s.Add({kModify, 0, 1}).Add({kModifyResponse, 1, kStatusOk});
+    s.Add({kCreateGpadl, 0, 3}).Add({kGpadlCreated, 1, kStatusOk});
+    s.Add({kTeardownGpadl, 0, 1}).Add({kGpadlTorndown, 1});
+    s.Add({kClose, 0}).Add({kGpadlTorndown, 0});
+    s.Add({kRescind, 1}).Add({kRelease, 0}).Add({kUnload}).Add({kUnloadResponse});
+    WriteFile(dir, "full_lifecycle.bin", s.bytes);
+  }
+  {
+    Script s;
+    s.Add({kConnect}).Add({kVersionResponse, 0}).Add({kVersionResponse, 0});
+    s.Add({kPostFailed, 0, 1}).Add({kVersionResponse, 1}).Add({kAllOffersDelivered});
+    WriteFile(dir, "version_fallback.bin", s.bytes);
+  }
+  {
+    Script s = opened();
+    s.Add({kRescind, 1}).Add({kGpadlTorndown, 0}).Add({kRelease, 0});
+    s.Add({kOffer, 1, 2, 0}).Add({kOpen, 0, 2}).Add({kGpadlCreated, 1, kStatusOk});
+    s.Add({kOpenResult, 1, kStatusFail});
+    WriteFile(dir, "rescind_open_then_reuse.bin", s.bytes);
+  }
+  {
+    Script s = connected();
+    s.Add({kOffer, 2, 0, 1}).Add({kOffer, 3, 0, 2});  // sub-channels of relid 1
+    s.Add({kOpen, 0, 1}).Add({kGpadlCreated, 0, kStatusOk}).Add({kOpenResult, 0, kStatusOk});
+    s.Add({kOpen, 1, 1}).Add({kGpadlCreated, 1, kStatusOk}).Add({kOpenResult, 1, kStatusOk});
+    s.Add({kRescind, 1}).Add({kRelease, 0}).Add({kRelease, 0}).Add({kRelease, 0});
+    WriteFile(dir, "sub_channels.bin", s.bytes);
+  }
+  {
+    Script s = connected();
+    s.Add({kOffer, kMadeUp | 0, 0, 0});  // relid 0
+    s.Add({kOffer, kMadeUp | 2, 0, 0});  // relid 2048
+    s.Add({kOffer, 1, 0, 0});            // duplicate relid
+    s.Add({kOffer, 5, 0x70, 0});         // malformed instance
+    s.Add({kOffer, 6, 2, 3});            // sub-channel without a primary
+    s.Add({kOpenResult, kMadeUp | 1, kStatusOk}).Add({kGpadlCreated, kMadeUp | 9, kStatusOk});
+    s.Add({kGpadlTorndown, kMadeUp | 7}).Add({kModifyResponse, 4, kStatusOk});
+    s.Add({kRescind, kMadeUp | 3}).Add({kUnloadResponse});
+    v1::ControlMessage second;
+    second.mutable_version_response()->set_version_supported(true);
+    std::string bytes = second.SerializeAsString();
+    s.Add({kRawMessage, static_cast<uint8_t>(bytes.size())});
+    s.bytes.insert(s.bytes.end(), bytes.begin(), bytes.end());
+    v1::ControlMessage guest_only;
+    guest_only.mutable_open_channel()->set_child_relid(1);
+    bytes = guest_only.SerializeAsString();
+    s.Add({kRawMessage, static_cast<uint8_t>(bytes.size())});
+    s.bytes.insert(s.bytes.end(), bytes.begin(), bytes.end());
+    s.Add({kOpen, 0, 1}).Add({kGpadlCreated, 0, kStatusOk}).Add({kOpenResult, 0, kStatusOk});
+    WriteFile(dir, "hostile_host.bin", s.bytes);
+  }
+  {
+    Script s;
+    s.Add({kConnect}).Add({kAdvance, 11}).Add({kTimer, 0});  // no answer
+    s.Add({kConnect}).Add({kVersionResponse, kVersion53Id4}).Add({kOffer, 1, 0, 0});
+    s.Add({kTimer, kMadeUp}).Add({kAdvance, 11}).Add({kTimer, 0});  // no AllOffersDelivered
+    s.Add({kOpen, 0, 1}).Add({kAdvance, 11}).Add({kTimer, 0}).Add({kGpadlCreated, 0, 0});
+    WriteFile(dir, "deadlines.bin", s.bytes);
+  }
+  {
+    Script s = connected();
+    s.Add({kOpen, 0, 1}).Add({kGpadlCreated, 0, kStatusOk}).Add({kLinkLost});
+    s.Add({kRelease, 0}).Add({kConnect}).Add({kVersionResponse, kVersion53Id4});
+    s.Add({kOffer, 1, 0, 0}).Add({kAllOffersDelivered}).Add({kOpen, 0, 1}).Add({kClose, 0});
+    WriteFile(dir, "link_lost_mid_open.bin", s.bytes);
+  }
+}
+
 }  // namespace
 }  // namespace vbus::fuzz
 
@@ -186,5 +277,6 @@ int main(int argc, char** argv) {
   vbus::fuzz::g_out = argv[1];
   vbus::fuzz::RingSeeds();
   vbus::fuzz::EventPageSeeds();
+  vbus::fuzz::BusSeeds();
   return 0;
 }
