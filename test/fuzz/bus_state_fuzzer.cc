@@ -30,6 +30,7 @@
 #include "core/guid_proto.h"
 #include "test/fuzz/bus_fuzz_input.h"
 #include "test/fuzz/fuzz_check.h"
+#include "test/fuzz/fuzz_reader.h"
 
 namespace vbus::fuzz::bus {
 namespace {
@@ -43,39 +44,11 @@ constexpr Guid kInstances[] = {Guid::Literal("11111111-2222-3333-4444-5555555555
 constexpr uint32_t kHostileRelids[] = {0, 2047, 2048, 0xFFFFFFFF};
 constexpr uint32_t kRefused = 0xC0000001;
 
-// Reads the script; past the end every byte is 0.
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool done() const { return pos_ >= size_; }
-  uint8_t Byte() { return pos_ < size_ ? data_[pos_++] : 0; }
-  std::string Bytes(size_t n) {
-    n = std::min(n, size_ - std::min(pos_, size_));
-    std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
-    pos_ += n;
-    return s;
-  }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
-
-#define BUS_CHECK_OK(expr)                                               \
-  do {                                                                   \
-    if (const absl::Status s_ = (expr); !s_.ok()) {                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, \
-                   std::string(s_.ToString()).c_str());                  \
-      std::abort();                                                      \
-    }                                                                    \
-  } while (0)
-
 class Driver {
  public:
   Driver() : bus_(BusConfig{}) {}
 
-  void Step(Reader& in) {
+  void Step(FuzzReader& in) {
     const uint8_t op = in.Byte() % kOpCount;
     Actions out;
     switch (static_cast<Op>(op)) {
@@ -214,7 +187,7 @@ class Driver {
         auto it = std::next(removed_.begin(), sel % removed_.size());
         const OfferId offer = *it;
         removed_.erase(it);
-        BUS_CHECK_OK(bus_.ReleaseOffer(offer, &out));
+        FUZZ_CHECK_OK(bus_.ReleaseOffer(offer, &out));
         break;
       }
       case kTimer: {
@@ -250,7 +223,7 @@ class Driver {
       case kOpCount:
         break;
     }
-    if (Trace()) {
+    if (TraceEnabled()) {
       std::fprintf(stderr, "op %u:\n", op);
       for (const std::string& line : DescribeActions(out)) {
         std::fprintf(stderr, "  %s\n", line.c_str());
@@ -268,7 +241,7 @@ class Driver {
       const OfferId offer = *removed_.begin();
       removed_.erase(removed_.begin());
       Actions more;
-      BUS_CHECK_OK(bus_.ReleaseOffer(offer, &more));
+      FUZZ_CHECK_OK(bus_.ReleaseOffer(offer, &more));
       Absorb(more);
     }
     FUZZ_CHECK(bus_.phase() == BusPhase::kDisconnected);
@@ -281,10 +254,6 @@ class Driver {
 
  private:
   absl::Time Deadline() const { return now_ + absl::Seconds(10); }
-  static bool Trace() {
-    static const bool trace = std::getenv("VBUS_FUZZ_TRACE") != nullptr;
-    return trace;
-  }
 
   static uint32_t Relid(uint8_t sel) { return (sel & kMadeUp) ? kHostileRelids[sel & 3] : sel % 8; }
   static uint32_t Status(uint8_t sel) { return sel % 4 == kStatusFail ? kRefused : 0; }
@@ -332,7 +301,7 @@ class Driver {
         timers_.erase(cancel->request);
       }
     }
-    BUS_CHECK_OK(bus_.CheckInvariants());
+    FUZZ_CHECK_OK(bus_.CheckInvariants());
   }
 
   BusState bus_;
@@ -351,9 +320,7 @@ class Driver {
 }  // namespace vbus::fuzz::bus
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  vbus::fuzz::bus::Reader in(data, std::min<size_t>(size, 4096));  // bounded work per input
-  vbus::fuzz::bus::Driver driver;
-  while (!in.done()) driver.Step(in);
-  driver.Finish();
+  vbus::fuzz::QuietProtobufLogs();
+  vbus::fuzz::RunScript<vbus::fuzz::bus::Driver>(data, size);
   return 0;
 }

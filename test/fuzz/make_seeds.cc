@@ -4,7 +4,8 @@
 // ring with pending_send_sz armed) plus scripted corruptions; event-page seeds are bitmaps and
 // Set/scan scripts; bus-state seeds are scripts of the protocol's paths (connect with
 // fallback, offers and sub-channels, open/modify/GPADL/close, rescind while open, unload,
-// deadlines, link loss, post failures) and of hostile host input.
+// deadlines, link loss, post failures) and of hostile host input; host-engine seeds are
+// scripts of guests connecting, opening and closing, with faults, and of hostile guests.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -14,7 +15,9 @@
 
 #include "core/ring_buffer.h"
 #include "proto/control.pb.h"
+#include "proto/mock_host.pb.h"
 #include "test/fuzz/bus_fuzz_input.h"
+#include "test/fuzz/host_fuzz_input.h"
 #include "test/fuzz/ring_fuzz_input.h"
 
 namespace vbus::fuzz {
@@ -266,6 +269,98 @@ void BusSeeds() {
   }
 }
 
+void HostSeeds() {
+  using bus::Script;
+  using namespace host;  // NOLINT: the script vocabulary
+  const std::string dir = "host_engine";
+  // One guest connected at 5.3 with an echo channel (relid 1) offered.
+  auto connected = [] {
+    Script s;
+    s.Add({kAttach}).Add({kOffer, 0, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kInitiateContact, 7, 0, 0})
+        .Add({kGuestMessage, 0, kRequestOffers, 0, 0, 0});
+    return s;
+  };
+  // ... and opened on GPADL 0xE1E10 (4 pages from PFN 5), split at page 2.
+  auto opened = [&] {
+    Script s = connected();
+    s.Add({kGuestMessage, 0, kGpadlCreate, 0, 0, 3});
+    s.Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2});
+    return s;
+  };
+  {
+    Script s = opened();
+    s.Add({kGuestMessage, 0, kModifyChannel, 0, 1, 0})
+        .Add({kGuestMessage, 0, kCloseChannel, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kGpadlTeardown, 0, 0, 0}).Add({kRescind, 0, 0});
+    s.Add({kGuestMessage, 0, kRelidReleased, 0, 0, 0}).Add({kOffer, 0, 1, 2, 0});
+    s.Add({kGuestMessage, 0, kUnload, 0, 0, 0});
+    WriteFile(dir, "lifecycle.bin", s.bytes);
+  }
+  {
+    Script s = connected();
+    s.Add({kAttach}).Add({kOffer, 1, 1, 0, 0});
+    s.Add({kGuestMessage, 1, kInitiateContact, 2, 0, 0})
+        .Add({kGuestMessage, 1, kRequestOffers, 0, 0, 0});
+    s.Add({kFault, 0, 1, 2, 1});  // refuse the next open with a status
+    s.Add({kGuestMessage, 0, kGpadlCreate, 0, 0, 3}).Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2});
+    s.Add({kFault, 1, 0, 2 | (2 << 3), 40});  // delay gpadl_created by 40 ms
+    s.Add({kGuestMessage, 1, kGpadlCreate, 0, 1, 1}).Add({kAdvance, 20});
+    s.Add({kFault, 1, 2, 0, 0}).Add({kGuestMessage, 0, kCloseChannel, 0, 0, 0});
+    WriteFile(dir, "two_guests_faults.bin", s.bytes);
+  }
+  {
+    Script s;
+    s.Add({kAttach}).Add({kGuestMessage, 0, kRequestOffers, 0, 0, 0});  // before InitiateContact
+    s.Add({kGuestMessage, 0, kInitiateContact, 8, 0, 0});               // unsupported version
+    s.Add({kGuestMessage, 0, kInitiateContact, 7, 0, 0}).Add({kOffer, 0, 0, 1, 0});
+    s.Add({kGuestMessage, 0, kRequestOffers, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kGpadlCreate, 0, 0, 0x80 | 0x7F});  // PFNs past the end
+    s.Add({kGuestMessage, 0, kGpadlCreate, 0x80, 0, 3});         // relid 0
+    s.Add({kGuestMessage, 0, kGpadlCreate, 0, 0, 3}).Add({kGuestMessage, 0, kGpadlCreate, 0, 1, 3});
+    s.Add({kGuestMessage, 0, kOpenChannel, 0, 0, 9});  // offset past the GPADL
+    s.Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2}).Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2});
+    s.Add({kGuestMessage, 0, kHostOnlyOffer, 0, 0, 0})
+        .Add({kGuestMessage, 0, kHostOnlyVersionResponse, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kEmptyMessage, 0, 0, 0})
+        .Add({kGuestMessage, 0, kRelidReleased, 0, 0, 0});
+    v1::GuestToHost batch;
+    batch.mutable_batch()->add_messages()->mutable_close_channel()->set_child_relid(1);
+    batch.mutable_batch()->add_messages()->mutable_unload();
+    std::string bytes = batch.SerializeAsString();
+    s.Add({kGuestRaw, 0, static_cast<uint8_t>(bytes.size())});
+    s.bytes.insert(s.bytes.end(), bytes.begin(), bytes.end());
+    v1::GuestToHost again;
+    again.mutable_attach()->set_guest_name("vm1");
+    bytes = again.SerializeAsString();
+    s.Add({kGuestRaw, 0, static_cast<uint8_t>(bytes.size())});
+    s.bytes.insert(s.bytes.end(), bytes.begin(), bytes.end());
+    v1::GuestToHost empty_batch;
+    empty_batch.mutable_batch();
+    bytes = empty_batch.SerializeAsString();
+    s.Add({kGuestRaw, 0, static_cast<uint8_t>(bytes.size())});
+    s.bytes.insert(s.bytes.end(), bytes.begin(), bytes.end());
+    WriteFile(dir, "hostile_guest.bin", s.bytes);
+  }
+  {
+    Script s = connected();
+    s.Add({kFailNextMap}).Add({kGuestMessage, 0, kGpadlCreate, 0, 0, 3});
+    s.Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2}).Add({kGuestMessage, 0, kOpenChannel, 0, 0, 2});
+    s.Add({kRescind, 0, 0}).Add({kDetach, 0});
+    WriteFile(dir, "failed_map_rescind_detach.bin", s.bytes);
+  }
+  {
+    Script s = opened();
+    s.Add({kConfigure, 0, 2 | 4}).Add({kOffer, 0, 1, 1, 0});
+    s.Add({kGuestMessage, 0, kCloseChannel, 0, 0, 0}).Add({kGuestMessage, 0, kUnload, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kInitiateContact, 7, 0, 0})
+        .Add({kGuestMessage, 0, kRequestOffers, 0, 0, 0});
+    s.Add({kConfigure, 3, 1}).Add({kGuestMessage, 0, kUnload, 0, 0, 0});
+    s.Add({kGuestMessage, 0, kInitiateContact, 7, 0, 0});
+    WriteFile(dir, "unload_remap_resume.bin", s.bytes);
+  }
+}
+
 }  // namespace
 }  // namespace vbus::fuzz
 
@@ -278,5 +373,6 @@ int main(int argc, char** argv) {
   vbus::fuzz::RingSeeds();
   vbus::fuzz::EventPageSeeds();
   vbus::fuzz::BusSeeds();
+  vbus::fuzz::HostSeeds();
   return 0;
 }
