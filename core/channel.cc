@@ -59,15 +59,21 @@ absl::StatusOr<ChannelBus*> Channel::LiveBus() const {
 // Control calls (they run BusState calls on the bus's control thread)
 // ---------------------------------------------------------------------------------------------
 
-absl::Status Channel::Open(const ChannelOpenOptions& options, absl::Time deadline) {
+absl::Status Channel::AwaitAsync(absl::string_view what, absl::Time deadline,
+                                 absl::FunctionRef<void(std::function<void(absl::Status)>)> start) {
   absl::StatusOr<ChannelBus*> bus = LiveBus();
   if (!bus.ok()) return bus.status();
-  if (absl::Status s = (*bus)->CheckBlockingAllowed(absl::StrCat("open of ", Name())); !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = (*bus)->CheckBlockingAllowed(what); !s.ok()) return s;
   auto waiter = std::make_shared<ChannelBus::Waiter>();
-  OpenAsync(options, deadline, [waiter](absl::Status s) { waiter->Finish({std::move(s)}); });
-  return (*bus)->AwaitWaiter(*waiter, deadline, absl::StrCat("open of ", Name())).status;
+  start([waiter](absl::Status s) { waiter->Finish({std::move(s)}); });
+  return (*bus)->AwaitWaiter(*waiter, deadline, what).status;
+}
+
+absl::Status Channel::Open(const ChannelOpenOptions& options, absl::Time deadline) {
+  return AwaitAsync(absl::StrCat("open of ", Name()), deadline,
+                    [&](std::function<void(absl::Status)> done) {
+                      OpenAsync(options, deadline, std::move(done));
+                    });
 }
 
 void Channel::OpenAsync(const ChannelOpenOptions& options, absl::Time deadline,
@@ -111,14 +117,9 @@ void Channel::OpenAsync(const ChannelOpenOptions& options, absl::Time deadline,
 }
 
 absl::Status Channel::Close(absl::Time deadline) {
-  absl::StatusOr<ChannelBus*> bus = LiveBus();
-  if (!bus.ok()) return bus.status();
-  if (absl::Status s = (*bus)->CheckBlockingAllowed(absl::StrCat("close of ", Name())); !s.ok()) {
-    return s;
-  }
-  auto waiter = std::make_shared<ChannelBus::Waiter>();
-  CloseAsync(deadline, [waiter](absl::Status s) { waiter->Finish({std::move(s)}); });
-  return (*bus)->AwaitWaiter(*waiter, deadline, absl::StrCat("close of ", Name())).status;
+  return AwaitAsync(
+      absl::StrCat("close of ", Name()), deadline,
+      [&](std::function<void(absl::Status)> done) { CloseAsync(deadline, std::move(done)); });
 }
 
 void Channel::CloseAsync(absl::Time deadline, std::function<void(absl::Status)> done) {

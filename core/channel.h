@@ -315,6 +315,10 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   absl::Status NotOpenError() const;
   // The bus, or FailedPrecondition naming why not.
   absl::StatusOr<ChannelBus*> LiveBus() const;
+  // The blocking form of an asynchronous call: refuses where waiting would deadlock, runs
+  // `start` with a completion, and waits for it (deadline plus the bus's grace).
+  absl::Status AwaitAsync(absl::string_view what, absl::Time deadline,
+                          absl::FunctionRef<void(std::function<void(absl::Status)>)> start);
   std::string Name() const;
 
   const OfferInfo offer_;

@@ -127,47 +127,26 @@ bool ChannelBus::OnDriverThread() const {
   return driver_thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
 }
 
-// Both queues wake their thread only on empty → non-empty: the thread sleeps only when it
-// found its queue empty (checked under the lock), and takes everything queued before sleeping
-// again, so a burst of posts (offers, pipelined opens) costs one wake-up, not one each.
+// Both queues wake their thread only on empty → non-empty and hand it everything queued at
+// once (WorkQueue), so a burst of posts (offers, pipelined opens) costs one wake-up.
 bool ChannelBus::PostControl(std::function<void()> work) {
-  MutexLock lock(&queue_mu_);
-  if (control_stop_) return false;
-  control_queue_.push_back(std::move(work));
-  if (control_queue_.size() == 1) control_cv_.Signal();
-  return true;
+  return control_queue_.Post(std::move(work));
 }
 
 bool ChannelBus::PostDriver(std::function<void()> work) {
-  MutexLock lock(&driver_mu_);
-  if (driver_stop_) return false;
-  driver_queue_.push_back(std::move(work));
-  if (driver_queue_.size() == 1) driver_cv_.Signal();
-  return true;
+  return driver_queue_.Post(std::move(work));
 }
 
 void ChannelBus::ControlLoop() {
   control_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   pthread_setname_np(pthread_self(), "vbus-control");  // for debuggers and profilers
-  // Takes everything queued at once (one lock round per burst, not per item) and runs it in
-  // order; timers are checked between items.
+  // Runs each burst in order; timers are checked between items and when they are due.
   std::deque<std::function<void()>> work;
   for (;;) {
-    {
-      MutexLock lock(&queue_mu_);
-      // timer_queue_ is control-thread state; reading it here (on the control thread) is fine.
-      const absl::Time wake =
-          timer_queue_.empty() ? absl::InfiniteFuture() : timer_queue_.begin()->first;
-      while (control_queue_.empty() && !control_stop_ && absl::Now() < wake) {
-        control_cv_.WaitWithDeadline(&queue_mu_, wake);
-      }
-      if (!control_queue_.empty()) {
-        work.swap(control_queue_);
-      } else if (control_stop_) {
-        control_stopped_ = true;
-        return;
-      }
-    }
+    // timer_queue_ is control-thread state; reading it here (on the control thread) is fine.
+    const absl::Time wake =
+        timer_queue_.empty() ? absl::InfiniteFuture() : timer_queue_.begin()->first;
+    if (!control_queue_.TakeAll(wake, &work)) return;  // closed and drained
     for (; !work.empty(); work.pop_front()) {
       work.front()();
       if (!timer_queue_.empty()) FireTimers();
@@ -179,21 +158,9 @@ void ChannelBus::ControlLoop() {
 void ChannelBus::DriverLoop() {
   driver_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   pthread_setname_np(pthread_self(), "vbus-driver");
-  for (;;) {
-    std::function<void()> work;
-    {
-      MutexLock lock(&driver_mu_);
-      while (driver_queue_.empty() && !driver_stop_) {
-        driver_cv_.WaitWithDeadline(&driver_mu_, absl::InfiniteFuture());
-      }
-      if (driver_queue_.empty()) {
-        driver_stopped_ = true;
-        return;
-      }
-      work = std::move(driver_queue_.front());
-      driver_queue_.pop_front();
-    }
-    work();
+  std::deque<std::function<void()>> work;
+  while (driver_queue_.TakeAll(absl::InfiniteFuture(), &work)) {
+    for (; !work.empty(); work.pop_front()) work.front()();
   }
 }
 
@@ -861,17 +828,9 @@ absl::Status ChannelBus::Shutdown(absl::Time deadline) {
 
   // 5. No more host input; then stop the threads (each runs what is still queued).
   backend_->Stop();
-  {
-    MutexLock lock(&driver_mu_);
-    driver_stop_ = true;
-    driver_cv_.SignalAll();
-  }
+  driver_queue_.Close();
   if (driver_thread_.joinable()) driver_thread_.join();
-  {
-    MutexLock lock(&queue_mu_);
-    control_stop_ = true;
-    control_cv_.SignalAll();
-  }
+  control_queue_.Close();
   if (control_thread_.joinable()) control_thread_.join();
 
   // 6. The threads are gone: this thread owns the control state now. Calls still waiting fail;

@@ -71,6 +71,7 @@
 #include "core/event_page.h"
 #include "core/protocol.h"
 #include "core/sync.h"
+#include "core/work_queue.h"
 
 namespace vbus {
 
@@ -289,16 +290,8 @@ class ChannelBus final : public BackendListener {
   uint64_t ignored_logged_ = 0;
 
   // Queues.
-  Mutex queue_mu_;
-  CondVar control_cv_;
-  std::deque<std::function<void()>> control_queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool control_stop_ ABSL_GUARDED_BY(queue_mu_) = false;
-  bool control_stopped_ ABSL_GUARDED_BY(queue_mu_) = false;
-  Mutex driver_mu_;
-  CondVar driver_cv_;
-  std::deque<std::function<void()>> driver_queue_ ABSL_GUARDED_BY(driver_mu_);
-  bool driver_stop_ ABSL_GUARDED_BY(driver_mu_) = false;
-  bool driver_stopped_ ABSL_GUARDED_BY(driver_mu_) = false;
+  WorkQueue<std::function<void()>> control_queue_;
+  WorkQueue<std::function<void()>> driver_queue_;
   std::thread control_thread_;
   std::thread driver_thread_;
   std::atomic<std::thread::id> control_thread_id_{};
