@@ -1,5 +1,6 @@
 // WorkQueue<T>: a closable FIFO handed from any number of posting threads to one consumer
-// thread, which takes everything queued per lock round.
+// thread, which takes everything queued per lock round (ChannelBus's control and driver
+// threads, MockBackend's writer).
 //
 // The consumer sleeps only when it found the queue empty (checked under the lock), so Post
 // wakes it only on empty → non-empty: a burst of posts costs one wake-up, not one each.

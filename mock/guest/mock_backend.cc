@@ -159,12 +159,11 @@ void MockBackend::Stop() {
   if (writer_.joinable()) {
     // Let the writer send what was posted (bounded: a host that stopped reading would block
     // it; cancelling the call below then releases it).
-    MutexLock lock(&out_mu_);
-    out_stop_ = true;
-    out_cv_.SignalAll();
-    drained = out_cv_.AwaitWithDeadline(
-        &out_mu_, absl::Now() + absl::Seconds(1),
-        [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_) { return writer_done_; });
+    outbox_.Close();
+    MutexLock lock(&mu_);
+    drained =
+        cv_.AwaitWithDeadline(&mu_, absl::Now() + absl::Seconds(1),
+                              [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return writer_done_; });
   }
   if (drained && stream_ != nullptr && link_up_.load(std::memory_order_relaxed)) {
     // Say goodbye: half-close the stream so the host detaches the guest and ends the call
@@ -300,23 +299,20 @@ void MockBackend::ReadLoop() {
   cv_.SignalAll();
 }
 
+void MockBackend::WriterDone() {
+  MutexLock lock(&mu_);
+  writer_done_ = true;
+  cv_.SignalAll();
+}
+
 void MockBackend::WriteLoop(bool batches) {
   pthread_setname_np(pthread_self(), "vbus-guestwrite");
   std::deque<v1::ControlMessage> pending;
   v1::GuestToHost message;
   for (;;) {
-    {
-      MutexLock lock(&out_mu_);
-      out_cv_.AwaitWithDeadline(&out_mu_, absl::InfiniteFuture(),
-                                [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(out_mu_) {
-                                  return !outbox_.empty() || out_stop_;
-                                });
-      if (outbox_.empty()) {  // stopping, and everything posted is written
-        writer_done_ = true;
-        out_cv_.SignalAll();
-        return;
-      }
-      pending.swap(outbox_);
+    if (!outbox_.TakeAll(absl::InfiniteFuture(), &pending)) {
+      WriterDone();  // stopping, and everything posted is written
+      return;
     }
     while (!pending.empty()) {
       // Everything queued goes in as few stream messages as the limits allow: one batch (if
@@ -350,11 +346,8 @@ void MockBackend::WriteLoop(bool batches) {
         // The stream is broken: the reader sees its end and reports the lost link; later
         // posts fail with Unavailable.
         link_up_.store(false, std::memory_order_relaxed);
-        MutexLock lock(&out_mu_);
-        out_failed_ = true;
-        outbox_.clear();
-        writer_done_ = true;
-        out_cv_.SignalAll();
+        outbox_.Close();
+        WriterDone();
         return;
       }
       messages_posted_.fetch_add(count, std::memory_order_relaxed);
@@ -443,13 +436,9 @@ absl::Status MockBackend::PostMessage(const v1::ControlMessage& message) {
     }
     return absl::UnavailableError("the link to the mock host is gone");
   }
-  MutexLock lock(&out_mu_);
-  if (out_stop_ || out_failed_) {
+  if (!outbox_.Post(message)) {
     return absl::UnavailableError("the GuestLink stream is closed");
   }
-  outbox_.push_back(message);
-  // The writer sleeps only on an empty outbox (checked under out_mu_): wake it on the first.
-  if (outbox_.size() == 1) out_cv_.Signal();
   return absl::OkStatus();
 }
 

@@ -52,6 +52,7 @@
 #include "backends/page_pool.h"
 #include "core/event_page.h"
 #include "core/sync.h"
+#include "core/work_queue.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/guest_memory.h"
 #include "proto/mock_host.grpc.pb.h"
@@ -143,6 +144,7 @@ class MockBackend final : public Backend {
   bool IsAttached() ABSL_LOCKS_EXCLUDED(mu_);
   // `batches`: the host accepts ControlBatch (its Attached said so).
   void WriteLoop(bool batches);
+  void WriterDone();  // the writer thread's last act
   void DoorbellLoop();
   // Queues a host message (or a checked batch's messages, in order) and delivers what may be
   // delivered now.
@@ -170,21 +172,18 @@ class MockBackend final : public Backend {
   // on all but the last): a burst of posts (pipelined opens) costs one stream message and one
   // flush, and the bus's control thread never blocks in a gRPC write.
   static constexpr size_t kBatchBytes = size_t{1} << 20;  // a batch stops growing at ~1 MiB
-  Mutex out_mu_;
-  CondVar out_cv_;
-  std::deque<v1::ControlMessage> outbox_ ABSL_GUARDED_BY(out_mu_);
-  bool out_stop_ ABSL_GUARDED_BY(out_mu_) = false;
-  bool out_failed_ ABSL_GUARDED_BY(out_mu_) = false;
-  bool writer_done_ ABSL_GUARDED_BY(out_mu_) = false;
+  // Closed by Stop (the writer drains it first) or when a write fails (the rest is dropped).
+  WorkQueue<v1::ControlMessage> outbox_;
   std::thread writer_;
   Mutex stop_mu_;  // serialises Stop
 
   mutable Mutex mu_;
-  CondVar cv_;  // attached_, ended_, delivering_ changed
+  CondVar cv_;  // attached_, ended_, delivering_, writer_done_ changed
   BackendListener* listener_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool attached_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;  // the writer thread has returned
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool paused_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<std::thread::id> delivering_ ABSL_GUARDED_BY(mu_);
