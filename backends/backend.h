@@ -53,7 +53,7 @@
 namespace vbus {
 
 // Number of event flags (relid bits) in a receive or send event bitmap: 2048 bits = 256 bytes.
-inline constexpr size_t kEventFlagCount = 2048;
+inline constexpr size_t kEventFlagCount = protocol::kRelidCount;
 inline constexpr size_t kEventFlagBytes = kEventFlagCount / 8;
 
 // ContactInfo

@@ -42,8 +42,8 @@ absl::StatusOr<Pages> PagePool::Allocate(size_t count) {
     allocated_.emplace(start, count);
     free_pages_ -= count;
   }
-  uint8_t* data = base_ + start * kPageSize;
-  std::memset(data, 0, count * kPageSize);
+  uint8_t* data = base_ + start * protocol::kPageSize;
+  std::memset(data, 0, count * protocol::kPageSize);
   std::vector<uint64_t> pfns(count);
   for (size_t i = 0; i < count; ++i) pfns[i] = first_pfn_ + start + i;
   return Pages(data, std::move(pfns), this);
@@ -62,9 +62,9 @@ size_t PagePool::largest_free_run() const {
 }
 
 void PagePool::ReleasePages(uint8_t* data, absl::Span<const uint64_t> pfns) {
-  ABSL_RAW_CHECK(data >= base_ && data < base_ + page_count_ * kPageSize,
+  ABSL_RAW_CHECK(data >= base_ && data < base_ + page_count_ * protocol::kPageSize,
                  "PagePool::ReleasePages: pages not from this pool");
-  const size_t start = static_cast<size_t>(data - base_) / kPageSize;
+  const size_t start = static_cast<size_t>(data - base_) / protocol::kPageSize;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = allocated_.find(start);
   ABSL_RAW_CHECK(it != allocated_.end() && it->second == pfns.size() && !pfns.empty() &&

@@ -7,7 +7,7 @@
 // contiguous runs, coalescing on release, zero-filled pages on allocation.
 //
 // Example:
-//   PagePool pool(mapping + first_data_pfn * kPageSize, first_data_pfn, data_page_count);
+//   PagePool pool(mapping + first_data_pfn * protocol::kPageSize, first_data_pfn, data_page_count);
 //   absl::StatusOr<Pages> rings = pool.Allocate(2 * (1 + ring_pages));
 //   if (!rings.ok()) return rings.status();   // ResourceExhausted: no run that long
 //
@@ -29,8 +29,8 @@ namespace vbus {
 
 class PagePool final : public PageReleaser {
  public:
-  // Manages page_count pages mapped at `base` (page-aligned, page_count * kPageSize bytes),
-  // whose first page has PFN `first_pfn`. The pool does not own the mapping.
+  // Manages page_count pages mapped at `base` (page-aligned, page_count * protocol::kPageSize
+  // bytes), whose first page has PFN `first_pfn`. The pool does not own the mapping.
   PagePool(uint8_t* base, uint64_t first_pfn, size_t page_count);
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;

@@ -15,9 +15,10 @@ namespace {
 class Region {
  public:
   explicit Region(size_t pages)
-      : mem_(static_cast<uint8_t*>(std::aligned_alloc(kPageSize, pages * kPageSize))),
+      : mem_(static_cast<uint8_t*>(
+            std::aligned_alloc(protocol::kPageSize, pages * protocol::kPageSize))),
         pages_(pages) {
-    std::memset(mem_, 0xAB, pages * kPageSize);  // garbage, so zero-filling is observable
+    std::memset(mem_, 0xAB, pages * protocol::kPageSize);  // garbage, so zero-filling is observable
   }
   ~Region() { std::free(mem_); }
   uint8_t* data() const { return mem_; }
@@ -34,18 +35,18 @@ TEST(PagePoolTest, AllocatesConsecutivePfnsAndContiguousZeroedMemory) {
   absl::StatusOr<Pages> a = pool.Allocate(3);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->page_count(), 3u);
-  EXPECT_EQ(a->size_bytes(), 3 * kPageSize);
+  EXPECT_EQ(a->size_bytes(), 3 * protocol::kPageSize);
   EXPECT_EQ(a->data(), region.data());
   EXPECT_EQ(std::vector<uint64_t>(a->pfns().begin(), a->pfns().end()),
             (std::vector<uint64_t>{100, 101, 102}));
   EXPECT_TRUE(std::all_of(a->bytes().begin(), a->bytes().end(), [](uint8_t b) { return b == 0; }));
   // Bytes after the allocation were not touched.
-  EXPECT_EQ(region.data()[3 * kPageSize], 0xAB);
+  EXPECT_EQ(region.data()[3 * protocol::kPageSize], 0xAB);
 
   absl::StatusOr<Pages> b = pool.Allocate(2);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->pfns()[0], 103u);
-  EXPECT_EQ(b->page(1), region.data() + 4 * kPageSize);
+  EXPECT_EQ(b->page(1), region.data() + 4 * protocol::kPageSize);
   EXPECT_EQ(pool.free_pages(), 11u);
 }
 

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "core/page_size.h"  // kPageSize: GPADLs, rings and PFNs count 4096-byte pages
+#include "core/protocol.h"  // protocol::kPageSize: GPADLs, rings and PFNs count 4096-byte pages
 
 namespace vbus {
 
@@ -91,11 +91,11 @@ class Pages {
 
   bool empty() const { return pfns_.empty(); }
   size_t page_count() const { return pfns_.size(); }
-  size_t size_bytes() const { return pfns_.size() * kPageSize; }
+  size_t size_bytes() const { return pfns_.size() * protocol::kPageSize; }
   // Guest mapping of the first page; nullptr when empty.
   uint8_t* data() const { return data_; }
   // Guest mapping of page `index` (< page_count()).
-  uint8_t* page(size_t index) const { return data_ + index * kPageSize; }
+  uint8_t* page(size_t index) const { return data_ + index * protocol::kPageSize; }
   // The whole allocation as bytes.
   absl::Span<uint8_t> bytes() const { return absl::Span<uint8_t>(data_, size_bytes()); }
   // PFN of each page, in mapping order.

@@ -31,7 +31,7 @@ size_t TotalSize(absl::Span<const absl::Span<const uint8_t>> pieces) {
 }
 
 // Largest ring ValidateRingMemory accepts: 1 GiB of data plus the control page.
-constexpr uint32_t kMaxRingPages = (1u << 30) / kPageSize + 1;
+constexpr uint32_t kMaxRingPages = (1u << 30) / protocol::kPageSize + 1;
 
 void Add(std::atomic<uint64_t>& counter, uint64_t n = 1) {
   counter.fetch_add(n, std::memory_order_relaxed);
@@ -212,8 +212,8 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     }
   }
   const absl::Span<uint8_t> all = pages.bytes();
-  const absl::Span<uint8_t> outbound = all.subspan(0, size_t{outbound_pages} * kPageSize);
-  const absl::Span<uint8_t> inbound = all.subspan(size_t{outbound_pages} * kPageSize);
+  const absl::Span<uint8_t> outbound = all.subspan(0, size_t{outbound_pages} * protocol::kPageSize);
+  const absl::Span<uint8_t> inbound = all.subspan(size_t{outbound_pages} * protocol::kPageSize);
   if (absl::Status s = InitializeRing(outbound); !s.ok()) return s;
   if (absl::Status s = InitializeRing(inbound); !s.ok()) return s;
   absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(outbound);

@@ -365,7 +365,7 @@ TEST_F(ChannelBusTest, GpadlCreateAndTeardown) {
   absl::StatusOr<GpadlBuffer> buffer = channel->CreateGpadl(3, Deadline());
   ASSERT_TRUE(buffer.ok()) << buffer.status();
   EXPECT_GE(buffer->handle, protocol::kFirstGpadlHandle);
-  EXPECT_EQ(buffer->memory.size(), 3 * kPageSize);
+  EXPECT_EQ(buffer->memory.size(), 3 * protocol::kPageSize);
   EXPECT_EQ(buffer->pfns.size(), 3u);
   buffer->memory[0] = 0xAB;  // writable
   std::vector<v1::ControlMessage> posted = host_.Posted();

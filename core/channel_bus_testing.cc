@@ -172,8 +172,8 @@ void TestHost::Handle(const v1::ControlMessage& m) {
             o.downstream_ring_page_offset() < g->second.size()) {
           const std::vector<uint64_t>& pfns = g->second;
           uint8_t* base = Translate(pfns.front());
-          const size_t out_bytes = size_t{o.downstream_ring_page_offset()} * kPageSize;
-          const size_t all_bytes = pfns.size() * kPageSize;
+          const size_t out_bytes = size_t{o.downstream_ring_page_offset()} * protocol::kPageSize;
+          const size_t all_bytes = pfns.size() * protocol::kPageSize;
           HostChannel& ch = open_[o.child_relid()];
           ch = HostChannel{};
           absl::StatusOr<IncomingRing> from = IncomingRing::Attach({base, out_bytes});
@@ -247,8 +247,8 @@ uint8_t* TestHost::Translate(uint64_t pfn) const {
   // FakeBackend's data pages are one contiguous block from kFirstDataPfn; any allocation
   // tells where it starts.
   const auto& [first_pfn, where] = *allocations_.begin();
-  uint8_t* base = where.first - (first_pfn - FakeBackend::kFirstDataPfn) * kPageSize;
-  return base + (pfn - FakeBackend::kFirstDataPfn) * kPageSize;
+  uint8_t* base = where.first - (first_pfn - FakeBackend::kFirstDataPfn) * protocol::kPageSize;
+  return base + (pfn - FakeBackend::kFirstDataPfn) * protocol::kPageSize;
 }
 
 absl::StatusOr<Pages> TestHost::AllocatePages(size_t count) {

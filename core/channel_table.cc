@@ -125,7 +125,7 @@ DispatchStats ChannelTable::Dispatcher::Dispatch(EventPage& page) {
 
 DispatchStats ChannelTable::Dispatcher::DispatchRelid(uint32_t relid) {
   DispatchStats stats;
-  if (relid == 0 || relid >= kMaxRelids) {
+  if (relid == 0 || relid >= protocol::kRelidCount) {
     stats.spurious = 1;
     spurious_ += 1;
     table_->spurious_total_.fetch_add(1, std::memory_order_relaxed);
@@ -213,7 +213,7 @@ absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) {
 }
 
 EventTarget* ChannelTable::Lookup(uint32_t relid) const {
-  if (relid >= kMaxRelids) return nullptr;
+  if (relid >= protocol::kRelidCount) return nullptr;
   // Acquire pairs with [P1].
   return slots_[relid].load(std::memory_order_acquire);
 }

@@ -179,7 +179,7 @@ class ChannelTable {
 
   void Unregister(size_t index);
 
-  std::array<std::atomic<EventTarget*>, kMaxRelids> slots_;
+  std::array<std::atomic<EventTarget*>, protocol::kRelidCount> slots_;
   std::array<DispatcherSlot, kMaxDispatchers> dispatchers_;
   std::atomic<uint64_t> registered_{0};  // bit i: dispatchers_[i] is in use
   std::atomic<uint64_t> spurious_total_{0};

@@ -8,9 +8,9 @@ namespace vbus {
 
 absl::Status ValidateRelid(uint32_t relid) {
   if (relid == 0) return absl::InvalidArgumentError("relid 0 is reserved");
-  if (relid >= kMaxRelids) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("relid %u is out of range (must be below %u)", relid, kMaxRelids));
+  if (relid >= protocol::kRelidCount) {
+    return absl::InvalidArgumentError(absl::StrFormat("relid %u is out of range (must be below %u)",
+                                                      relid, protocol::kRelidCount));
   }
   return absl::OkStatus();
 }
@@ -36,7 +36,7 @@ absl::StatusOr<bool> EventPage::Set(uint32_t relid) {
 }
 
 bool EventPage::IsSet(uint32_t relid) const {
-  if (relid >= kMaxRelids) return false;
+  if (relid >= protocol::kRelidCount) return false;
   return (Word(relid / 64).load(std::memory_order_relaxed) >> (relid % 64)) & 1;
 }
 

@@ -32,20 +32,18 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/protocol.h"
 
 namespace vbus {
 
-// Relids name channels: 1 .. kMaxRelids - 1 (0 is reserved).
-inline constexpr uint32_t kMaxRelids = 2048;
-
 // ValidateRelid
-// OK for 1 <= relid < kMaxRelids; InvalidArgument naming the relid otherwise.
+// OK for 1 <= relid < protocol::kRelidCount; InvalidArgument naming the relid otherwise.
 absl::Status ValidateRelid(uint32_t relid);
 
 // EventPage is a view: cheap to copy, copies refer to the same memory.
 class EventPage {
  public:
-  static constexpr size_t kBits = kMaxRelids;
+  static constexpr size_t kBits = protocol::kRelidCount;
   static constexpr size_t kWords = kBits / 64;
   static constexpr size_t kBytes = kBits / 8;  // 256
 

@@ -50,17 +50,18 @@ absl::Status CheckIndex(const char* name, uint32_t value, uint32_t data_size) {
 
 absl::Status ValidateRingMemory(absl::Span<const uint8_t> ring_memory) {
   const size_t size = ring_memory.size();
-  if (size % kPageSize != 0) {
+  if (size % protocol::kPageSize != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("ring memory of %u bytes is not a whole number of pages", size));
   }
-  if (size < 2 * kPageSize) {
+  if (size < 2 * protocol::kPageSize) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "ring memory of %u bytes: need a control page and at least one data page", size));
   }
-  if (size - kPageSize > kMaxDataSize) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "ring data area of %u bytes exceeds the %u-byte limit", size - kPageSize, kMaxDataSize));
+  if (size - protocol::kPageSize > kMaxDataSize) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ring data area of %u bytes exceeds the %u-byte limit",
+                        size - protocol::kPageSize, kMaxDataSize));
   }
   if (reinterpret_cast<uintptr_t>(ring_memory.data()) % 8 != 0) {
     return absl::InvalidArgumentError("ring memory is not 8-byte aligned");
@@ -70,7 +71,7 @@ absl::Status ValidateRingMemory(absl::Span<const uint8_t> ring_memory) {
 
 absl::Status InitializeRing(absl::Span<uint8_t> ring_memory) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
-  std::memset(ring_memory.data(), 0, kPageSize);
+  std::memset(ring_memory.data(), 0, protocol::kPageSize);
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
   Field(control->feature_bits).store(kRingFeaturePendingSendSize, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -92,13 +93,13 @@ OutgoingRing::OutgoingRing(RingControlPage* control, uint8_t* data, uint32_t dat
 absl::StatusOr<OutgoingRing> OutgoingRing::Attach(absl::Span<uint8_t> ring_memory) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
-  const auto data_size = static_cast<uint32_t>(ring_memory.size() - kPageSize);
+  const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
   // Nobody writes write_index but us; read_index with acquire as in [W2].
   const uint32_t write = Field(control->write_index).load(std::memory_order_relaxed);
   const uint32_t read = Field(control->read_index).load(std::memory_order_acquire);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
   if (absl::Status s = CheckIndex("read_index", read, data_size); !s.ok()) return s;
-  return OutgoingRing(control, ring_memory.data() + kPageSize, data_size, write, read);
+  return OutgoingRing(control, ring_memory.data() + protocol::kPageSize, data_size, write, read);
 }
 
 absl::Status OutgoingRing::Fail(absl::Status status) {
@@ -318,13 +319,14 @@ absl::StatusOr<IncomingRing> IncomingRing::Attach(absl::Span<uint8_t> ring_memor
                                                   absl::Span<uint8_t> scratch) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
-  const auto data_size = static_cast<uint32_t>(ring_memory.size() - kPageSize);
+  const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
   // [R1] acquire, as in RefreshWriteIndex. read_index is ours.
   const uint32_t write = Field(control->write_index).load(std::memory_order_acquire);
   const uint32_t read = Field(control->read_index).load(std::memory_order_relaxed);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
   if (absl::Status s = CheckIndex("read_index", read, data_size); !s.ok()) return s;
-  return IncomingRing(control, ring_memory.data() + kPageSize, data_size, write, read, scratch);
+  return IncomingRing(control, ring_memory.data() + protocol::kPageSize, data_size, write, read,
+                      scratch);
 }
 
 absl::Status IncomingRing::Fail(absl::Status status) {
@@ -505,13 +507,14 @@ absl::StatusOr<GpaRangeView> GpaDirectView::ReadRange(uint32_t index, size_t* po
     return absl::DataLossError(
         absl::StrFormat("GPA-direct range %u of %u: byte_count is 0", index, range_count_));
   }
-  if (header.byte_offset >= kPageSize) {
+  if (header.byte_offset >= protocol::kPageSize) {
     return absl::DataLossError(
         absl::StrFormat("GPA-direct range %u of %u: byte_offset %u is not inside the first page",
                         index, range_count_, header.byte_offset));
   }
   const uint64_t pages =
-      (uint64_t{header.byte_count} + header.byte_offset + kPageSize - 1) / kPageSize;
+      (uint64_t{header.byte_count} + header.byte_offset + protocol::kPageSize - 1) /
+      protocol::kPageSize;
   const size_t rest = size - *pos - sizeof(GpaRangeHeader);
   if (pages > rest / 8) {
     return absl::DataLossError(absl::StrFormat(
@@ -594,12 +597,13 @@ absl::StatusOr<size_t> EncodeGpaDirectSubHeader(absl::Span<const GpaRangeSpec> r
                                                 absl::Span<uint8_t> out) {
   for (size_t i = 0; i < ranges.size(); ++i) {
     const GpaRangeSpec& r = ranges[i];
-    if (r.byte_count == 0 || r.byte_offset >= kPageSize) {
+    if (r.byte_count == 0 || r.byte_offset >= protocol::kPageSize) {
       return absl::InvalidArgumentError(
           absl::StrFormat("GPA range %u: byte_count %u must be > 0 and byte_offset %u < 4096", i,
                           r.byte_count, r.byte_offset));
     }
-    const uint64_t pages = (uint64_t{r.byte_count} + r.byte_offset + kPageSize - 1) / kPageSize;
+    const uint64_t pages =
+        (uint64_t{r.byte_count} + r.byte_offset + protocol::kPageSize - 1) / protocol::kPageSize;
     if (r.pfns.size() != pages) {
       return absl::InvalidArgumentError(
           absl::StrFormat("GPA range %u: %u bytes at offset %u span %u pages but %u PFNs given", i,

@@ -68,7 +68,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "core/page_size.h"
+#include "core/protocol.h"
 
 namespace vbus {
 
@@ -88,9 +88,9 @@ struct RingControlPage {
   uint32_t pending_send_sz;  // @12: writer waits for more than this many free bytes (0 = none)
   uint8_t reserved1[48];     // @16
   uint32_t feature_bits;     // @64: bit 0 = the reader honours pending_send_sz
-  uint8_t reserved2[kPageSize - 68];
+  uint8_t reserved2[protocol::kPageSize - 68];
 };
-static_assert(sizeof(RingControlPage) == kPageSize);
+static_assert(sizeof(RingControlPage) == protocol::kPageSize);
 static_assert(offsetof(RingControlPage, write_index) == 0);
 static_assert(offsetof(RingControlPage, read_index) == 4);
 static_assert(offsetof(RingControlPage, interrupt_mask) == 8);

@@ -20,8 +20,8 @@ using ::testing::HasSubstr;
 // Page-aligned ring memory; the data area starts poisoned so tests notice stray reads.
 class RingMemory {
  public:
-  explicit RingMemory(size_t data_pages) : size_((data_pages + 1) * kPageSize) {
-    memory_ = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, size_));
+  explicit RingMemory(size_t data_pages) : size_((data_pages + 1) * protocol::kPageSize) {
+    memory_ = static_cast<uint8_t*>(std::aligned_alloc(protocol::kPageSize, size_));
     std::memset(memory_, 0xEE, size_);
   }
   ~RingMemory() { std::free(memory_); }
@@ -30,8 +30,8 @@ class RingMemory {
 
   absl::Span<uint8_t> span() { return {memory_, size_}; }
   RingControlPage* control() { return reinterpret_cast<RingControlPage*>(memory_); }
-  uint8_t* data() { return memory_ + kPageSize; }
-  size_t data_size() const { return size_ - kPageSize; }
+  uint8_t* data() { return memory_ + protocol::kPageSize; }
+  size_t data_size() const { return size_ - protocol::kPageSize; }
 
  private:
   size_t size_;
@@ -111,15 +111,15 @@ class RingTest : public ::testing::Test {
 TEST(RingMemoryTest, ValidateRejectsBadShapes) {
   RingMemory memory(2);
   EXPECT_TRUE(ValidateRingMemory(memory.span()).ok());
-  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(0, kPageSize)).code(),
+  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(0, protocol::kPageSize)).code(),
             absl::StatusCode::kInvalidArgument);  // control page only
-  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(0, 2 * kPageSize - 8)).code(),
+  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(0, 2 * protocol::kPageSize - 8)).code(),
             absl::StatusCode::kInvalidArgument);  // not whole pages
-  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(4, 2 * kPageSize)).code(),
+  EXPECT_EQ(ValidateRingMemory(memory.span().subspan(4, 2 * protocol::kPageSize)).code(),
             absl::StatusCode::kInvalidArgument);  // misaligned
   EXPECT_EQ(OutgoingRing::Attach(memory.span().subspan(0, 100)).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(IncomingRing::Attach(memory.span().subspan(4, 2 * kPageSize)).status().code(),
+  EXPECT_EQ(IncomingRing::Attach(memory.span().subspan(4, 2 * protocol::kPageSize)).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

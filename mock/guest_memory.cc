@@ -37,11 +37,12 @@ long FutexWait(uint32_t* word, uint32_t expected, const timespec* timeout) {
 long FutexWake(uint32_t* word) { return syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, 0); }
 
 absl::Status CheckSize(uint64_t size_bytes, const MemoryLayout& layout) {
-  if (size_bytes == 0 || size_bytes % kPageSize != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "guest memory size ", size_bytes, " bytes is not a positive multiple of ", kPageSize));
+  if (size_bytes == 0 || size_bytes % protocol::kPageSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("guest memory size ", size_bytes,
+                                                   " bytes is not a positive multiple of ",
+                                                   protocol::kPageSize));
   }
-  return ValidateLayout(layout, size_bytes / kPageSize);
+  return ValidateLayout(layout, size_bytes / protocol::kPageSize);
 }
 
 }  // namespace
@@ -231,7 +232,7 @@ absl::StatusOr<uint8_t*> GuestMemory::Translate(uint64_t pfn) const {
     return absl::OutOfRangeError(
         absl::StrCat("PFN ", pfn, " is outside guest memory of ", page_count(), " pages"));
   }
-  return base_ + pfn * kPageSize;
+  return base_ + pfn * protocol::kPageSize;
 }
 
 absl::StatusOr<uint64_t> GuestMemory::PfnOf(const void* address) const {
@@ -240,7 +241,7 @@ absl::StatusOr<uint64_t> GuestMemory::PfnOf(const void* address) const {
   if (p < base || p - base >= size_bytes_) {
     return absl::OutOfRangeError("address is outside the guest memory mapping");
   }
-  return (p - base) / kPageSize;
+  return (p - base) / protocol::kPageSize;
 }
 
 absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns) const {
@@ -253,8 +254,8 @@ absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns
     }
     if (i > 0 && pfns[i] != pfns[i - 1] + 1) consecutive = false;
   }
-  const size_t size = pfns.size() * kPageSize;
-  if (consecutive) return MappedPages(base_ + pfns[0] * kPageSize, size, /*owned=*/false);
+  const size_t size = pfns.size() * protocol::kPageSize;
+  if (consecutive) return MappedPages(base_ + pfns[0] * protocol::kPageSize, size, /*owned=*/false);
 
   // Reserve the whole range, then map each run of consecutive PFNs over it with MAP_FIXED.
   void* region = mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -264,9 +265,10 @@ absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns
   while (i < pfns.size()) {
     size_t run = 1;
     while (i + run < pfns.size() && pfns[i + run] == pfns[i] + run) ++run;
-    void* want = view.data() + i * kPageSize;
-    void* got = mmap(want, run * kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
-                     static_cast<off_t>(pfns[i] * kPageSize));
+    void* want = view.data() + i * protocol::kPageSize;
+    void* got =
+        mmap(want, run * protocol::kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd_,
+             static_cast<off_t>(pfns[i] * protocol::kPageSize));
     if (got == MAP_FAILED) {
       return ErrnoStatus(errno, absl::StrCat("map PFN ", pfns[i], " into a GPADL view"));
     }

@@ -40,7 +40,7 @@
 //   *attach.mutable_layout() = LayoutToProto((*mem)->layout());
 //   ...
 //   absl::StatusOr<EventPage> host_events =                  // core/event_page.h
-//       EventPage::Attach(absl::MakeSpan((*mem)->HostEventPage(), kPageSize));
+//       EventPage::Attach(absl::MakeSpan((*mem)->HostEventPage(), protocol::kPageSize));
 //   absl::StatusOr<bool> was_clear = host_events->Set(relid);
 //   if (was_clear.ok() && *was_clear) (*mem)->Ring(Doorbell::kHost);
 //
@@ -67,11 +67,11 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "core/protocol.h"
 #include "proto/mock_host.pb.h"
 
 namespace vbus::mock {
 
-inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint32_t kLayoutRevision = 1;
 
 // MemoryLayout
@@ -121,12 +121,12 @@ struct DoorbellWords {
 struct DoorbellPage {
   DoorbellWords guest;  // rung by the host, waited on by the guest
   DoorbellWords host;   // rung by the guest, waited on by the host
-  uint8_t reserved[kPageSize - 2 * sizeof(DoorbellWords)];
+  uint8_t reserved[protocol::kPageSize - 2 * sizeof(DoorbellWords)];
 };
 static_assert(sizeof(DoorbellWords) == 64);
 static_assert(offsetof(DoorbellWords, value) == 0);
 static_assert(offsetof(DoorbellWords, waiters) == 4);
-static_assert(sizeof(DoorbellPage) == kPageSize);
+static_assert(sizeof(DoorbellPage) == protocol::kPageSize);
 static_assert(offsetof(DoorbellPage, guest) == 0);
 static_assert(offsetof(DoorbellPage, host) == 64);
 
@@ -157,7 +157,7 @@ static_assert(offsetof(MonitorPage, trigger_group) == 0x008);
 static_assert(offsetof(MonitorPage, next_checktime) == 0x040);
 static_assert(offsetof(MonitorPage, latency) == 0x240);
 static_assert(offsetof(MonitorPage, parameter) == 0x440);
-static_assert(sizeof(MonitorPage) == kPageSize);
+static_assert(sizeof(MonitorPage) == protocol::kPageSize);
 
 inline constexpr uint32_t kMonitorIdCount = 128;
 
@@ -184,7 +184,7 @@ class MappedPages {
 
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
-  size_t page_count() const { return size_ / kPageSize; }
+  size_t page_count() const { return size_ / protocol::kPageSize; }
   absl::Span<uint8_t> span() const { return absl::Span<uint8_t>(data_, size_); }
   // Whether this view owns a separate mapping (the PFNs were not consecutive).
   bool owns_mapping() const { return owned_; }
@@ -230,7 +230,7 @@ class GuestMemory {
 
   const std::string& path() const { return path_; }
   uint64_t size_bytes() const { return size_bytes_; }
-  uint64_t page_count() const { return size_bytes_ / kPageSize; }
+  uint64_t page_count() const { return size_bytes_ / protocol::kPageSize; }
   const MemoryLayout& layout() const { return layout_; }
   // Whether the file cannot shrink (a sealed memfd); see the trust note above.
   bool sealed() const { return sealed_; }
@@ -257,7 +257,7 @@ class GuestMemory {
   // the mmap errno's status.
   absl::StatusOr<MappedPages> MapPfns(absl::Span<const uint64_t> pfns) const;
 
-  // The special pages (each kPageSize bytes).
+  // The special pages (each protocol::kPageSize bytes).
   uint8_t* GuestEventPage() const { return Page(layout_.guest_event_page_pfn); }
   uint8_t* HostEventPage() const { return Page(layout_.host_event_page_pfn); }
   DoorbellPage* Doorbells() const {
@@ -311,7 +311,7 @@ class GuestMemory {
         sealed_(sealed) {}
 
   // Only for the special pages, which ValidateLayout placed inside the file.
-  uint8_t* Page(uint64_t pfn) const { return base_ + pfn * kPageSize; }
+  uint8_t* Page(uint64_t pfn) const { return base_ + pfn * protocol::kPageSize; }
   DoorbellWords* Words(Doorbell doorbell) const {
     return doorbell == Doorbell::kGuest ? &Doorbells()->guest : &Doorbells()->host;
   }

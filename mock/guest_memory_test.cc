@@ -21,7 +21,7 @@
 namespace vbus::mock {
 namespace {
 
-constexpr uint64_t kSize = 64 * kPageSize;
+constexpr uint64_t kSize = 64 * protocol::kPageSize;
 
 std::string TempPath(const std::string& leaf) {
   const char* dir = std::getenv("TEST_TMPDIR");
@@ -92,7 +92,7 @@ TEST(GuestMemoryTest, MemfdIsSealedAndSharedWithOpen) {
   // A sealed file cannot shrink underneath the host.
   const int fd = open((*guest)->path().c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
-  EXPECT_NE(ftruncate(fd, kPageSize), 0);
+  EXPECT_NE(ftruncate(fd, protocol::kPageSize), 0);
   EXPECT_EQ(errno, EPERM);
   close(fd);
 }
@@ -116,9 +116,9 @@ TEST(GuestMemoryTest, NamedFileIsExclusiveAndUnlinked) {
 TEST(GuestMemoryTest, CreateRejectsBadSizes) {
   EXPECT_EQ(GuestMemory::Create("", 0).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GuestMemory::Create("", kSize + 1).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(GuestMemory::Create("", 5 * kPageSize).status().code(),
+  EXPECT_EQ(GuestMemory::Create("", 5 * protocol::kPageSize).status().code(),
             absl::StatusCode::kInvalidArgument);  // no data page
-  EXPECT_TRUE(GuestMemory::Create("", 6 * kPageSize).ok());
+  EXPECT_TRUE(GuestMemory::Create("", 6 * protocol::kPageSize).ok());
 }
 
 TEST(GuestMemoryTest, OpenChecksTheFile) {
@@ -175,7 +175,7 @@ TEST(GuestMemoryTest, MapPfnsConsecutiveIsAWindow) {
   ASSERT_TRUE(view.ok()) << view.status();
   EXPECT_FALSE(view->owns_mapping());
   EXPECT_EQ(view->data(), *(*mem)->Translate(10));
-  EXPECT_EQ(view->size(), 3 * kPageSize);
+  EXPECT_EQ(view->size(), 3 * protocol::kPageSize);
 }
 
 TEST(GuestMemoryTest, MapPfnsScatteredIsContiguousView) {
@@ -189,10 +189,10 @@ TEST(GuestMemoryTest, MapPfnsScatteredIsContiguousView) {
   for (size_t i = 0; i < pfns.size(); ++i) {
     uint8_t* page = *(*mem)->Translate(pfns[i]);
     page[0] = static_cast<uint8_t>(i + 1);
-    view->data()[i * kPageSize + 4095] = static_cast<uint8_t>(0x80 + i);
+    view->data()[i * protocol::kPageSize + 4095] = static_cast<uint8_t>(0x80 + i);
   }
   for (size_t i = 0; i < pfns.size(); ++i) {
-    EXPECT_EQ(view->data()[i * kPageSize], i + 1) << i;
+    EXPECT_EQ(view->data()[i * protocol::kPageSize], i + 1) << i;
     EXPECT_EQ((*(*mem)->Translate(pfns[i]))[4095], 0x80 + i) << i;
   }
   // Moving keeps one owner.

@@ -10,9 +10,10 @@
 namespace vbus::testing {
 
 FakeBackend::FakeBackend(size_t data_pages, ContactInfo contact) : contact_(contact) {
-  memory_ = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, (1 + data_pages) * kPageSize));
-  std::memset(memory_, 0, kPageSize);
-  pool_ = std::make_unique<PagePool>(memory_ + kPageSize, kFirstDataPfn, data_pages);
+  memory_ = static_cast<uint8_t*>(
+      std::aligned_alloc(protocol::kPageSize, (1 + data_pages) * protocol::kPageSize));
+  std::memset(memory_, 0, protocol::kPageSize);
+  pool_ = std::make_unique<PagePool>(memory_ + protocol::kPageSize, kFirstDataPfn, data_pages);
 }
 
 FakeBackend::~FakeBackend() {

@@ -492,8 +492,8 @@ ContactInfo MockBackend::contact_info() const {
   ContactInfo contact;
   contact.target_vcpu = 0;
   contact.message_sint = 2;
-  contact.monitor_page1_gpa = memory_->layout().monitor_page1_pfn * kPageSize;
-  contact.monitor_page2_gpa = memory_->layout().monitor_page2_pfn * kPageSize;
+  contact.monitor_page1_gpa = memory_->layout().monitor_page1_pfn * protocol::kPageSize;
+  contact.monitor_page2_gpa = memory_->layout().monitor_page2_pfn * protocol::kPageSize;
   return contact;
 }
 

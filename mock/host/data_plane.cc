@@ -148,10 +148,10 @@ absl::StatusOr<std::unique_ptr<GuestDataPlane>> GuestDataPlane::Create(
     std::string guest_id, std::unique_ptr<GuestMemory> memory, const DeviceRegistry* devices,
     DataPlaneHooks hooks) {
   absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan(memory->GuestEventPage(), kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory->GuestEventPage(), protocol::kPageSize));
   if (!guest_events.ok()) return guest_events.status();
   absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan(memory->HostEventPage(), kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory->HostEventPage(), protocol::kPageSize));
   if (!host_events.ok()) return host_events.status();
   return std::unique_ptr<GuestDataPlane>(new GuestDataPlane(std::move(guest_id), std::move(memory),
                                                             devices, std::move(hooks),
@@ -201,7 +201,7 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
   }
   auto c = std::make_unique<HostChannel>(this, relid, monitor_id, std::move(*outbound),
                                          std::move(*inbound));
-  c->scratch_.resize(std::min(c->outbound_pages_.size() - kPageSize, kMaxPacketLength));
+  c->scratch_.resize(std::min(c->outbound_pages_.size() - protocol::kPageSize, kMaxPacketLength));
   {
     absl::StatusOr<IncomingRing> in =
         IncomingRing::Attach(c->outbound_pages_.span(), absl::MakeSpan(c->scratch_));
@@ -261,7 +261,7 @@ absl::StatusOr<ChannelCounters> GuestDataPlane::UnmapChannel(uint32_t relid) {
 
 size_t GuestDataPlane::ProcessEvents() {
   std::shared_lock<std::shared_mutex> lock(channels_mu_);
-  std::bitset<kMaxRelids> seen;
+  std::bitset<protocol::kRelidCount> seen;
   std::vector<uint32_t> relids;
   host_events_.Scan([&](uint32_t relid) {
     if (!seen.test(relid)) {

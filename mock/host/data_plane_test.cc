@@ -23,7 +23,7 @@ using ::testing::HasSubstr;
 using testing::ReceivedPacket;
 using ::testing::SizeIs;
 
-constexpr uint64_t kMemoryBytes = 256 * kPageSize;
+constexpr uint64_t kMemoryBytes = 256 * protocol::kPageSize;
 
 std::vector<uint8_t> Bytes(const std::string& s) {
   return std::vector<uint8_t>(s.begin(), s.end());
@@ -300,7 +300,7 @@ TEST_F(DataPlaneTest, CorruptRingFailsOnlyThatChannel) {
 
 TEST_F(DataPlaneTest, SpuriousEventBitsAreCounted) {
   absl::StatusOr<EventPage> host_page =
-      EventPage::Attach(absl::MakeSpan(guest_memory_->HostEventPage(), kPageSize));
+      EventPage::Attach(absl::MakeSpan(guest_memory_->HostEventPage(), protocol::kPageSize));
   ASSERT_TRUE(host_page.ok());
   ASSERT_TRUE(host_page->Set(12).ok());
   ASSERT_TRUE(host_page->Set(2047).ok());

@@ -183,12 +183,13 @@ absl::StatusOr<std::string> HostEngine::Attach(const v1::Attach& attach, absl::T
     }
   }
   const uint64_t size = attach.memory_size_bytes();
-  if (size == 0 || size % kPageSize != 0) {
+  if (size == 0 || size % protocol::kPageSize != 0) {
     return absl::InvalidArgumentError(absl::StrCat("attach: memory_size_bytes ", size,
-                                                   " is not a positive multiple of ", kPageSize));
+                                                   " is not a positive multiple of ",
+                                                   protocol::kPageSize));
   }
   const MemoryLayout layout = LayoutFromProto(attach.layout());
-  if (absl::Status s = ValidateLayout(layout, size / kPageSize); !s.ok()) {
+  if (absl::Status s = ValidateLayout(layout, size / protocol::kPageSize); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("attach: ", s.message()));
   }
 
@@ -198,7 +199,7 @@ absl::StatusOr<std::string> HostEngine::Attach(const v1::Attach& attach, absl::T
   guest->name = attach.guest_name();
   guest->attach = attach;
   guest->layout = layout;
-  guest->page_count = size / kPageSize;
+  guest->page_count = size / protocol::kPageSize;
   guest->attached_at = now;
   Guest& g = *guest;
   guests_.emplace(g.number, std::move(guest));

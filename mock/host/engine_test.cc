@@ -74,7 +74,7 @@ TEST(EngineAttachTest, AttachAnswersAndAnnounces) {
   ASSERT_THAT(list.guests(), SizeIs(1));
   EXPECT_EQ(list.guests(0).guest_name(), "vm");
   EXPECT_EQ(list.guests(0).state(), v1::GUEST_STATE_ATTACHED);
-  EXPECT_EQ(list.guests(0).memory_size_bytes(), 256 * kPageSize);
+  EXPECT_EQ(list.guests(0).memory_size_bytes(), 256 * protocol::kPageSize);
 }
 
 TEST(EngineAttachTest, RejectsBadAttach) {
@@ -83,17 +83,17 @@ TEST(EngineAttachTest, RejectsBadAttach) {
   Actions out;
   v1::Attach a;
   a.set_guest_name("vm");
-  a.set_memory_size_bytes(64 * kPageSize);
+  a.set_memory_size_bytes(64 * protocol::kPageSize);
   *a.mutable_layout() = LayoutToProto(MemoryLayout{});
   EXPECT_EQ(h.engine().Attach(a, h.now(), &out).status().code(), absl::StatusCode::kAlreadyExists);
   a.set_guest_name("");
   EXPECT_EQ(h.engine().Attach(a, h.now(), &out).status().code(),
             absl::StatusCode::kInvalidArgument);
   a.set_guest_name("other");
-  a.set_memory_size_bytes(64 * kPageSize + 1);
+  a.set_memory_size_bytes(64 * protocol::kPageSize + 1);
   EXPECT_EQ(h.engine().Attach(a, h.now(), &out).status().code(),
             absl::StatusCode::kInvalidArgument);
-  a.set_memory_size_bytes(64 * kPageSize);
+  a.set_memory_size_bytes(64 * protocol::kPageSize);
   a.mutable_layout()->set_revision(7);
   EXPECT_EQ(h.engine().Attach(a, h.now(), &out).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -437,7 +437,7 @@ TEST_F(EngineChannelTest, GpadlOverlapAndDuplicatesAreRefused) {
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, 0, {30}))), kStatusUnsuccessful);
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl + 2, {}))), kStatusUnsuccessful);
   v1::ControlMessage m = testing::GpadlCreateMsg(2, kGpadl + 3, {30, 31});
-  m.mutable_gpadl_create()->set_byte_count(3 * kPageSize);
+  m.mutable_gpadl_create()->set_byte_count(3 * protocol::kPageSize);
   EXPECT_EQ(GpadlStatus(g_.Send(m)), kStatusUnsuccessful);
   // Unknown relid.
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(99, kGpadl + 4, {40}))),
@@ -522,7 +522,7 @@ TEST_F(EngineChannelTest, OpenWithABadGpadlIsRefused) {
   // A GPADL that does not start on a page boundary.
   v1::ControlMessage m = testing::GpadlCreateMsg(1, kGpadl + 1, {30, 31, 32, 33});
   m.mutable_gpadl_create()->set_byte_offset(8);
-  m.mutable_gpadl_create()->set_byte_count(4 * kPageSize - 8);
+  m.mutable_gpadl_create()->set_byte_count(4 * protocol::kPageSize - 8);
   ASSERT_EQ(GpadlStatus(g_.Send(m)), 0u);
   EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl + 1, 2))), kStatusUnsuccessful);
   // Device bytes over 120.
@@ -886,7 +886,7 @@ TEST(EngineBatchTest, AttachedSaysTheHostAcceptsBatches) {
   v1::Attach attach;
   attach.set_guest_name("vm");
   attach.set_memory_path("/dev/shm/vm");
-  attach.set_memory_size_bytes(256 * kPageSize);
+  attach.set_memory_size_bytes(256 * protocol::kPageSize);
   *attach.mutable_layout() = LayoutToProto(MemoryLayout{});
   Actions out;
   ASSERT_TRUE(h.engine().Attach(attach, h.now(), &out).ok());

@@ -15,12 +15,13 @@ absl::Status GpadlTable::Add(Gpadl gpadl, const MemoryLayout& layout, uint64_t p
   }
   const uint64_t pages = gpadl.pfns.size();
   if (pages == 0) return absl::InvalidArgumentError(absl::StrCat(name, " lists no pages"));
-  if (gpadl.byte_offset >= kPageSize) {
+  if (gpadl.byte_offset >= protocol::kPageSize) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": byte_offset ", gpadl.byte_offset, " is not inside the first page"));
   }
   const uint64_t end = uint64_t{gpadl.byte_offset} + gpadl.byte_count;
-  if (gpadl.byte_count == 0 || end > pages * kPageSize || end <= (pages - 1) * kPageSize) {
+  if (gpadl.byte_count == 0 || end > pages * protocol::kPageSize ||
+      end <= (pages - 1) * protocol::kPageSize) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": byte range (offset ", gpadl.byte_offset, ", count ", gpadl.byte_count,
                      ") does not cover exactly its ", pages, " pages"));

@@ -13,7 +13,7 @@ Gpadl Make(uint32_t handle, uint32_t relid, std::vector<uint64_t> pfns) {
   Gpadl g;
   g.handle = handle;
   g.relid = relid;
-  g.byte_count = static_cast<uint32_t>(pfns.size() * kPageSize);
+  g.byte_count = static_cast<uint32_t>(pfns.size() * protocol::kPageSize);
   g.pfns = std::move(pfns);
   return g;
 }
@@ -46,13 +46,13 @@ TEST(GpadlTableTest, RejectsBadGpadlsAndLeavesTheTableUnchanged) {
   EXPECT_EQ(overlap.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_NE(overlap.message().find("GPADL 0x1"), std::string::npos) << overlap;
   Gpadl range = Make(2, 7, {30, 31});
-  range.byte_count = kPageSize;  // covers only the first of two pages
+  range.byte_count = protocol::kPageSize;  // covers only the first of two pages
   EXPECT_EQ(t.Add(range, {}, kPages).code(), absl::StatusCode::kInvalidArgument);
   range.byte_offset = 100;
-  range.byte_count = 2 * kPageSize - 100;  // offset + count = exactly two pages: fine
+  range.byte_count = 2 * protocol::kPageSize - 100;  // offset + count = exactly two pages: fine
   EXPECT_TRUE(t.Add(range, {}, kPages).ok());
   Gpadl offset = Make(3, 7, {40});
-  offset.byte_offset = kPageSize;
+  offset.byte_offset = protocol::kPageSize;
   EXPECT_EQ(t.Add(offset, {}, kPages).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(t.size(), 2u);
   EXPECT_EQ(t.page_count(), 4u);

@@ -107,7 +107,7 @@ ScriptedGuest::ScriptedGuest(EngineHarness& harness, const std::string& name, ui
   v1::Attach attach;
   attach.set_guest_name(name);
   attach.set_memory_path("/dev/shm/scripted-" + name);
-  attach.set_memory_size_bytes(pages * kPageSize);
+  attach.set_memory_size_bytes(pages * protocol::kPageSize);
   *attach.mutable_layout() = LayoutToProto(MemoryLayout{});
   Actions out;
   absl::StatusOr<std::string> id = harness_.engine().Attach(attach, harness_.now(), &out);
@@ -201,7 +201,7 @@ v1::ControlMessage GpadlCreateMsg(uint32_t relid, uint32_t handle,
   v1::GpadlCreate* g = m.mutable_gpadl_create();
   g->set_child_relid(relid);
   g->set_gpadl(handle);
-  g->set_byte_count(static_cast<uint32_t>(pfns.size() * kPageSize));
+  g->set_byte_count(static_cast<uint32_t>(pfns.size() * protocol::kPageSize));
   g->set_byte_offset(0);
   for (uint64_t pfn : pfns) g->add_pfns(pfn);
   return m;

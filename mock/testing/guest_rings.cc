@@ -27,22 +27,22 @@ absl::StatusOr<std::unique_ptr<GuestRings>> GuestRings::Create(const GuestMemory
   absl::StatusOr<MappedPages> view = memory.MapPfns(pfns);
   if (!view.ok()) return view.status();
   absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan(memory.GuestEventPage(), kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory.GuestEventPage(), protocol::kPageSize));
   if (!guest_events.ok()) return guest_events.status();
   absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan(memory.HostEventPage(), kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory.HostEventPage(), protocol::kPageSize));
   if (!host_events.ok()) return host_events.status();
   auto rings =
       std::unique_ptr<GuestRings>(new GuestRings(memory, relid, std::move(pfns), outbound_pages,
                                                  std::move(*view), *guest_events, *host_events));
   absl::Span<uint8_t> all = rings->view_.span();
-  absl::Span<uint8_t> outbound = all.subspan(0, size_t{outbound_pages} * kPageSize);
-  absl::Span<uint8_t> inbound = all.subspan(size_t{outbound_pages} * kPageSize);
+  absl::Span<uint8_t> outbound = all.subspan(0, size_t{outbound_pages} * protocol::kPageSize);
+  absl::Span<uint8_t> inbound = all.subspan(size_t{outbound_pages} * protocol::kPageSize);
   if (absl::Status s = InitializeRing(outbound); !s.ok()) return s;
   if (absl::Status s = InitializeRing(inbound); !s.ok()) return s;
   absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(outbound);
   if (!out.ok()) return out.status();
-  rings->scratch_.resize(std::min(inbound.size() - kPageSize, kMaxPacketLength));
+  rings->scratch_.resize(std::min(inbound.size() - protocol::kPageSize, kMaxPacketLength));
   absl::StatusOr<IncomingRing> in = IncomingRing::Attach(inbound, absl::MakeSpan(rings->scratch_));
   if (!in.ok()) return in.status();
   {
@@ -143,7 +143,8 @@ RingControlPage* GuestRings::outbound_control() const {
 }
 
 RingControlPage* GuestRings::inbound_control() const {
-  return reinterpret_cast<RingControlPage*>(view_.data() + size_t{outbound_pages_} * kPageSize);
+  return reinterpret_cast<RingControlPage*>(view_.data() +
+                                            size_t{outbound_pages_} * protocol::kPageSize);
 }
 
 }  // namespace vbus::mock::testing

@@ -141,9 +141,9 @@ absl::StatusOr<std::vector<v1::Offer>> RawGuestClient::Connect(uint32_t version,
   contact.mutable_initiate_contact()->set_version_requested(version);
   contact.mutable_initiate_contact()->set_message_sint(2);
   contact.mutable_initiate_contact()->set_monitor_page1(memory_->layout().monitor_page1_pfn *
-                                                        kPageSize);
+                                                        protocol::kPageSize);
   contact.mutable_initiate_contact()->set_monitor_page2(memory_->layout().monitor_page2_pfn *
-                                                        kPageSize);
+                                                        protocol::kPageSize);
   if (absl::Status s = Send(contact); !s.ok()) return s;
   absl::StatusOr<v1::ControlMessage> answer = ReceiveControl(deadline);
   if (!answer.ok()) return answer.status();
@@ -181,7 +181,7 @@ absl::StatusOr<std::unique_ptr<GuestRings>> RawGuestClient::OpenChannel(uint32_t
   v1::GpadlCreate* g = create.mutable_gpadl_create();
   g->set_child_relid(relid);
   g->set_gpadl(gpadl);
-  g->set_byte_count(static_cast<uint32_t>(pfns->size() * kPageSize));
+  g->set_byte_count(static_cast<uint32_t>(pfns->size() * protocol::kPageSize));
   for (uint64_t pfn : *pfns) g->add_pfns(pfn);
   if (absl::Status s = Send(create); !s.ok()) return s;
   absl::StatusOr<v1::ControlMessage> created = ReceiveControl(deadline);

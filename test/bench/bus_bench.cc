@@ -370,8 +370,8 @@ class ScopedPin {
 };
 
 struct alignas(4096) RingMemory {
-  explicit RingMemory(size_t pages) : bytes(pages * kPageSize) {
-    data = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, bytes));
+  explicit RingMemory(size_t pages) : bytes(pages * protocol::kPageSize) {
+    data = static_cast<uint8_t*>(std::aligned_alloc(protocol::kPageSize, bytes));
     std::memset(data, 0, bytes);
   }
   ~RingMemory() { std::free(data); }

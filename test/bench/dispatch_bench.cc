@@ -38,14 +38,14 @@ class CountingTarget : public EventTarget {
 
 // Shared by all benchmark threads: targets for every relid, published in both structures.
 struct World {
-  World() : targets(kMaxRelids) {
-    for (uint32_t relid = 1; relid < kMaxRelids; ++relid) {
+  World() : targets(protocol::kRelidCount) {
+    for (uint32_t relid = 1; relid < protocol::kRelidCount; ++relid) {
       if (!table.Publish(relid, &targets[relid]).ok()) std::abort();
       map[relid] = &targets[relid];
     }
   }
   ~World() {
-    for (uint32_t relid = 1; relid < kMaxRelids; ++relid) {
+    for (uint32_t relid = 1; relid < protocol::kRelidCount; ++relid) {
       if (!table.Retire(relid, absl::InfinitePast()).ok()) std::abort();
     }
   }
@@ -63,11 +63,11 @@ World& GetWorld() {
 // The relids set per iteration: n bits spread evenly over the page.
 std::vector<uint32_t> Relids(int n) {
   std::vector<uint32_t> relids;
-  if (n >= static_cast<int>(kMaxRelids) - 1) {
-    for (uint32_t r = 1; r < kMaxRelids; ++r) relids.push_back(r);
+  if (n >= static_cast<int>(protocol::kRelidCount) - 1) {
+    for (uint32_t r = 1; r < protocol::kRelidCount; ++r) relids.push_back(r);
     return relids;
   }
-  const uint32_t stride = kMaxRelids / static_cast<uint32_t>(n);
+  const uint32_t stride = protocol::kRelidCount / static_cast<uint32_t>(n);
   for (int i = 0; i < n; ++i) relids.push_back(1 + static_cast<uint32_t>(i) * stride);
   return relids;
 }

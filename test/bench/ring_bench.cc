@@ -78,8 +78,8 @@ size_t QueueBytes(size_t payload) { return std::max<size_t>(256 * 1024, 8 * payl
 
 struct AlignedBuffer {
   explicit AlignedBuffer(size_t size) : size(size) {
-    data = static_cast<uint8_t*>(
-        std::aligned_alloc(kPageSize, (size + kPageSize - 1) & ~(kPageSize - 1)));
+    data = static_cast<uint8_t*>(std::aligned_alloc(
+        protocol::kPageSize, (size + protocol::kPageSize - 1) & ~(protocol::kPageSize - 1)));
     std::memset(data, 0x5A, size);
   }
   ~AlignedBuffer() { std::free(data); }
@@ -106,7 +106,7 @@ inline bool Check(const uint8_t* payload, uint64_t seq) {
 
 void RunVbus(benchmark::State& state, size_t batch) {
   const size_t payload = static_cast<size_t>(state.range(0));
-  AlignedBuffer memory(kPageSize + QueueBytes(payload));
+  AlignedBuffer memory(protocol::kPageSize + QueueBytes(payload));
   if (!InitializeRing({memory.data, memory.size}).ok()) std::abort();
   std::vector<uint8_t> scratch(payload + 64);
   absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach({memory.data, memory.size});
@@ -304,7 +304,7 @@ void BM_Memcpy(benchmark::State& state) {
 
 void BM_VbusRingSameThread(benchmark::State& state) {
   const size_t payload = static_cast<size_t>(state.range(0));
-  AlignedBuffer memory(kPageSize + QueueBytes(payload));
+  AlignedBuffer memory(protocol::kPageSize + QueueBytes(payload));
   if (!InitializeRing({memory.data, memory.size}).ok()) std::abort();
   std::vector<uint8_t> scratch(payload + 64), sink(payload), source(payload, 0x42);
   absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach({memory.data, memory.size});

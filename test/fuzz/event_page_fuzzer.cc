@@ -33,15 +33,16 @@ void Run(const uint8_t* data, size_t size) {
   std::memcpy(memory, data, std::min(size, EventPage::kBytes));
   absl::StatusOr<EventPage> page = EventPage::Attach(absl::MakeSpan(memory));
   FUZZ_CHECK(page.ok());
-  std::bitset<kMaxRelids> model;
-  for (uint32_t bit = 0; bit < kMaxRelids; ++bit) model[bit] = (memory[bit / 8] >> (bit % 8)) & 1;
+  std::bitset<protocol::kRelidCount> model;
+  for (uint32_t bit = 0; bit < protocol::kRelidCount; ++bit)
+    model[bit] = (memory[bit / 8] >> (bit % 8)) & 1;
 
   // One table for the whole run (built once: publishing 409 targets per input would dominate
   // the fuzzer's time). Checks compare target counts before and after each dispatch.
   static ChannelTable* const table = new ChannelTable();
   static std::vector<CountingTarget>& targets = *[] {
-    auto* t = new std::vector<CountingTarget>(kMaxRelids);
-    for (uint32_t relid = 1; relid < kMaxRelids; ++relid) {
+    auto* t = new std::vector<CountingTarget>(protocol::kRelidCount);
+    for (uint32_t relid = 1; relid < protocol::kRelidCount; ++relid) {
       if (Published(relid)) FUZZ_CHECK(table->Publish(relid, &(*t)[relid]).ok());
     }
     return t;
@@ -51,7 +52,8 @@ void Run(const uint8_t* data, size_t size) {
     FUZZ_CHECK(dispatcher.ok());
     auto scan = [&](bool through_table) {
       std::vector<uint32_t> expected;
-      for (size_t bit = model._Find_next(0); bit < kMaxRelids; bit = model._Find_next(bit)) {
+      for (size_t bit = model._Find_next(0); bit < protocol::kRelidCount;
+           bit = model._Find_next(bit)) {
         expected.push_back(static_cast<uint32_t>(bit));
       }
       if (through_table) {
@@ -84,7 +86,7 @@ void Run(const uint8_t* data, size_t size) {
       }
       const uint32_t relid = op & 0xFFF;
       absl::StatusOr<bool> was_clear = page->Set(relid);
-      if (relid == 0 || relid >= kMaxRelids) {
+      if (relid == 0 || relid >= protocol::kRelidCount) {
         FUZZ_CHECK(was_clear.status().code() == absl::StatusCode::kInvalidArgument);
         continue;
       }

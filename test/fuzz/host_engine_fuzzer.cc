@@ -27,7 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "core/page_size.h"
+#include "core/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/engine.h"
 #include "mock/testing/engine_harness.h"
@@ -198,7 +198,7 @@ class Driver {
     v1::Attach attach;
     attach.set_guest_name(absl::StrCat("vm", next_name_++));
     attach.set_memory_path("/dev/shm/fuzz");
-    attach.set_memory_size_bytes(kGuestPages * kPageSize);
+    attach.set_memory_size_bytes(kGuestPages * protocol::kPageSize);
     *attach.mutable_layout() = mock::LayoutToProto(mock::MemoryLayout{});
     mock::Actions out;
     absl::StatusOr<std::string> id = h_.engine().Attach(attach, h_.now(), &out);

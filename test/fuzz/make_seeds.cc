@@ -34,11 +34,13 @@ void WriteFile(const std::string& dir, const std::string& name, const std::vecto
 
 // A ring being built for a seed.
 struct SeedRing {
-  explicit SeedRing(size_t pages) : memory((pages + 1) * kPageSize + kPageSize) {
+  explicit SeedRing(size_t pages)
+      : memory((pages + 1) * protocol::kPageSize + protocol::kPageSize) {
     // Page-align inside the vector.
     const auto base = reinterpret_cast<uintptr_t>(memory.data());
-    start = memory.data() + (kPageSize - base % kPageSize) % kPageSize;
-    span = absl::Span<uint8_t>(start, (pages + 1) * kPageSize);
+    start =
+        memory.data() + (protocol::kPageSize - base % protocol::kPageSize) % protocol::kPageSize;
+    span = absl::Span<uint8_t>(start, (pages + 1) * protocol::kPageSize);
     if (!InitializeRing(span).ok()) std::abort();
     out.emplace(*OutgoingRing::Attach(span));
     in.emplace(*IncomingRing::Attach(span, absl::MakeSpan(scratch)));
@@ -69,15 +71,16 @@ struct SeedRing {
     b.insert(b.end(), start + 64, start + 68);
     b.push_back(static_cast<uint8_t>(script.size()));
     b.insert(b.end(), script.begin(), script.end());
-    size_t used = span.size() - kPageSize;
-    while (used > 0 && start[kPageSize + used - 1] == 0) --used;  // trailing zeros implied
-    b.insert(b.end(), start + kPageSize, start + kPageSize + used);
+    size_t used = span.size() - protocol::kPageSize;
+    while (used > 0 && start[protocol::kPageSize + used - 1] == 0)
+      --used;  // trailing zeros implied
+    b.insert(b.end(), start + protocol::kPageSize, start + protocol::kPageSize + used);
     return b;
   }
   std::vector<uint8_t> memory;
   uint8_t* start;
   absl::Span<uint8_t> span;
-  std::vector<uint8_t> scratch = std::vector<uint8_t>(3 * kPageSize);
+  std::vector<uint8_t> scratch = std::vector<uint8_t>(3 * protocol::kPageSize);
   std::optional<OutgoingRing> out;
   std::optional<IncomingRing> in;
   uint64_t id = 0;

@@ -22,15 +22,15 @@ class Harness {
   void Run() {
     if (size_ < kScriptOffset) return;
     const uint8_t shape = input_[kShapeOffset];
-    data_size_ = ((shape & 1) + 1) * kPageSize;
-    const size_t ring_size = data_size_ + kPageSize;
+    data_size_ = ((shape & 1) + 1) * protocol::kPageSize;
+    const size_t ring_size = data_size_ + protocol::kPageSize;
     std::memset(memory_, 0, ring_size);
     std::memcpy(memory_, input_ + kControlOffset, 16);           // write, read, mask, pending
     std::memcpy(memory_ + 64, input_ + kControlOffset + 16, 4);  // feature_bits
     const size_t script_length = input_[kScriptLengthOffset];
     const size_t script_end = std::min(size_, kScriptOffset + script_length);
     if (script_end < size_) {
-      std::memcpy(memory_ + kPageSize, input_ + script_end,
+      std::memcpy(memory_ + protocol::kPageSize, input_ + script_end,
                   std::min(size_ - script_end, data_size_));
     }
     static constexpr size_t kScratchSizes[] = {0, 64, 600, 0};
@@ -94,7 +94,7 @@ class Harness {
         break;
       case kPeerDataByte: {
         const uint32_t offset = Arg16() % data_size_;
-        memory_[kPageSize + offset] = pos_ < script_size_ ? script_[pos_++] : 0;
+        memory_[protocol::kPageSize + offset] = pos_ < script_size_ ? script_[pos_++] : 0;
         break;
       }
       case kPeerPending:
@@ -147,7 +147,7 @@ class Harness {
 
   bool Inside(absl::Span<const uint8_t> s) const {
     if (s.empty()) return true;
-    const uint8_t* data = memory_ + kPageSize;
+    const uint8_t* data = memory_ + protocol::kPageSize;
     if (s.data() >= data && s.data() + s.size() <= data + data_size_) return true;
     return !scratch_.empty() && s.data() >= scratch_.data() &&
            s.data() + s.size() <= scratch_.data() + scratch_.size();
@@ -174,11 +174,12 @@ class Harness {
       uint32_t ranges = 0;
       absl::Status s = gpa->ForEachRange([&](const GpaRangeView& r) {
         ++ranges;
-        FUZZ_CHECK(r.byte_count > 0 && r.byte_offset < kPageSize);
+        FUZZ_CHECK(r.byte_count > 0 && r.byte_offset < protocol::kPageSize);
         FUZZ_CHECK(r.pfn_bytes.data() >= sub.data() &&
                    r.pfn_bytes.data() + r.pfn_bytes.size() <= sub.data() + sub.size());
         FUZZ_CHECK(r.pfn_count() ==
-                   (uint64_t{r.byte_count} + r.byte_offset + kPageSize - 1) / kPageSize);
+                   (uint64_t{r.byte_count} + r.byte_offset + protocol::kPageSize - 1) /
+                       protocol::kPageSize);
         for (size_t i = 0; i < r.pfn_count(); ++i) sink_ ^= static_cast<uint8_t>(r.pfn(i));
       });
       FUZZ_CHECK(s.ok() && ranges == gpa->range_count());
@@ -207,7 +208,7 @@ class Harness {
   size_t script_size_ = 0;
   size_t pos_ = 0;
   size_t data_size_ = 0;
-  alignas(kPageSize) uint8_t memory_[3 * kPageSize];
+  alignas(protocol::kPageSize) uint8_t memory_[3 * protocol::kPageSize];
   std::vector<uint8_t> scratch_;
   std::optional<IncomingRing> in_;
   std::optional<OutgoingRing> out_;

@@ -185,9 +185,9 @@ absl::Status World::Setup() {
   if (!base.ok()) return base.status();
   pool_.emplace(*base, layout.first_data_pfn, memory_->page_count() - layout.first_data_pfn);
   absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan(memory_->GuestEventPage(), mock::kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory_->GuestEventPage(), protocol::kPageSize));
   absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan(memory_->HostEventPage(), mock::kPageSize));
+      EventPage::Attach(absl::MakeSpan(memory_->HostEventPage(), protocol::kPageSize));
   if (!guest_events.ok()) return guest_events.status();
   if (!host_events.ok()) return host_events.status();
   guest_events_.emplace(*guest_events);
@@ -198,8 +198,8 @@ absl::Status World::Setup() {
 
   BusConfig bus_config;
   bus_config.max_version = config_.guest_max_version;
-  bus_config.monitor_page1 = layout.monitor_page1_pfn * mock::kPageSize;
-  bus_config.monitor_page2 = layout.monitor_page2_pfn * mock::kPageSize;
+  bus_config.monitor_page1 = layout.monitor_page1_pfn * protocol::kPageSize;
+  bus_config.monitor_page2 = layout.monitor_page2_pfn * protocol::kPageSize;
   bus_ = std::make_unique<BusState>(bus_config);
 
   mock::EngineOptions engine_options;

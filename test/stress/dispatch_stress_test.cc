@@ -83,7 +83,8 @@ TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
   std::atomic<uint64_t> churn_deliveries{0}, violations{0};
 
   // transitions[t][relid]: Set calls by signaller t that reported the bit was clear.
-  std::vector<std::vector<uint64_t>> transitions(kSignallers, std::vector<uint64_t>(kMaxRelids, 0));
+  std::vector<std::vector<uint64_t>> transitions(kSignallers,
+                                                 std::vector<uint64_t>(protocol::kRelidCount, 0));
   std::vector<std::vector<uint64_t>> work_by_thread(kSignallers,
                                                     std::vector<uint64_t>(kStableCount, 0));
   std::atomic<int> producers_running{kSignallers + 1};
@@ -186,7 +187,7 @@ TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
     delivered.fetch_add(last->delivered());
     spurious.fetch_add(last->spurious());
   }
-  for (uint32_t relid = 1; relid < kMaxRelids; ++relid) EXPECT_FALSE(page.IsSet(relid));
+  for (uint32_t relid = 1; relid < protocol::kRelidCount; ++relid) EXPECT_FALSE(page.IsSet(relid));
 
   uint64_t all_transitions = 0, stable_events = 0;
   for (uint32_t i = 0; i < kStableCount; ++i) {

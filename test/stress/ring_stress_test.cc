@@ -65,8 +65,8 @@ class RingStressTest : public ::testing::TestWithParam<StressConfig> {};
 
 TEST_P(RingStressTest, EveryPacketArrivesOnceInOrderIntact) {
   const StressConfig& config = GetParam();
-  const size_t ring_size = (config.data_pages + 1) * kPageSize;
-  auto* memory = static_cast<uint8_t*>(std::aligned_alloc(kPageSize, ring_size));
+  const size_t ring_size = (config.data_pages + 1) * protocol::kPageSize;
+  auto* memory = static_cast<uint8_t*>(std::aligned_alloc(protocol::kPageSize, ring_size));
   ASSERT_NE(memory, nullptr);
   const absl::Span<uint8_t> ring(memory, ring_size);
   ASSERT_TRUE(InitializeRing(ring).ok());
