@@ -21,6 +21,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/host_text.h"
 #include "mock/host/device_kinds.h"
 #include "mock/testing/raw_guest_client.h"
 
@@ -56,8 +57,8 @@ int main(int argc, char** argv) {
   if (!guest.ok()) Fail(absl::StrCat("attach: ", guest.status().ToString()));
   auto offers = (*guest)->Connect(0x00050003, deadline);
   if (!offers.ok()) Fail(absl::StrCat("connect: ", offers.status().ToString()));
-  std::printf("raw_guest: attached as %s; %zu offer(s)\n", (*guest)->guest_id().c_str(),
-              offers->size());
+  std::printf("raw_guest: attached as %s; %zu offer(s)\n",
+              vbus::HostText((*guest)->guest_id()).c_str(), offers->size());
 
   const uint32_t count = absl::GetFlag(FLAGS_packets);
   for (const vbus::v1::Offer& offer : *offers) {

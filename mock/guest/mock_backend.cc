@@ -8,32 +8,33 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "core/host_text.h"
 
 namespace vbus::mock {
 namespace {
 
+// The status a finished call reports; the host's message is host text.
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::UnavailableError(absl::StrCat(what, ": the host ended the stream"));
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
+                      absl::StrCat(what, ": ", HostText(s.error_message())));
 }
 
 }  // namespace
 
-MockBackend::MockBackend(std::unique_ptr<v1::GuestLink::StubInterface> stub,
-                         MockBackendOptions options, std::unique_ptr<GuestMemory> memory,
-                         std::unique_ptr<PagePool> pool, EventPage guest_events,
-                         EventPage host_events)
-    : stub_(std::move(stub)),
+MockBackend::MockBackend(GuestLinkOpener open, MockBackendOptions options,
+                         std::unique_ptr<GuestMemory> memory, std::unique_ptr<PagePool> pool,
+                         EventPage guest_events, EventPage host_events)
+    : open_(std::move(open)),
       options_(std::move(options)),
       memory_(std::move(memory)),
       pool_(std::move(pool)),
       guest_events_(guest_events),
       host_events_(host_events) {}
 
-absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(
-    std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options) {
-  if (stub == nullptr) return absl::InvalidArgumentError("MockBackend needs a GuestLink stub");
+absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(GuestLinkOpener open,
+                                                                 MockBackendOptions options) {
+  if (!open) return absl::InvalidArgumentError("MockBackend needs a GuestLink opener");
   absl::StatusOr<std::unique_ptr<GuestMemory>> memory =
       GuestMemory::Create(options.memory_path, options.memory_bytes);
   if (!memory.ok()) return memory.status();
@@ -48,14 +49,19 @@ absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(
   absl::StatusOr<EventPage> host_events =
       EventPage::Attach(absl::MakeSpan((*memory)->HostEventPage(), EventPage::kBytes));
   if (!host_events.ok()) return host_events.status();
-  return std::unique_ptr<MockBackend>(new MockBackend(std::move(stub), std::move(options),
+  return std::unique_ptr<MockBackend>(new MockBackend(std::move(open), std::move(options),
                                                       std::move(*memory), std::move(pool),
                                                       *guest_events, *host_events));
 }
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Connect(
     std::shared_ptr<grpc::ChannelInterface> channel, MockBackendOptions options) {
-  return Create(v1::GuestLink::NewStub(std::move(channel)), std::move(options));
+  if (channel == nullptr) return absl::InvalidArgumentError("MockBackend needs a channel");
+  return Create(
+      [channel = std::move(channel)](grpc::ClientContext* context) {
+        return OpenGuestLinkStream(channel.get(), context);
+      },
+      std::move(options));
 }
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Dial(const std::string& target,
@@ -86,7 +92,7 @@ absl::Status MockBackend::Start(BackendListener* listener) {
     started_ = true;
     listener_ = listener;
   }
-  stream_ = stub_->Connect(&context_);
+  stream_ = open_(&context_);
   if (stream_ == nullptr) return absl::UnavailableError("GuestLink.Connect gave no stream");
 
   v1::GuestToHost first;
@@ -199,74 +205,16 @@ bool MockBackend::IsAttached() {
 
 void MockBackend::ReadLoop() {
   pthread_setname_np(pthread_self(), "vbus-guestlink");  // for debuggers and profilers
+  grpc::ByteBuffer bytes;
   v1::HostToGuest message;
-  while (stream_->Read(&message)) {
-    switch (message.kind_case()) {
-      case v1::HostToGuest::kAttached: {
-        MutexLock lock(&mu_);
-        if (attached_) {
-          Log("ignoring a second `attached` from the host");
-          break;
-        }
-        attached_ = true;
-        guest_id_ = message.attached().guest_id();
-        host_accepts_batches_ = message.attached().accepts_batches();
-        link_up_.store(true, std::memory_order_relaxed);
-        cv_.SignalAll();
-        break;
-      }
-      case v1::HostToGuest::kControl: {
-        if (!IsAttached()) {
-          Log("ignoring a control message before `attached`");
-          break;
-        }
-        Deliver(std::move(*message.mutable_control()));
-        break;
-      }
-      case v1::HostToGuest::kBatch: {
-        if (!IsAttached()) {
-          Log("ignoring a control batch before `attached`");
-          break;
-        }
-        const int count = message.batch().messages_size();
-        if (count == 0 || count > v1::CONTROL_BATCH_MAX_MESSAGES) {
-          // Malformed: refused whole (the guest has no way to answer a ProtocolError); the
-          // waits for what it held end at their deadlines.
-          batches_refused_.fetch_add(1, std::memory_order_relaxed);
-          Log(count == 0 ? std::string("ignoring an empty control batch from the host")
-                         : absl::StrCat("ignoring a control batch of ", count,
-                                        " messages from the host (the limit is ",
-                                        v1::CONTROL_BATCH_MAX_MESSAGES, ")"));
-          break;
-        }
-        batches_received_.fetch_add(1, std::memory_order_relaxed);
-        DeliverBatch(message.mutable_batch());
-        break;
-      }
-      case v1::HostToGuest::kSignal: {
-        // The slow path of a host → guest event: same effect as the doorbell.
-        stream_signals_.fetch_add(1, std::memory_order_relaxed);
-        absl::StatusOr<bool> set = guest_events_.Set(message.signal().child_relid());
-        if (!set.ok()) {
-          Log(absl::StrCat("ignoring a host signal: ", set.status().message()));
-          break;
-        }
-        BackendListener* listener = nullptr;
-        {
-          MutexLock lock(&mu_);
-          if (!stopping_ && attached_) listener = listener_;
-        }
-        if (listener != nullptr) listener->OnEventsPending();
-        break;
-      }
-      case v1::HostToGuest::kError:
-        protocol_errors_.fetch_add(1, std::memory_order_relaxed);
-        Log(absl::StrFormat("host reported a protocol error (code %d): %s", message.error().code(),
-                            message.error().message()));
-        break;
-      case v1::HostToGuest::KIND_NOT_SET:
-        Log("ignoring an empty message from the host");
-        break;
+  while (stream_->Read(&bytes)) {
+    v1::HostToGuest::KindCase kind = v1::HostToGuest::KIND_NOT_SET;
+    const absl::Status parsed = ParseHostMessage(&bytes, &message, &kind);
+    bytes.Clear();
+    if (parsed.ok()) {
+      HandleHostMessage(&message);
+    } else if (!HandleUnparsable(parsed, kind)) {
+      break;  // the call is cancelled: Finish returns at once
     }
     message.Clear();
   }
@@ -280,6 +228,7 @@ void MockBackend::ReadLoop() {
   absl::Status status = FromGrpc(finished, "GuestLink stream");
   {
     MutexLock lock(&mu_);
+    if (!link_fault_.ok()) status = link_fault_;
     ended_ = true;
     end_status_ = status;
     cv_.SignalAll();
@@ -297,6 +246,101 @@ void MockBackend::ReadLoop() {
   MutexLock lock(&mu_);
   delivering_.reset();
   cv_.SignalAll();
+}
+
+void MockBackend::HandleHostMessage(v1::HostToGuest* message) {
+  switch (message->kind_case()) {
+    case v1::HostToGuest::kAttached: {
+      MutexLock lock(&mu_);
+      if (attached_) {
+        Log("ignoring a second `attached` from the host");
+        return;
+      }
+      attached_ = true;
+      guest_id_ = message->attached().guest_id();
+      host_accepts_batches_ = message->attached().accepts_batches();
+      link_up_.store(true, std::memory_order_relaxed);
+      cv_.SignalAll();
+      return;
+    }
+    case v1::HostToGuest::kControl:
+      if (!IsAttached()) {
+        Log("ignoring a control message before `attached`");
+        return;
+      }
+      Deliver(std::move(*message->mutable_control()));
+      return;
+    case v1::HostToGuest::kBatch: {
+      if (!IsAttached()) {
+        Log("ignoring a control batch before `attached`");
+        return;
+      }
+      const int count = message->batch().messages_size();
+      if (count == 0 || count > v1::CONTROL_BATCH_MAX_MESSAGES) {
+        // Malformed: refused whole (the guest has no way to answer a ProtocolError); the
+        // waits for what it held end at their deadlines.
+        batches_refused_.fetch_add(1, std::memory_order_relaxed);
+        Log(count == 0 ? std::string("ignoring an empty control batch from the host")
+                       : absl::StrCat("ignoring a control batch of ", count,
+                                      " messages from the host (the limit is ",
+                                      v1::CONTROL_BATCH_MAX_MESSAGES, ")"));
+        return;
+      }
+      batches_received_.fetch_add(1, std::memory_order_relaxed);
+      DeliverBatch(message->mutable_batch());
+      return;
+    }
+    case v1::HostToGuest::kSignal: {
+      // The slow path of a host → guest event: same effect as the doorbell.
+      stream_signals_.fetch_add(1, std::memory_order_relaxed);
+      absl::StatusOr<bool> set = guest_events_.Set(message->signal().child_relid());
+      if (!set.ok()) {
+        Log(absl::StrCat("ignoring a host signal: ", set.status().message()));
+        return;
+      }
+      BackendListener* listener = nullptr;
+      {
+        MutexLock lock(&mu_);
+        if (!stopping_ && attached_) listener = listener_;
+      }
+      if (listener != nullptr) listener->OnEventsPending();
+      return;
+    }
+    case v1::HostToGuest::kError:
+      protocol_errors_.fetch_add(1, std::memory_order_relaxed);
+      Log(absl::StrFormat("host reported a protocol error (code %d): %s", message->error().code(),
+                          HostText(message->error().message())));
+      return;
+    case v1::HostToGuest::KIND_NOT_SET:
+      Log("ignoring an empty message from the host");
+      return;
+  }
+}
+
+bool MockBackend::HandleUnparsable(const absl::Status& why, v1::HostToGuest::KindCase kind) {
+  messages_unparsable_.fetch_add(1, std::memory_order_relaxed);
+  absl::Status fault;
+  {
+    MutexLock lock(&mu_);
+    // Before `attached`, a message that may be the `attached` ends the attach now: waiting
+    // for another one would only end at attach_timeout, with a less useful error.
+    if (!attached_ &&
+        (kind == v1::HostToGuest::kAttached || kind == v1::HostToGuest::KIND_NOT_SET)) {
+      link_fault_ = absl::UnavailableError(absl::StrCat(
+          kind == v1::HostToGuest::kAttached
+              ? "the host's `attached` does not parse: "
+              : "a host message before `attached` does not parse (it may be the `attached`): ",
+          why.message()));
+      fault = link_fault_;
+    }
+  }
+  if (fault.ok()) {
+    Log(absl::StrCat("dropping a host message that does not parse: ", why.message()));
+    return true;
+  }
+  Log(fault.message());
+  context_.TryCancel();
+  return false;
 }
 
 void MockBackend::WriterDone() {
@@ -521,6 +565,7 @@ MockBackendStats MockBackend::stats() const {
   s.batches_posted = get(batches_posted_);
   s.batches_received = get(batches_received_);
   s.batches_refused = get(batches_refused_);
+  s.messages_unparsable = get(messages_unparsable_);
   return s;
 }
 

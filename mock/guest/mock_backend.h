@@ -13,6 +13,18 @@
 //     delivers the host's ControlMessages in order (a batch's one by one; an empty or
 //     over-long batch is logged, counted and dropped), honouring PauseDelivery, turns
 //     slow-path `signal` messages into events, and logs the host's ProtocolError replies;
+//   - host messages that do not parse (malformed protobuf, invalid UTF-8 in a `string` field):
+//     the reader reads raw bytes and parses them itself (mock/guest/guest_link_stream.h), so
+//     such a message is one bad message, never the end of the link: it is counted
+//     (messages_unparsable), logged with what did not parse (field path, fault, an escaped
+//     preview of the bytes) and dropped, and the stream goes on — later messages are
+//     delivered, posts keep flowing. A dropped control message or batch is lost like a
+//     malformed batch: the bus's waits for it end at their deadlines. One exception: before
+//     `attached`, a message that does not parse and may be the `attached` (its kind is
+//     `attached`, or unreadable) ends the attach at once — Start fails with Unavailable naming
+//     what did not parse — instead of waiting out attach_timeout;
+//   - host text (ProtocolError messages, the host's status message when the stream ends)
+//     reaches log lines and Status messages only through vbus::HostText (escaped, bounded);
 //   - events host → guest: a doorbell thread waits on the guest's futex doorbell (in deadline
 //     slices, so Stop is prompt) and raises OnEventsPending whenever it rang; the receive event
 //     flags are the guest event page of the file;
@@ -21,8 +33,8 @@
 //     a monitored channel sets its monitor bit instead (the host scans those periodically).
 // No RPC is on the data path: packets move through rings in the shared file.
 //
-// The stream is written against the generated v1::GuestLink::StubInterface, so a test can
-// hand in its own stub (a scripted or failing host) instead of a real channel.
+// The stream comes from a GuestLinkOpener (mock/guest/guest_link_stream.h), so a test can hand
+// in its own stream (a scripted or failing host) instead of a real channel.
 //
 // Example:
 //   ASSIGN_OR_RETURN(std::unique_ptr<MockBackend> backend,
@@ -54,8 +66,9 @@
 #include "core/sync.h"
 #include "core/work_queue.h"
 #include "grpcpp/grpcpp.h"
+#include "mock/guest/guest_link_stream.h"
 #include "mock/guest_memory.h"
-#include "proto/mock_host.grpc.pb.h"
+#include "proto/mock_host.pb.h"
 
 namespace vbus::mock {
 
@@ -79,27 +92,29 @@ struct MockBackendOptions {
 struct MockBackendStats {
   uint64_t messages_posted = 0;
   uint64_t messages_delivered = 0;
-  uint64_t protocol_errors = 0;    // ProtocolError replies from the host
-  uint64_t doorbell_wakeups = 0;   // the guest doorbell rang (OnEventsPending raised)
-  uint64_t stream_signals = 0;     // slow-path Signal messages from the host
-  uint64_t host_doorbells = 0;     // SignalHost calls that rang the host's doorbell
-  uint64_t signals_coalesced = 0;  // SignalHost calls whose event bit was already set
-  uint64_t monitor_signals = 0;    // SignalHost calls for monitored channels
-  uint64_t batches_posted = 0;     // stream messages that carried a ControlBatch to the host
-  uint64_t batches_received = 0;   // ControlBatches from the host, delivered
-  uint64_t batches_refused = 0;    // malformed ControlBatches from the host (empty, too long)
+  uint64_t protocol_errors = 0;      // ProtocolError replies from the host
+  uint64_t doorbell_wakeups = 0;     // the guest doorbell rang (OnEventsPending raised)
+  uint64_t stream_signals = 0;       // slow-path Signal messages from the host
+  uint64_t host_doorbells = 0;       // SignalHost calls that rang the host's doorbell
+  uint64_t signals_coalesced = 0;    // SignalHost calls whose event bit was already set
+  uint64_t monitor_signals = 0;      // SignalHost calls for monitored channels
+  uint64_t batches_posted = 0;       // stream messages that carried a ControlBatch to the host
+  uint64_t batches_received = 0;     // ControlBatches from the host, delivered
+  uint64_t batches_refused = 0;      // malformed ControlBatches from the host (empty, too long)
+  uint64_t messages_unparsable = 0;  // host stream messages whose bytes did not parse, dropped
 };
 
 class MockBackend final : public Backend {
  public:
   // Create
-  // Creates the guest memory (errors: GuestMemory::Create's) and keeps `stub` for Start.
-  static absl::StatusOr<std::unique_ptr<MockBackend>> Create(
-      std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options = {});
-  // Dial: Create with a stub on an insecure channel to `target` ("unix:PATH", "HOST:PORT").
+  // Creates the guest memory (errors: GuestMemory::Create's) and keeps `open` for Start, which
+  // opens the GuestLink stream with it.
+  static absl::StatusOr<std::unique_ptr<MockBackend>> Create(GuestLinkOpener open,
+                                                             MockBackendOptions options = {});
+  // Dial: Create with streams on an insecure channel to `target` ("unix:PATH", "HOST:PORT").
   static absl::StatusOr<std::unique_ptr<MockBackend>> Dial(const std::string& target,
                                                            MockBackendOptions options = {});
-  // Create with a stub on an existing channel (e.g. MockHostServer::InProcessChannel()).
+  // Create with streams on an existing channel (e.g. MockHostServer::InProcessChannel()).
   static absl::StatusOr<std::unique_ptr<MockBackend>> Connect(
       std::shared_ptr<grpc::ChannelInterface> channel, MockBackendOptions options = {});
 
@@ -136,11 +151,15 @@ class MockBackend final : public Backend {
   MockBackendStats stats() const;
 
  private:
-  MockBackend(std::unique_ptr<v1::GuestLink::StubInterface> stub, MockBackendOptions options,
-              std::unique_ptr<GuestMemory> memory, std::unique_ptr<PagePool> pool,
-              EventPage guest_events, EventPage host_events);
+  MockBackend(GuestLinkOpener open, MockBackendOptions options, std::unique_ptr<GuestMemory> memory,
+              std::unique_ptr<PagePool> pool, EventPage guest_events, EventPage host_events);
 
   void ReadLoop();
+  // One parsed host message.
+  void HandleHostMessage(v1::HostToGuest* message);
+  // A host message that did not parse (`why`), about the HostToGuest kind `kind`: counted,
+  // logged and dropped. Returns whether to read on (false: it ended the attach, see above).
+  bool HandleUnparsable(const absl::Status& why, v1::HostToGuest::KindCase kind);
   bool IsAttached() ABSL_LOCKS_EXCLUDED(mu_);
   // `batches`: the host accepts ControlBatch (its Attached said so).
   void WriteLoop(bool batches);
@@ -153,7 +172,7 @@ class MockBackend final : public Backend {
   void DrainLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(absl::string_view line) const;
 
-  std::unique_ptr<v1::GuestLink::StubInterface> stub_;
+  const GuestLinkOpener open_;
   const MockBackendOptions options_;
   const std::unique_ptr<GuestMemory> memory_;
   const std::unique_ptr<PagePool> pool_;
@@ -164,7 +183,7 @@ class MockBackend final : public Backend {
   // reader thread; finished by the reader thread under write_mu_ (gRPC forbids Finish
   // concurrently with Write).
   grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>> stream_;
+  std::unique_ptr<GuestLinkStream> stream_;
   Mutex write_mu_;
 
   // Posted messages waiting for the writer thread, which takes them all at once and writes
@@ -189,6 +208,9 @@ class MockBackend final : public Backend {
   std::optional<std::thread::id> delivering_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
+  // Why the reader ended the stream itself (an `attached` that does not parse); reported
+  // instead of the cancelled call's status.
+  absl::Status link_fault_ ABSL_GUARDED_BY(mu_);
   std::string guest_id_ ABSL_GUARDED_BY(mu_);
   std::optional<NegotiatedConnection> connection_ ABSL_GUARDED_BY(mu_);
   bool host_accepts_batches_ ABSL_GUARDED_BY(mu_) = false;  // from `attached`
@@ -211,6 +233,7 @@ class MockBackend final : public Backend {
   std::atomic<uint64_t> batches_posted_{0};
   std::atomic<uint64_t> batches_received_{0};
   std::atomic<uint64_t> batches_refused_{0};
+  std::atomic<uint64_t> messages_unparsable_{0};
 };
 
 }  // namespace vbus::mock

@@ -1,6 +1,6 @@
 // MockBackend against (a) the real mock host in-process and (b) scripted GuestLink servers
 // that misbehave on purpose (silent, refusing, sending junk, hanging up), plus a hand-written
-// StubInterface. Every wait is a condition wait with a deadline.
+// GuestLinkOpener. Every wait is a condition wait with a deadline.
 #include "mock/guest/mock_backend.h"
 
 #include <cstdint>
@@ -18,60 +18,16 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "mock/host/mock_host.h"
+#include "mock/testing/recording_listener.h"
 
 namespace vbus::mock {
 namespace {
 
 using ::testing::HasSubstr;
 
-absl::Time Deadline() { return absl::Now() + absl::Seconds(20); }
+absl::Time Deadline() { return absl::Now() + RecordingListener::kWait; }
 
-// Records what the backend delivers.
-class Recorder : public BackendListener {
- public:
-  void OnHostMessage(const v1::ControlMessage& message) override {
-    MutexLock lock(&mu_);
-    messages_.push_back(message);
-    cv_.SignalAll();
-  }
-  void OnEventsPending() override {
-    MutexLock lock(&mu_);
-    ++events_;
-    cv_.SignalAll();
-  }
-  void OnHostLost(const absl::Status& status) override {
-    MutexLock lock(&mu_);
-    lost_.push_back(status);
-    cv_.SignalAll();
-  }
-  // Waits until pred() (called with the lock held) holds.
-  bool WaitFor(const std::function<bool()>& pred) {
-    MutexLock lock(&mu_);
-    return cv_.AwaitWithDeadline(&mu_, Deadline(), pred);
-  }
-  std::vector<v1::ControlMessage> messages() {
-    MutexLock lock(&mu_);
-    return messages_;
-  }
-  size_t message_count() {
-    MutexLock lock(&mu_);
-    return messages_.size();
-  }
-  int events() {
-    MutexLock lock(&mu_);
-    return events_;
-  }
-  std::vector<absl::Status> lost() {
-    MutexLock lock(&mu_);
-    return lost_;
-  }
-
-  Mutex mu_;
-  CondVar cv_;
-  std::vector<v1::ControlMessage> messages_;
-  int events_ = 0;
-  std::vector<absl::Status> lost_;
-};
+using Recorder = RecordingListener;
 
 v1::ControlMessage Contact(uint32_t version) {
   v1::ControlMessage m;
@@ -507,8 +463,7 @@ struct FakeLink {
   }
 };
 
-class FakeStream final
-    : public grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest> {
+class FakeStream final : public GuestLinkStream {
  public:
   explicit FakeStream(std::shared_ptr<FakeLink> link) : link_(std::move(link)) {}
   void WaitForInitialMetadata() override {}
@@ -516,14 +471,15 @@ class FakeStream final
     *size = UINT32_MAX;
     return true;
   }
-  bool Read(v1::HostToGuest* message) override {
+  bool Read(grpc::ByteBuffer* bytes) override {
     MutexLock lock(&link_->mu);
     link_->cv.AwaitWithDeadline(&link_->mu, Deadline(), [&] {
       link_->mu.AssertHeld();
       return !link_->to_guest.empty() || link_->closed;
     });
     if (link_->to_guest.empty()) return false;
-    *message = std::move(link_->to_guest.front());
+    grpc::Slice slice(link_->to_guest.front().SerializeAsString());
+    *bytes = grpc::ByteBuffer(&slice, 1);
     link_->to_guest.pop_front();
     return true;
   }
@@ -555,25 +511,10 @@ class FakeStream final
   std::shared_ptr<FakeLink> link_;
 };
 
-class FakeStub final : public v1::GuestLink::StubInterface {
- public:
-  explicit FakeStub(std::shared_ptr<FakeLink> link) : link_(std::move(link)) {}
-
- private:
-  grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* ConnectRaw(
-      grpc::ClientContext*) override {
-    return new FakeStream(link_);
-  }
-  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* AsyncConnectRaw(
-      grpc::ClientContext*, grpc::CompletionQueue*, void*) override {
-    return nullptr;
-  }
-  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* PrepareAsyncConnectRaw(
-      grpc::ClientContext*, grpc::CompletionQueue*) override {
-    return nullptr;
-  }
-  std::shared_ptr<FakeLink> link_;
-};
+// Opens FakeStreams on `link`.
+GuestLinkOpener FakeOpener(std::shared_ptr<FakeLink> link) {
+  return [link](grpc::ClientContext*) { return std::make_unique<FakeStream>(link); };
+}
 
 v1::ControlMessage Released(uint32_t relid) {
   v1::ControlMessage m;
@@ -595,7 +536,7 @@ class MockBackendFakeStreamTest : public ::testing::Test {
     MockBackendOptions options;
     options.memory_bytes = 1 << 20;
     options.log = [](absl::string_view) {};
-    auto backend = MockBackend::Create(std::make_unique<FakeStub>(link_), options);
+    auto backend = MockBackend::Create(FakeOpener(link_), options);
     ASSERT_TRUE(backend.ok());
     backend_ = std::move(*backend);
     ASSERT_TRUE(backend_->Start(&recorder_).ok());
@@ -692,31 +633,17 @@ TEST_F(MockBackendFakeStreamTest, BatchesStopGrowingAtAboutAMebibyte) {
   EXPECT_EQ(w[2].control().gpadl_create().pfns_size(), 100000);
 }
 
-// A StubInterface written by hand: the seam lets a test replace the transport entirely.
-class NoStreamStub final : public v1::GuestLink::StubInterface {
- private:
-  grpc::ClientReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* ConnectRaw(
-      grpc::ClientContext*) override {
-    return nullptr;
-  }
-  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* AsyncConnectRaw(
-      grpc::ClientContext*, grpc::CompletionQueue*, void*) override {
-    return nullptr;
-  }
-  grpc::ClientAsyncReaderWriterInterface<v1::GuestToHost, v1::HostToGuest>* PrepareAsyncConnectRaw(
-      grpc::ClientContext*, grpc::CompletionQueue*) override {
-    return nullptr;
-  }
-};
-
-TEST(MockBackendStubTest, AStubWithoutAStreamIsUnavailable) {
+// The opener is the seam that lets a test replace the transport entirely.
+TEST(MockBackendOpenerTest, AnOpenerWithoutAStreamIsUnavailable) {
   MockBackendOptions options;
   options.memory_bytes = 1 << 20;
-  auto backend = MockBackend::Create(std::make_unique<NoStreamStub>(), options);
+  auto backend = MockBackend::Create([](grpc::ClientContext*) { return nullptr; }, options);
   ASSERT_TRUE(backend.ok());
   Recorder recorder;
   EXPECT_EQ((*backend)->Start(&recorder).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(MockBackend::Create(nullptr, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MockBackend::Connect(nullptr, options).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

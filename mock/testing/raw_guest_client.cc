@@ -5,12 +5,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "core/host_text.h"
 
 namespace vbus::mock::testing {
 namespace {
 
+// The status of a finished call; the host's message is host text.
 absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), HostText(s.error_message()));
 }
 
 }  // namespace
@@ -117,10 +119,10 @@ absl::StatusOr<v1::ControlMessage> RawGuestClient::ReceiveControl(absl::Time dea
   if (!m.ok()) return m.status();
   if (m->has_error()) {
     return absl::Status(static_cast<absl::StatusCode>(m->error().code()),
-                        absl::StrCat("host ProtocolError: ", m->error().message()));
+                        absl::StrCat("host ProtocolError: ", HostText(m->error().message())));
   }
   if (!m->has_control()) {
-    return absl::InternalError(absl::StrCat("unexpected ", m->ShortDebugString()));
+    return absl::InternalError(absl::StrCat("unexpected ", HostText(m->ShortDebugString())));
   }
   return m->control();
 }
