@@ -321,9 +321,9 @@ absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time dead
 }
 
 absl::Status GuestMemory::TriggerMonitor(uint32_t monitor_id) const {
-  if (monitor_id >= kMonitorIdCount) {
+  if (monitor_id >= protocol::kMonitorIdCount) {
     return absl::InvalidArgumentError(
-        absl::StrCat("monitor id ", monitor_id, " is not below ", kMonitorIdCount));
+        absl::StrCat("monitor id ", monitor_id, " is not below ", protocol::kMonitorIdCount));
   }
   MonitorPage* page = GuestToHostMonitorPage();
   // [R3] release: the ring contents written before the trigger are visible to the host's

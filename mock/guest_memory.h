@@ -159,8 +159,6 @@ static_assert(offsetof(MonitorPage, latency) == 0x240);
 static_assert(offsetof(MonitorPage, parameter) == 0x440);
 static_assert(sizeof(MonitorPage) == protocol::kPageSize);
 
-inline constexpr uint32_t kMonitorIdCount = 128;
-
 // Doorbell: which of the two doorbells.
 enum class Doorbell {
   kGuest,  // wakes the guest; rung by the host

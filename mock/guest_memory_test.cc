@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/protocol.h"
 #include "gtest/gtest.h"
 
 namespace vbus::mock {
@@ -145,7 +146,8 @@ TEST(GuestMemoryTest, TranslateAndPfnOfAreBoundsChecked) {
   EXPECT_EQ(*(*mem)->PfnOf(*last + 4095), 63u);
   EXPECT_EQ((*mem)->Translate(64).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ((*mem)->Translate(~uint64_t{0}).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ((*mem)->PfnOf(*last + 4096).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*mem)->PfnOf(*last + protocol::kPageSize).status().code(),
+            absl::StatusCode::kOutOfRange);
   int on_stack = 0;
   EXPECT_EQ((*mem)->PfnOf(&on_stack).status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ((*mem)->GuestEventPage(), *(*mem)->Translate(0));

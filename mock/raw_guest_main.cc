@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/host_text.h"
+#include "core/protocol.h"
 #include "mock/host/device_kinds.h"
 #include "mock/testing/raw_guest_client.h"
 
@@ -55,7 +56,7 @@ int main(int argc, char** argv) {
   auto guest = vbus::mock::testing::RawGuestClient::Attach(
       channel, absl::GetFlag(FLAGS_name), uint64_t{absl::GetFlag(FLAGS_memory_mb)} << 20, deadline);
   if (!guest.ok()) Fail(absl::StrCat("attach: ", guest.status().ToString()));
-  auto offers = (*guest)->Connect(0x00050003, deadline);
+  auto offers = (*guest)->Connect(vbus::protocol::kNewestVersion, deadline);
   if (!offers.ok()) Fail(absl::StrCat("connect: ", offers.status().ToString()));
   std::printf("raw_guest: attached as %s; %zu offer(s)\n",
               vbus::HostText((*guest)->guest_id()).c_str(), offers->size());

@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/protocol.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/mock_host.grpc.pb.h"
@@ -128,9 +129,8 @@ std::string StateName(vbus::v1::ChannelState s) {
   return absl::AsciiStrToLower(name.substr(std::string("CHANNEL_STATE_").size()));
 }
 
-std::string VersionName(uint32_t v) {
-  return v == 0 ? "-" : absl::StrCat(v >> 16, ".", v & 0xFFFF);
-}
+// The negotiated version, "-" before negotiation.
+std::string VersionName(uint32_t v) { return v == 0 ? "-" : vbus::protocol::VersionName(v); }
 
 int Guests(HostControl::Stub& stub) {
   vbus::v1::ListGuestsResponse r;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/event_page.h"
+#include "core/protocol.h"
 #include "core/sync.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -76,10 +77,12 @@ TEST_F(MockBackendHostTest, AttachesAndCarriesControlMessagesBothWays) {
   EXPECT_FALSE(backend_->guest_id().empty());
   EXPECT_EQ(backend_->Start(&recorder_).code(), absl::StatusCode::kFailedPrecondition);
   const ContactInfo contact = backend_->contact_info();
-  EXPECT_EQ(contact.monitor_page1_gpa, backend_->memory().layout().monitor_page1_pfn * 4096);
-  EXPECT_EQ(contact.monitor_page2_gpa, backend_->memory().layout().monitor_page2_pfn * 4096);
+  EXPECT_EQ(contact.monitor_page1_gpa,
+            backend_->memory().layout().monitor_page1_pfn * protocol::kPageSize);
+  EXPECT_EQ(contact.monitor_page2_gpa,
+            backend_->memory().layout().monitor_page2_pfn * protocol::kPageSize);
 
-  ASSERT_TRUE(backend_->PostMessage(Contact(0x00050003)).ok());
+  ASSERT_TRUE(backend_->PostMessage(Contact(protocol::kVersion5_3)).ok());
   ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 1; }));
   EXPECT_TRUE(recorder_.messages()[0].version_response().version_supported());
   v1::ControlMessage request;
@@ -117,7 +120,8 @@ TEST_F(MockBackendHostTest, HostShutdownIsALostLink) {
   std::vector<absl::Status> lost = recorder_.lost();
   ASSERT_EQ(lost.size(), 1u);
   EXPECT_EQ(lost[0].code(), absl::StatusCode::kUnavailable) << lost[0];
-  EXPECT_EQ(backend_->PostMessage(Contact(0x00050003)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(backend_->PostMessage(Contact(protocol::kVersion5_3)).code(),
+            absl::StatusCode::kUnavailable);
   ChannelSignal signal;
   signal.relid = 3;
   EXPECT_EQ(backend_->SignalHost(signal).code(), absl::StatusCode::kUnavailable);
@@ -333,7 +337,7 @@ TEST_F(MockBackendScriptTest, SignalsSetBitsAndRingTheHostDoorbellOnce) {
   EXPECT_EQ(stats.monitor_signals, 1u);
   signal.relid = 0;
   EXPECT_EQ(backend_->SignalHost(signal).code(), absl::StatusCode::kInvalidArgument);
-  signal.relid = 2048;
+  signal.relid = protocol::kRelidCount;
   EXPECT_EQ(backend_->SignalHost(signal).code(), absl::StatusCode::kInvalidArgument);
 }
 

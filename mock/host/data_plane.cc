@@ -182,7 +182,7 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
                                         absl::Span<const uint64_t> inbound_pfns,
                                         std::optional<uint32_t> monitor_id) {
   if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
-  if (monitor_id && *monitor_id >= kMonitorIdCount) {
+  if (monitor_id && *monitor_id >= protocol::kMonitorIdCount) {
     return absl::InvalidArgumentError(absl::StrCat("monitor id ", *monitor_id, " out of range"));
   }
   const DeviceKind* kind = devices_->Find(device);
@@ -269,7 +269,7 @@ size_t GuestDataPlane::ProcessEvents() {
       relids.push_back(relid);
     }
   });
-  for (uint32_t group = 0; group < kMonitorIdCount / 32; ++group) {
+  for (uint32_t group = 0; group < protocol::kMonitorIdCount / 32; ++group) {
     uint32_t bits = memory_->TakeMonitorTriggers(group);
     while (bits != 0) {
       const uint32_t bit = static_cast<uint32_t>(__builtin_ctz(bits));

@@ -45,6 +45,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/event_page.h"
+#include "core/protocol.h"
 #include "core/ring_buffer.h"
 #include "mock/guest_memory.h"
 #include "mock/host/device.h"
@@ -176,7 +177,7 @@ class GuestDataPlane {
   mutable std::shared_mutex channels_mu_;
   absl::btree_map<uint32_t, std::unique_ptr<HostChannel>> channels_ ABSL_GUARDED_BY(channels_mu_);
   // monitor id → relid (0 = none), for monitored open channels.
-  std::array<uint32_t, kMonitorIdCount> monitor_relid_ ABSL_GUARDED_BY(channels_mu_) = {};
+  std::array<uint32_t, protocol::kMonitorIdCount> monitor_relid_ ABSL_GUARDED_BY(channels_mu_) = {};
   uint32_t monitored_open_ ABSL_GUARDED_BY(channels_mu_) = 0;
 
   // Relaxed: a statistic.

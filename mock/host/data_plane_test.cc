@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/testing/guest_rings.h"
@@ -303,7 +304,7 @@ TEST_F(DataPlaneTest, SpuriousEventBitsAreCounted) {
       EventPage::Attach(absl::MakeSpan(guest_memory_->HostEventPage(), protocol::kPageSize));
   ASSERT_TRUE(host_page.ok());
   ASSERT_TRUE(host_page->Set(12).ok());
-  ASSERT_TRUE(host_page->Set(2047).ok());
+  ASSERT_TRUE(host_page->Set(protocol::kMaxRelid).ok());
   EXPECT_EQ(plane_->ProcessEvents(), 0u);
   EXPECT_EQ(plane_->spurious_events(), 2u);
   EXPECT_EQ(plane_->DrainChannel(12).code(), absl::StatusCode::kNotFound);
@@ -322,7 +323,7 @@ TEST_F(DataPlaneTest, MapChannelErrors) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(plane_->MapChannel(2, "echo", out, {in[0], 99999}, std::nullopt).code(),
             absl::StatusCode::kOutOfRange);
-  (*rings)->inbound_control()->read_index = 4096 * 8;  // outside the data area
+  (*rings)->inbound_control()->read_index = protocol::kPageSize * 8;  // outside the data area
   absl::Status corrupt = plane_->MapChannel(2, "echo", out, in, std::nullopt);
   EXPECT_EQ(corrupt.code(), absl::StatusCode::kDataLoss) << corrupt;
   EXPECT_THAT(std::string(corrupt.message()), HasSubstr("inbound ring"));

@@ -31,9 +31,11 @@ bool IsHostToGuestType(absl::string_view name) {
 
 absl::Status ValidateSettings(const v1::HostSettings& s) {
   if (s.has_max_version() && !IsSupportedVersion(s.max_version())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_version 0x%08x is not a supported version (2.4, 3.0, 4.0, 4.1, 5.0-5.3)",
-        s.max_version()));
+    std::vector<std::string> names;
+    for (uint32_t v : kSupportedVersions) names.push_back(protocol::VersionName(v));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_version 0x%08x is not a supported version (%s)", s.max_version(),
+                        absl::StrJoin(names, ", ")));
   }
   if (s.has_monitor_latency_us() &&
       (s.monitor_latency_us() < 1 || s.monitor_latency_us() > 1000000)) {
@@ -61,9 +63,10 @@ absl::Status ValidateSpec(const v1::OfferSpec& spec,
       return absl::InvalidArgumentError(absl::StrCat("interface_instance: ", s.message()));
     }
   }
-  if (spec.user_defined().size() > kUserDefinedBytes) {
+  if (spec.user_defined().size() > protocol::kUserDefinedBytes) {
     return absl::InvalidArgumentError(absl::StrCat("user_defined has ", spec.user_defined().size(),
-                                                   " bytes; at most ", kUserDefinedBytes));
+                                                   " bytes; at most ",
+                                                   protocol::kUserDefinedBytes));
   }
   if (spec.sub_channel_count() > kMaxSubChannels) {
     return absl::InvalidArgumentError(
@@ -73,7 +76,7 @@ absl::Status ValidateSpec(const v1::OfferSpec& spec,
     return absl::InvalidArgumentError(
         absl::StrFormat("flags 0x%x do not fit chn_flags (u16)", spec.flags()));
   }
-  if (spec.mmio_megabytes() > 0xFFFF) {
+  if (spec.mmio_megabytes() > protocol::kMaxMmioMegabytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("mmio_megabytes ", spec.mmio_megabytes(), " does not fit a u16"));
   }
@@ -100,10 +103,6 @@ v1::ChannelState PublicState(HostEngine::ChannelState s) {
 bool IsSupportedVersion(uint32_t version) {
   return std::find(std::begin(kSupportedVersions), std::end(kSupportedVersions), version) !=
          std::end(kSupportedVersions);
-}
-
-std::string VersionName(uint32_t version) {
-  return absl::StrCat(version >> 16, ".", version & 0xFFFF);
 }
 
 std::string MessageTypeName(const v1::ControlMessage& message) {
@@ -308,15 +307,15 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
         absl::StrCat("instance ", instance_text, " is already offered as relid ", live->second));
   }
   const uint32_t count = 1 + spec.sub_channel_count();
-  if (RelidAllocator::kMaxRelid - g.relids.taken_count() < count) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("offer needs ", count, " relids; ",
-                     RelidAllocator::kMaxRelid - g.relids.taken_count(), " are free"));
-  }
-  if (spec.monitored() && kMonitorIdCount - g.monitor_ids.count() < count) {
-    return absl::ResourceExhaustedError(absl::StrCat("offer needs ", count, " monitor ids; ",
-                                                     kMonitorIdCount - g.monitor_ids.count(),
+  if (protocol::kMaxRelid - g.relids.taken_count() < count) {
+    return absl::ResourceExhaustedError(absl::StrCat("offer needs ", count, " relids; ",
+                                                     protocol::kMaxRelid - g.relids.taken_count(),
                                                      " are free"));
+  }
+  if (spec.monitored() && protocol::kMonitorIdCount - g.monitor_ids.count() < count) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("offer needs ", count, " monitor ids; ",
+                     protocol::kMonitorIdCount - g.monitor_ids.count(), " are free"));
   }
 
   std::vector<uint32_t> relids;
@@ -491,7 +490,7 @@ absl::Status HostEngine::InjectFault(const v1::InjectFaultRequest& request, absl
       if (r.request() == v1::RefuseNext::REQUEST_UNSPECIFIED) {
         return absl::InvalidArgumentError("refuse fault: request is unset");
       }
-      g.refusals[r.request()] = r.status() == 0 ? kStatusUnsuccessful : r.status();
+      g.refusals[r.request()] = r.status() == 0 ? protocol::kStatusUnsuccessful : r.status();
       return absl::OkStatus();
     }
     case v1::InjectFaultRequest::kDisconnect:

@@ -59,6 +59,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "core/guid.h"
+#include "core/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/device_kinds.h"
 #include "mock/host/gpadl_table.h"
@@ -68,31 +69,30 @@
 
 namespace vbus::mock {
 
-// --- Protocol constants the engine answers with ---------------------------------------------
+// --- The mock host's choices ----------------------------------------------------------------
+// Protocol constants (versions, relid and monitor-id limits, device-defined bytes, NT status
+// codes) come from core/protocol.h; these are the host's own policy.
 
-// The protocol versions the engine accepts, oldest first.
-inline constexpr uint32_t kSupportedVersions[] = {0x00020004, 0x00030000, 0x00040000, 0x00040001,
-                                                  0x00050000, 0x00050001, 0x00050002, 0x00050003};
-inline constexpr uint32_t kDefaultMaxVersion = 0x00050003;
+// The protocol versions the engine accepts (up to HostSettings.max_version), oldest first:
+// every version a vbus guest may offer.
+inline constexpr uint32_t kSupportedVersions[] = {
+    protocol::kVersion2_4, protocol::kVersion3_0, protocol::kVersion4_0, protocol::kVersion4_1,
+    protocol::kVersion5_0, protocol::kVersion5_1, protocol::kVersion5_2, protocol::kVersion5_3,
+};
+// HostSettings.max_version when the options leave it unset.
+inline constexpr uint32_t kDefaultMaxVersion = protocol::kNewestVersion;
 // VersionResponse.message_connection_id from 5.0 (Hyper-V's message connection id 4).
 inline constexpr uint32_t kMessageConnectionId = 4;
 // Offer.connection_id of relid r is kChannelConnectionIdBase + r (the mock's choice; guests
 // only echo it back when they signal).
 inline constexpr uint32_t kChannelConnectionIdBase = 0x10000;
-// NT status codes the engine sends.
-inline constexpr uint32_t kStatusUnsuccessful = 0xC0000001;
-inline constexpr uint32_t kStatusInvalidParameter = 0xC000000D;
 // Default monitor-page scan period.
 inline constexpr uint32_t kDefaultMonitorLatencyUs = 1000;
-// Bytes of Offer.user_defined and OpenChannel.user_data.
-inline constexpr size_t kUserDefinedBytes = 120;
 // Most sub-channels one OfferSpec may ask for.
 inline constexpr uint32_t kMaxSubChannels = 64;
 
 // IsSupportedVersion: whether `version` is one of kSupportedVersions.
 bool IsSupportedVersion(uint32_t version);
-// VersionName: "5.3" for 0x00050003.
-std::string VersionName(uint32_t version);
 // MessageTypeName: the ControlMessage oneof field name ("open_result"), or "empty".
 std::string MessageTypeName(const v1::ControlMessage& message);
 // RelidOf: the child_relid a control message is about, 0 if none.
@@ -226,8 +226,8 @@ class HostEngine {
 
   // CompleteOpen
   // The outcome of a MapRings. OK → the channel is open: OpenResult(status 0) and a
-  // CHANNEL_OPENED event. An error → OpenResult with kStatusUnsuccessful and an ERROR event
-  // naming `mapped`. If the channel stopped opening meanwhile (closed, rescinded, unloaded),
+  // CHANNEL_OPENED event. An error → OpenResult with protocol::kStatusUnsuccessful and an ERROR
+  // event naming `mapped`. If the channel stopped opening meanwhile (closed, rescinded, unloaded),
   // a successful mapping is undone with UnmapRings and nothing is sent. NotFound for an
   // unknown guest; FailedPrecondition if no MapRings for this relid is outstanding.
   absl::Status CompleteOpen(absl::string_view guest_id, uint32_t relid, const absl::Status& mapped,

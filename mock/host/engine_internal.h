@@ -14,6 +14,7 @@
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "core/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/engine.h"
 #include "mock/host/gpadl_table.h"
@@ -69,7 +70,7 @@ struct HostEngine::Guest {
   bool resumed = false;
 
   RelidAllocator relids;
-  std::bitset<kMonitorIdCount> monitor_ids;
+  std::bitset<protocol::kMonitorIdCount> monitor_ids;
   absl::btree_map<uint32_t, Channel> channels;  // by relid
   // Instance GUID (text) → relid of the live (not rescinded) primary offering it: an offer of
   // an instance in use is refused without a scan of every channel.

@@ -158,8 +158,8 @@ void HostEngine::OnInitiateContact(Guest& g, const v1::InitiateContact& m, absl:
                                    Actions* out) {
   if (Negotiated(g.state)) {
     Reject(g, absl::StatusCode::kFailedPrecondition, 0,
-           absl::StrCat("initiate_contact: already connected at version ", VersionName(g.version),
-                        " (Unload first)"),
+           absl::StrCat("initiate_contact: already connected at version ",
+                        protocol::VersionName(g.version), " (Unload first)"),
            now, out);
     return;
   }
@@ -171,7 +171,7 @@ void HostEngine::OnInitiateContact(Guest& g, const v1::InitiateContact& m, absl:
     g.version = v;
     r->set_version_supported(true);
     r->set_connection_state(0);
-    if (v >= 0x00050000) r->set_message_connection_id(kMessageConnectionId);
+    if (protocol::UsesReturnedConnectionId(v)) r->set_message_connection_id(kMessageConnectionId);
   } else {
     r->set_version_supported(false);
   }
@@ -212,7 +212,7 @@ void HostEngine::OnGpadlCreate(Guest& g, const v1::GpadlCreate& m, absl::Time no
     Event(g.id, v1::EVENT_KIND_ERROR, m.child_relid(), now, out,
           absl::StrFormat("gpadl_create 0x%x for relid %d refused: %s", m.gpadl(), m.child_relid(),
                           why));
-    answer(kStatusUnsuccessful);
+    answer(protocol::kStatusUnsuccessful);
   };
   if (auto it = g.refusals.find(v1::RefuseNext::REQUEST_GPADL_CREATE); it != g.refusals.end()) {
     const uint32_t status = it->second;
@@ -277,7 +277,7 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
   auto refuse = [&](const std::string& why) {
     Event(g.id, v1::EVENT_KIND_ERROR, m.child_relid(), now, out,
           absl::StrCat("open_channel of relid ", m.child_relid(), " refused: ", why));
-    answer(kStatusUnsuccessful);
+    answer(protocol::kStatusUnsuccessful);
   };
   if (auto it = g.refusals.find(v1::RefuseNext::REQUEST_OPEN_CHANNEL); it != g.refusals.end()) {
     const uint32_t status = it->second;
@@ -314,15 +314,15 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
   }
   const uint64_t pages = gpadl->pfns.size();
   const uint32_t offset = m.downstream_ring_page_offset();
-  constexpr uint32_t kMinRingPages = 2;  // control page + at least one data page
-  if (offset < kMinRingPages || offset > pages || pages - offset < kMinRingPages) {
+  if (offset < protocol::kMinRingPages || offset > pages ||
+      pages - offset < protocol::kMinRingPages) {
     return refuse(absl::StrCat("downstream_ring_page_offset ", offset, " does not split the ",
-                               pages, "-page GPADL into two rings of at least ", kMinRingPages,
-                               " pages"));
+                               pages, "-page GPADL into two rings of at least ",
+                               protocol::kMinRingPages, " pages"));
   }
-  if (m.user_data().size() > kUserDefinedBytes) {
+  if (m.user_data().size() > protocol::kUserDefinedBytes) {
     return refuse(absl::StrCat("user_data has ", m.user_data().size(), " bytes; at most ",
-                               kUserDefinedBytes));
+                               protocol::kUserDefinedBytes));
   }
   c->state = ChannelState::kOpening;
   c->open_refused = false;
@@ -373,7 +373,7 @@ absl::Status HostEngine::CompleteOpen(absl::string_view guest_id, uint32_t relid
     c.open_refused = true;
     if (Gpadl* gpadl = g.gpadls.Find(c.ring_gpadl); gpadl != nullptr) gpadl->used_by = 0;
     c.ring_gpadl = 0;
-    r->set_status(kStatusUnsuccessful);
+    r->set_status(protocol::kStatusUnsuccessful);
     Event(g.id, v1::EVENT_KIND_ERROR, relid, now, out,
           absl::StrCat("open_channel of relid ", relid, " failed: ", mapped.message()));
   }
@@ -427,14 +427,14 @@ void HostEngine::OnRelidReleased(Guest& g, const v1::RelidReleased& m, absl::Tim
 
 void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now,
                                  Actions* out) {
-  if (g.version < 0x00040001) {
+  if (!protocol::HasModifyChannel(g.version)) {
     Reject(g, absl::StatusCode::kFailedPrecondition, m.child_relid(),
            absl::StrCat("modify_channel needs version 4.1; this connection is at ",
-                        VersionName(g.version)),
+                        protocol::VersionName(g.version)),
            now, out);
     return;
   }
-  const bool responds = g.version >= 0x00050003;
+  const bool responds = protocol::HasModifyChannelResponse(g.version);
   auto answer = [&](uint32_t status) {
     if (!responds) return;
     v1::ControlMessage reply;
@@ -447,7 +447,7 @@ void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Tim
         absl::StrCat("modify_channel of relid ", m.child_relid(), " refused: ", why);
     if (responds) {
       Event(g.id, v1::EVENT_KIND_ERROR, m.child_relid(), now, out, what);
-      answer(kStatusUnsuccessful);
+      answer(protocol::kStatusUnsuccessful);
     } else {
       Reject(g, code, m.child_relid(), what, now, out);
     }
@@ -479,9 +479,10 @@ void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Tim
 }
 
 void HostEngine::OnUnload(Guest& g, absl::Time now, Actions* out) {
-  if (g.version < 0x00030000) {
+  if (!protocol::HasUnload(g.version)) {
     Reject(g, absl::StatusCode::kFailedPrecondition, 0,
-           absl::StrCat("unload needs version 3.0; this connection is at ", VersionName(g.version)),
+           absl::StrCat("unload needs version 3.0; this connection is at ",
+                        protocol::VersionName(g.version)),
            now, out);
     return;
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/testing/engine_harness.h"
@@ -23,12 +24,7 @@ using ::testing::IsEmpty;
 using testing::ScriptedGuest;
 using ::testing::SizeIs;
 
-constexpr uint32_t k5_3 = 0x00050003;
-constexpr uint32_t k5_0 = 0x00050000;
-constexpr uint32_t k4_1 = 0x00040001;
-constexpr uint32_t k4_0 = 0x00040000;
-constexpr uint32_t k2_4 = 0x00020004;
-constexpr uint32_t kGpadl = 0xE1E10;
+constexpr uint32_t kGpadl = protocol::kFirstGpadlHandle;
 
 EngineOptions WithOffers(std::vector<std::string> kinds) {
   EngineOptions options;
@@ -124,10 +120,10 @@ TEST(EngineNegotiationTest, AcceptsEverySupportedVersion) {
     ScriptedGuest g(h, "vm");
     std::vector<v1::HostToGuest> r = g.Send(testing::InitiateContactMsg(v));
     ASSERT_THAT(r, SizeIs(1));
-    EXPECT_TRUE(r[0].control().version_response().version_supported()) << VersionName(v);
+    EXPECT_TRUE(r[0].control().version_response().version_supported()) << protocol::VersionName(v);
     EXPECT_EQ(r[0].control().version_response().message_connection_id(),
-              v >= k5_0 ? kMessageConnectionId : 0u)
-        << VersionName(v);
+              v >= protocol::kVersion5_0 ? kMessageConnectionId : 0u)
+        << protocol::VersionName(v);
     EXPECT_EQ(h.engine().ListGuests().guests(0).version(), v);
     EXPECT_EQ(h.engine().ListGuests().guests(0).state(), v1::GUEST_STATE_CONNECTED);
   }
@@ -136,7 +132,7 @@ TEST(EngineNegotiationTest, AcceptsEverySupportedVersion) {
 TEST(EngineNegotiationTest, ExactReplyAt5_3) {
   EngineHarness h;
   ScriptedGuest g(h, "vm");
-  EXPECT_THAT(g.Send(testing::InitiateContactMsg(k5_3)),
+  EXPECT_THAT(g.Send(testing::InitiateContactMsg(protocol::kVersion5_3)),
               ElementsAre(EqualsProto(
                   R"pb(control {
                          version_response { version_supported: true message_connection_id: 4 }
@@ -149,40 +145,43 @@ TEST(EngineNegotiationTest, RefusesUnsupportedVersions) {
   for (uint32_t v : {0x0000000Du, 0x00010001u, 0x00060000u, 0x00050004u, 0u}) {
     EXPECT_THAT(g.Send(testing::InitiateContactMsg(v)),
                 ElementsAre(EqualsProto("control { version_response { } }")))
-        << VersionName(v);
+        << protocol::VersionName(v);
   }
   EXPECT_EQ(h.engine().ListGuests().guests(0).state(), v1::GUEST_STATE_ATTACHED);
 }
 
 TEST(EngineNegotiationTest, GuestFallsBackToTheConfiguredMaximum) {
   EngineOptions options;
-  options.settings.set_max_version(k4_0);
+  options.settings.set_max_version(protocol::kVersion4_0);
   EngineHarness h(options);
   ScriptedGuest g(h, "vm");
-  const uint32_t newest_first[] = {k5_3, 0x00050002, 0x00050001, k5_0, k4_1, k4_0};
+  const uint32_t newest_first[] = {protocol::kVersion5_3, protocol::kVersion5_2,
+                                   protocol::kVersion5_1, protocol::kVersion5_0,
+                                   protocol::kVersion4_1, protocol::kVersion4_0};
   for (uint32_t v : newest_first) {
     std::vector<v1::HostToGuest> r = g.Send(testing::InitiateContactMsg(v));
     ASSERT_THAT(r, SizeIs(1));
-    EXPECT_EQ(r[0].control().version_response().version_supported(), v == k4_0) << VersionName(v);
+    EXPECT_EQ(r[0].control().version_response().version_supported(), v == protocol::kVersion4_0)
+        << protocol::VersionName(v);
   }
-  EXPECT_EQ(h.engine().ListGuests().guests(0).version(), k4_0);
+  EXPECT_EQ(h.engine().ListGuests().guests(0).version(), protocol::kVersion4_0);
 }
 
 TEST(EngineNegotiationTest, ConfigureLowersTheMaximumForLaterNegotiations) {
   EngineHarness h;
   v1::ConfigureRequest c;
-  c.mutable_settings()->set_max_version(k4_1);
+  c.mutable_settings()->set_max_version(protocol::kVersion4_1);
   absl::StatusOr<v1::HostSettings> s = h.engine().Configure(c);
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->max_version(), k4_1);
+  EXPECT_EQ(s->max_version(), protocol::kVersion4_1);
   EXPECT_FALSE(s->remap_relids_on_resume());
   EXPECT_EQ(s->monitor_latency_us(), kDefaultMonitorLatencyUs);
   ScriptedGuest g(h, "vm");
-  EXPECT_FALSE(g.Send(testing::InitiateContactMsg(k5_3))[0]
+  EXPECT_FALSE(g.Send(testing::InitiateContactMsg(protocol::kVersion5_3))[0]
                    .control()
                    .version_response()
                    .version_supported());
-  EXPECT_TRUE(g.Send(testing::InitiateContactMsg(k4_1))[0]
+  EXPECT_TRUE(g.Send(testing::InitiateContactMsg(protocol::kVersion4_1))[0]
                   .control()
                   .version_response()
                   .version_supported());
@@ -192,14 +191,15 @@ TEST(EngineNegotiationTest, ConfigureLowersTheMaximumForLaterNegotiations) {
   c.mutable_settings()->clear_max_version();
   c.mutable_settings()->set_monitor_latency_us(0);
   EXPECT_EQ(h.engine().Configure(c).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(h.engine().settings().max_version(), k4_1);  // unchanged by the failed calls
+  EXPECT_EQ(h.engine().settings().max_version(),
+            protocol::kVersion4_1);  // unchanged by the failed calls
 }
 
 TEST(EngineNegotiationTest, SecondInitiateContactIsAProtocolError) {
   EngineHarness h;
   ScriptedGuest g(h, "vm");
   g.Connect();
-  std::vector<v1::HostToGuest> r = g.Send(testing::InitiateContactMsg(k5_3));
+  std::vector<v1::HostToGuest> r = g.Send(testing::InitiateContactMsg(protocol::kVersion5_3));
   ASSERT_THAT(r, SizeIs(1));
   EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(r[0].error().message(), ::testing::HasSubstr("already connected at version 5.3"));
@@ -211,7 +211,7 @@ TEST(EngineOfferTest, DefaultOffersThenAllOffersDelivered) {
   EngineHarness h(WithOffers({"echo", "sink", "raw"}));
   ScriptedGuest g(h, "vm");
   EXPECT_THAT(g.Inbox(), IsEmpty());  // nothing before RequestOffers
-  g.Send(testing::InitiateContactMsg(k5_3));
+  g.Send(testing::InitiateContactMsg(protocol::kVersion5_3));
   std::vector<v1::HostToGuest> r = g.Send(testing::RequestOffersMsg());
   ASSERT_THAT(r, SizeIs(4));
   EXPECT_EQ(r[0].control().offer().child_relid(), 1u);
@@ -332,7 +332,7 @@ TEST(EngineOfferTest, RelidsRunOutAt2047) {
   }
   ASSERT_TRUE(h.Offer("vm", "device: 'raw' sub_channel_count: 31").ok());  // = 2047
   EXPECT_EQ(h.Offer("vm", "device: 'raw'").status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(h.engine().ListChannels("vm")->channels_size(), 2047);
+  EXPECT_EQ(h.engine().ListChannels("vm")->channels_size(), static_cast<int>(protocol::kMaxRelid));
 }
 
 TEST(EngineOfferTest, MonitorIdsRunOutAt128) {
@@ -372,7 +372,7 @@ class EngineChannelTest : public ::testing::Test {
  protected:
   EngineChannelTest() : h_(WithOffers({"echo", "raw"})), g_(h_, "vm", /*pages=*/256) {}
   void SetUp() override {
-    offers_ = g_.Connect(k5_3);
+    offers_ = g_.Connect(protocol::kVersion5_3);
     ASSERT_THAT(offers_, SizeIs(2));
     h_.TakeEvents();
   }
@@ -411,14 +411,15 @@ TEST_F(EngineChannelTest, GpadlCreateAndTeardown) {
 
 TEST_F(EngineChannelTest, GpadlWithPfnsOutsideMemoryIsRefused) {
   const uint32_t status = GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {10, 256})));
-  EXPECT_EQ(status, kStatusUnsuccessful);
+  EXPECT_EQ(status, protocol::kStatusUnsuccessful);
   std::vector<v1::ProtocolEvent> errors = OfKind(h_.TakeEvents(), v1::EVENT_KIND_ERROR);
   ASSERT_THAT(errors, SizeIs(1));
   EXPECT_THAT(errors[0].detail(), ::testing::HasSubstr("PFN 256 (index 1) is outside"));
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {~uint64_t{0}}))),
-            kStatusUnsuccessful);
+            protocol::kStatusUnsuccessful);
   // Special pages (event pages, doorbells, monitor pages) are not data pages.
-  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {2}))), kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {2}))),
+            protocol::kStatusUnsuccessful);
   EXPECT_EQ(h_.engine().Gpadls(g_.id())->size(), 0u);
 }
 
@@ -426,22 +427,25 @@ TEST_F(EngineChannelTest, GpadlOverlapAndDuplicatesAreRefused) {
   ASSERT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {10, 11, 12}))), 0u);
   // Overlapping another live GPADL (also one of another channel).
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl + 1, {20, 12}))),
-            kStatusUnsuccessful);
+            protocol::kStatusUnsuccessful);
   std::vector<v1::ProtocolEvent> errors = OfKind(h_.TakeEvents(), v1::EVENT_KIND_ERROR);
   ASSERT_THAT(errors, SizeIs(1));
   EXPECT_THAT(errors[0].detail(), ::testing::HasSubstr("already belongs to GPADL 0xe1e10"));
   // A repeated page within one GPADL; a live handle; handle 0; no pages; a bad byte range.
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl + 1, {20, 20}))),
-            kStatusUnsuccessful);
-  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl, {30}))), kStatusUnsuccessful);
-  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, 0, {30}))), kStatusUnsuccessful);
-  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl + 2, {}))), kStatusUnsuccessful);
+            protocol::kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl, {30}))),
+            protocol::kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, 0, {30}))),
+            protocol::kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(2, kGpadl + 2, {}))),
+            protocol::kStatusUnsuccessful);
   v1::ControlMessage m = testing::GpadlCreateMsg(2, kGpadl + 3, {30, 31});
   m.mutable_gpadl_create()->set_byte_count(3 * protocol::kPageSize);
-  EXPECT_EQ(GpadlStatus(g_.Send(m)), kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(m)), protocol::kStatusUnsuccessful);
   // Unknown relid.
   EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(99, kGpadl + 4, {40}))),
-            kStatusUnsuccessful);
+            protocol::kStatusUnsuccessful);
   EXPECT_EQ(h_.engine().Gpadls(g_.id())->size(), 1u);
   EXPECT_EQ(h_.engine().Gpadls(g_.id())->page_count(), 3u);
 }
@@ -492,7 +496,8 @@ TEST_F(EngineChannelTest, OpenMapsBothRingsAndClose) {
 TEST_F(EngineChannelTest, OpenWithABadRingOffsetIsRefused) {
   g_.CreateGpadl(1, kGpadl, 10, 8);
   for (uint32_t offset : {0u, 1u, 7u, 8u, 9u, 1000u}) {
-    EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, offset))), kStatusUnsuccessful)
+    EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, offset))),
+              protocol::kStatusUnsuccessful)
         << offset;
   }
   EXPECT_THAT(h_.map_requests(), IsEmpty());
@@ -504,8 +509,10 @@ TEST_F(EngineChannelTest, DuplicateOpenIsRefusedAndTheOpenChannelStays) {
   g_.CreateGpadl(1, kGpadl, 10, 8);
   g_.Open(1, kGpadl, 4);
   g_.CreateGpadl(1, kGpadl + 1, 20, 8);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl + 1, 4))), kStatusUnsuccessful);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl + 1, 4))),
+            protocol::kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   EXPECT_THAT(h_.map_requests(), SizeIs(1));
   EXPECT_EQ(Channel(h_, "vm", 1).state(), v1::CHANNEL_STATE_OPEN);
   EXPECT_EQ(h_.mapped().size(), 1u);
@@ -513,30 +520,35 @@ TEST_F(EngineChannelTest, DuplicateOpenIsRefusedAndTheOpenChannelStays) {
 
 TEST_F(EngineChannelTest, OpenWithABadGpadlIsRefused) {
   // No such GPADL.
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   // The GPADL of another channel.
   g_.CreateGpadl(2, kGpadl, 10, 8);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   // Unknown relid.
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(77, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(77, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   // A GPADL that does not start on a page boundary.
   v1::ControlMessage m = testing::GpadlCreateMsg(1, kGpadl + 1, {30, 31, 32, 33});
   m.mutable_gpadl_create()->set_byte_offset(8);
   m.mutable_gpadl_create()->set_byte_count(4 * protocol::kPageSize - 8);
   ASSERT_EQ(GpadlStatus(g_.Send(m)), 0u);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl + 1, 2))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl + 1, 2))),
+            protocol::kStatusUnsuccessful);
   // Device bytes over 120.
   g_.CreateGpadl(1, kGpadl + 2, 40, 4);
   v1::ControlMessage big = testing::OpenChannelMsg(1, kGpadl + 2, 2);
   big.mutable_open_channel()->set_user_data(std::string(121, 'u'));
-  EXPECT_EQ(OpenStatus(g_.Send(big)), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(big)), protocol::kStatusUnsuccessful);
   EXPECT_THAT(h_.map_requests(), IsEmpty());
 }
 
 TEST_F(EngineChannelTest, FailedMappingFailsTheOpen) {
   g_.CreateGpadl(1, kGpadl, 10, 8);
   h_.FailNextMap(absl::InternalError("mmap: out of address space"));
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   std::vector<v1::ProtocolEvent> errors = OfKind(h_.TakeEvents(), v1::EVENT_KIND_ERROR);
   ASSERT_THAT(errors, SizeIs(1));
   EXPECT_THAT(errors[0].detail(), ::testing::HasSubstr("out of address space"));
@@ -557,7 +569,8 @@ TEST_F(EngineChannelTest, CloseThatCrossedARefusedOpenIsAcceptedQuietly) {
   // The guest gave up on an open (its deadline passed) and sent CloseChannel before the
   // refusal reached it. That close is not a protocol error.
   g_.CreateGpadl(1, kGpadl, 10, 8);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 0))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 0))),
+            protocol::kStatusUnsuccessful);
   h_.TakeEvents();
   EXPECT_THAT(g_.Send(testing::CloseChannelMsg(1)), IsEmpty());
   EXPECT_THAT(OfKind(h_.TakeEvents(), v1::EVENT_KIND_ERROR), IsEmpty());
@@ -573,7 +586,8 @@ TEST_F(EngineChannelTest, CloseThatCrossedARefusedOpenIsAcceptedQuietly) {
             static_cast<int>(absl::StatusCode::kFailedPrecondition));
   // A refused open of a channel that is already open leaves the allowance unset.
   g_.Open(1, kGpadl, 4);
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
   EXPECT_THAT(g_.Send(testing::CloseChannelMsg(1)), IsEmpty());
   EXPECT_EQ(ErrorCode(g_.Send(testing::CloseChannelMsg(1))),
             static_cast<int>(absl::StatusCode::kFailedPrecondition));
@@ -596,7 +610,8 @@ TEST_F(EngineChannelTest, CloseWhileTheRuntimeStillMapsUndoesTheMapping) {
   out.clear();
   ASSERT_TRUE(h_.engine().HandleGuestMessage(g_.id(), open, h_.now(), &out).ok());
   h_.Run(out);
-  EXPECT_EQ(h_.TakeInbox(g_.id()).back().control().open_result().status(), kStatusUnsuccessful);
+  EXPECT_EQ(h_.TakeInbox(g_.id()).back().control().open_result().status(),
+            protocol::kStatusUnsuccessful);
   // The mapping completes: undone at once, no OpenResult.
   out.clear();
   ASSERT_TRUE(h_.engine().CompleteOpen(g_.id(), 1, absl::OkStatus(), h_.now(), &out).ok());
@@ -628,8 +643,10 @@ TEST_F(EngineChannelTest, RescindWhileOpen) {
   EXPECT_THAT(g_.Send(testing::GpadlTeardownMsg(1, kGpadl)),
               ElementsAre(EqualsProto("control { gpadl_torndown { gpadl: 925200 } }")));
   // Opening or mapping more memory for a rescinded channel is refused.
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))), kStatusUnsuccessful);
-  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {10}))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 4))),
+            protocol::kStatusUnsuccessful);
+  EXPECT_EQ(GpadlStatus(g_.Send(testing::GpadlCreateMsg(1, kGpadl, {10}))),
+            protocol::kStatusUnsuccessful);
   EXPECT_THAT(g_.Send(testing::RelidReleasedMsg(1)), IsEmpty());
   EXPECT_EQ(h_.engine().FindChannel(g_.id(), 1).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(h_.action_violations(), 0);
@@ -702,7 +719,7 @@ TEST(EngineModifyTest, NoAnswerBefore5_3AndRefusedBefore4_1) {
   {
     EngineHarness h(WithOffers({"echo"}));
     ScriptedGuest g(h, "vm");
-    g.Connect(k5_0);
+    g.Connect(protocol::kVersion5_0);
     g.CreateGpadl(1, kGpadl, 10, 8);
     g.Open(1, kGpadl, 4);
     EXPECT_THAT(g.Send(testing::ModifyChannelMsg(1, 2)), IsEmpty());
@@ -714,7 +731,7 @@ TEST(EngineModifyTest, NoAnswerBefore5_3AndRefusedBefore4_1) {
   {
     EngineHarness h(WithOffers({"echo"}));
     ScriptedGuest g(h, "vm");
-    g.Connect(k4_0);
+    g.Connect(protocol::kVersion4_0);
     std::vector<v1::HostToGuest> r = g.Send(testing::ModifyChannelMsg(1, 2));
     ASSERT_THAT(r, SizeIs(1));
     EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
@@ -741,7 +758,7 @@ TEST_F(EngineChannelTest, UnloadClosesEverything) {
   EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(r[0].error().message(), ::testing::HasSubstr("unloaded"));
   // Resume without remapping: the same relids come back.
-  std::vector<v1::Offer> again = g_.Connect(k5_3);
+  std::vector<v1::Offer> again = g_.Connect(protocol::kVersion5_3);
   ASSERT_THAT(again, SizeIs(2));
   EXPECT_EQ(again[0].child_relid(), 1u);
   EXPECT_EQ(again[1].child_relid(), 2u);
@@ -819,7 +836,7 @@ TEST(EngineOfferTest, InstancesAreFreedByRescindAndFollowRemapping) {
 TEST(EngineUnloadTest, UnloadNeedsVersion3) {
   EngineHarness h;
   ScriptedGuest g(h, "vm");
-  g.Connect(k2_4);
+  g.Connect(protocol::kVersion2_4);
   std::vector<v1::HostToGuest> r = g.Send(testing::UnloadMsg());
   ASSERT_THAT(r, SizeIs(1));
   EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
@@ -903,7 +920,7 @@ TEST(EngineBatchTest, BatchIsHandledMessageByMessageInOrder) {
     EngineHarness h(WithOffers({"echo"}));
     ScriptedGuest g(h, "vm");
     std::vector<v1::ControlMessage> messages = {
-        testing::InitiateContactMsg(k5_3),
+        testing::InitiateContactMsg(protocol::kVersion5_3),
         testing::RequestOffersMsg(),
         v1::ControlMessage(),
         testing::GpadlCreateMsg(1, kGpadl, {10, 11, 12, 13}),
@@ -964,7 +981,7 @@ TEST(EngineBatchTest, MalformedBatchesAreRefusedWhole) {
 
   v1::ControlBatch too_long;
   for (int i = 0; i <= v1::CONTROL_BATCH_MAX_MESSAGES; ++i) {
-    *too_long.add_messages() = testing::InitiateContactMsg(k5_3);
+    *too_long.add_messages() = testing::InitiateContactMsg(protocol::kVersion5_3);
   }
   out.clear();
   ok = h.engine().CheckBatch(g.id(), too_long, h.now(), &out);
@@ -987,7 +1004,7 @@ TEST(EngineBatchTest, MalformedBatchesAreRefusedWhole) {
 
   // A batch handed to HandleGuestMessage is the runtime's mistake: refused, nothing emitted.
   v1::GuestToHost wrapped;
-  *wrapped.mutable_batch()->add_messages() = testing::InitiateContactMsg(k5_3);
+  *wrapped.mutable_batch()->add_messages() = testing::InitiateContactMsg(protocol::kVersion5_3);
   EXPECT_EQ(h.engine().HandleGuestMessage(g.id(), wrapped, h.now(), &out).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(out.empty());
@@ -1058,7 +1075,8 @@ TEST_F(EngineChannelTest, RefuseNextRequests) {
             0xC000009Au);
   g_.CreateGpadl(1, kGpadl, 10, 4);  // only the next one
   ASSERT_TRUE(h_.InjectFault("refuse { request: REQUEST_OPEN_CHANNEL }").ok());
-  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 2))), kStatusUnsuccessful);
+  EXPECT_EQ(OpenStatus(g_.Send(testing::OpenChannelMsg(1, kGpadl, 2))),
+            protocol::kStatusUnsuccessful);
   g_.Open(1, kGpadl, 2);
   ASSERT_TRUE(h_.InjectFault("refuse { request: REQUEST_MODIFY_CHANNEL status: 5 }").ok());
   std::vector<v1::HostToGuest> r = g_.Send(testing::ModifyChannelMsg(1, 1));
@@ -1140,7 +1158,8 @@ TEST(EngineEventsTest, MessageEventsCanBeSwitchedOff) {
   ASSERT_THAT(events, SizeIs(1));
   EXPECT_EQ(events[0].kind(), v1::EVENT_KIND_ERROR);
   h.engine().SetMessageEvents(true);
-  ASSERT_THAT(g.Send(testing::InitiateContactMsg(k5_3)), SizeIs(1));  // refused: connected
+  ASSERT_THAT(g.Send(testing::InitiateContactMsg(protocol::kVersion5_3)),
+              SizeIs(1));  // refused: connected
   EXPECT_THAT(OfKind(h.TakeEvents(), v1::EVENT_KIND_GUEST_MESSAGE), SizeIs(1));
 }
 
@@ -1155,7 +1174,7 @@ TEST(EngineDeterminismTest, SameInputsSameOutputs) {
     g.Open(2, kGpadl, 3);
     h.Rescind("vm", 3).IgnoreError();
     g.Send(testing::UnloadMsg());
-    g.Connect(k4_1);
+    g.Connect(protocol::kVersion4_1);
     std::string log;
     for (const auto& e : h.TakeEvents()) log += e.ShortDebugString() + "\n";
     return log;

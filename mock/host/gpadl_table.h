@@ -9,7 +9,8 @@
 //
 // Example:
 //   GpadlTable table;
-//   absl::Status s = table.Add({.handle = 0xE1E10, .relid = 3, .byte_count = 8 * 4096,
+//   absl::Status s = table.Add({.handle = protocol::kFirstGpadlHandle, .relid = 3,
+//                               .byte_count = 8 * protocol::kPageSize,
 //                               .pfns = {...}}, layout, page_count);
 //   if (!s.ok()) answer GpadlCreated with a non-zero status;
 //

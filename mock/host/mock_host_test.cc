@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/protocol.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -23,7 +24,6 @@ using testing::RawGuestClient;
 using testing::ReceivedPacket;
 using ::testing::SizeIs;
 
-constexpr uint32_t k5_3 = 0x00050003;
 constexpr uint64_t kMemory = 4 << 20;
 
 absl::Time Deadline() { return absl::Now() + absl::Seconds(20); }
@@ -193,7 +193,7 @@ TEST_F(MockHostTest, RefusedAttaches) {
 
 TEST_F(MockHostTest, EchoThroughRingsAndDoorbells) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  auto offers = guest->Connect(k5_3, Deadline());
+  auto offers = guest->Connect(protocol::kVersion5_3, Deadline());
   ASSERT_TRUE(offers.ok()) << offers.status();
   ASSERT_THAT(*offers, SizeIs(1));
   const uint32_t relid = (*offers)[0].child_relid();
@@ -224,7 +224,7 @@ TEST_F(MockHostTest, EchoThroughRingsAndDoorbells) {
 
 TEST_F(MockHostTest, RawChannelSendPacketAndWatchPackets) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   // Hot-add a raw channel.
   v1::OfferRequest offer;
   offer.mutable_spec()->set_device("raw");
@@ -296,12 +296,12 @@ TEST_F(MockHostTest, ProtocolErrorsTravelOnTheStream) {
   ASSERT_TRUE(watch.ReadUntil([](const auto&) { return true; }, &e));
   EXPECT_THAT(e.detail(), HasSubstr("before a successful InitiateContact"));
   // The guest carries on.
-  EXPECT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  EXPECT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
 }
 
 TEST_F(MockHostTest, WatchEventsFiltersByKindAndRelid) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   EventWatch watch = WatchEvents("guest: 'vm' kinds: EVENT_KIND_CHANNEL_OPENED child_relid: 1");
   auto rings = guest->OpenChannel(1, 4, 4, Deadline());
   ASSERT_TRUE(rings.ok()) << rings.status();
@@ -324,7 +324,7 @@ TEST_F(MockHostTest, WatchEventsFiltersByKindAndRelid) {
 
 TEST_F(MockHostTest, DisconnectFault) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   ASSERT_TRUE(guest->OpenChannel(1, 4, 4, Deadline()).ok());
   ASSERT_TRUE(Call("InjectFault", "guest: 'vm' disconnect: true").ok());
   absl::StatusOr<grpc::Status> end = guest->WaitForEnd(Deadline());
@@ -341,14 +341,14 @@ TEST_F(MockHostTest, DelayFaultIsReleasedByTheTimer) {
                    "delay_ms: 50 }")
                   .ok());
   const absl::Time sent = absl::Now();
-  auto offers = guest->Connect(k5_3, Deadline());
+  auto offers = guest->Connect(protocol::kVersion5_3, Deadline());
   ASSERT_TRUE(offers.ok()) << offers.status();
   EXPECT_GE(absl::Now() - sent, absl::Milliseconds(50));
 }
 
 TEST_F(MockHostTest, SlowPathSignalDrainsTheChannel) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   auto rings = guest->OpenChannel(1, 4, 4, Deadline());
   ASSERT_TRUE(rings.ok());
   (*rings)->outbound_control()->interrupt_mask = 1;  // the ring says: do not signal
@@ -369,7 +369,7 @@ TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {
   v1::HostSettings settings;
   ASSERT_TRUE(control_->Configure(&ctx, configure, &settings).ok());
   EXPECT_EQ(settings.monitor_latency_us(), 200u);
-  EXPECT_EQ(settings.max_version(), k5_3);
+  EXPECT_EQ(settings.max_version(), protocol::kVersion5_3);
 
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
   v1::OfferRequest offer;
@@ -379,7 +379,7 @@ TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {
   grpc::ClientContext offer_ctx;
   offer_ctx.set_deadline(RpcDeadline());
   ASSERT_TRUE(control_->Offer(&offer_ctx, offer, &offered).ok());
-  auto offers = guest->Connect(k5_3, Deadline());
+  auto offers = guest->Connect(protocol::kVersion5_3, Deadline());
   ASSERT_TRUE(offers.ok());
   ASSERT_THAT(*offers, SizeIs(2));
   ASSERT_TRUE((*offers)[1].monitor_allocated());
@@ -395,7 +395,7 @@ TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {
 
 TEST_F(MockHostTest, RescindWhileOpenOverGrpc) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   auto rings = guest->OpenChannel(1, 4, 4, Deadline());
   ASSERT_TRUE(rings.ok());
   grpc::ClientContext ctx;
@@ -432,7 +432,7 @@ TEST_F(MockHostTest, RescindWhileOpenOverGrpc) {
 
 TEST_F(MockHostTest, ShutdownEndsGuestsAndWatches) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
-  ASSERT_TRUE(guest->Connect(k5_3, Deadline()).ok());
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
   ASSERT_TRUE(guest->OpenChannel(1, 4, 4, Deadline()).ok());
   EventWatch watch = WatchEvents("");
   server_->Shutdown();
@@ -447,7 +447,7 @@ TEST_F(MockHostTest, ShutdownEndsGuestsAndWatches) {
 
 v1::ControlMessage ContactMsg() {
   v1::ControlMessage m;
-  m.mutable_initiate_contact()->set_version_requested(k5_3);
+  m.mutable_initiate_contact()->set_version_requested(protocol::kVersion5_3);
   return m;
 }
 

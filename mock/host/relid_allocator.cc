@@ -5,18 +5,19 @@
 namespace vbus::mock {
 
 absl::StatusOr<uint32_t> RelidAllocator::Allocate(const absl::flat_hash_set<uint32_t>& exclude) {
-  for (uint32_t relid = kMinRelid; relid <= kMaxRelid; ++relid) {
+  for (uint32_t relid = protocol::kMinRelid; relid <= protocol::kMaxRelid; ++relid) {
     if (!taken_[relid] && !exclude.contains(relid)) {
       taken_[relid] = true;
       return relid;
     }
   }
-  return absl::ResourceExhaustedError(absl::StrCat("all relids ", kMinRelid, "..", kMaxRelid,
-                                                   " are taken (", taken_count(), " in use)"));
+  return absl::ResourceExhaustedError(absl::StrCat("all relids ", protocol::kMinRelid, "..",
+                                                   protocol::kMaxRelid, " are taken (",
+                                                   taken_count(), " in use)"));
 }
 
 absl::Status RelidAllocator::Release(uint32_t relid) {
-  if (relid < kMinRelid || relid > kMaxRelid) {
+  if (!protocol::IsValidRelid(relid)) {
     return absl::InvalidArgumentError(absl::StrCat("relid ", relid, " is out of range"));
   }
   if (!taken_[relid]) {
@@ -27,7 +28,7 @@ absl::Status RelidAllocator::Release(uint32_t relid) {
 }
 
 bool RelidAllocator::IsTaken(uint32_t relid) const {
-  return relid >= kMinRelid && relid <= kMaxRelid && taken_[relid];
+  return protocol::IsValidRelid(relid) && taken_[relid];
 }
 
 }  // namespace vbus::mock

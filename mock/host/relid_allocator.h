@@ -20,17 +20,15 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/protocol.h"
 
 namespace vbus::mock {
 
 class RelidAllocator {
  public:
-  static constexpr uint32_t kMinRelid = 1;
-  static constexpr uint32_t kMaxRelid = 2047;
-
   // Allocate
-  // The lowest free relid not in `exclude`, now taken. ResourceExhausted when all 2047 are
-  // taken or excluded.
+  // The lowest free relid not in `exclude`, now taken. ResourceExhausted when all of
+  // protocol::kMinRelid..kMaxRelid are taken or excluded.
   absl::StatusOr<uint32_t> Allocate(const absl::flat_hash_set<uint32_t>& exclude = {});
 
   // Release
@@ -42,7 +40,7 @@ class RelidAllocator {
   uint32_t taken_count() const { return static_cast<uint32_t>(taken_.count()); }
 
  private:
-  std::bitset<kMaxRelid + 1> taken_;  // bit 0 never set
+  std::bitset<protocol::kRelidCount> taken_;  // bit 0 never set
 };
 
 }  // namespace vbus::mock

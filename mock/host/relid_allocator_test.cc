@@ -1,5 +1,6 @@
 #include "mock/host/relid_allocator.h"
 
+#include "core/protocol.h"
 #include "gtest/gtest.h"
 
 namespace vbus::mock {
@@ -19,13 +20,14 @@ TEST(RelidAllocatorTest, LowestFreeFirst) {
 
 TEST(RelidAllocatorTest, ExhaustionAndErrors) {
   RelidAllocator a;
-  for (uint32_t i = 1; i <= 2047; ++i) ASSERT_EQ(*a.Allocate(), i);
+  for (uint32_t i = protocol::kMinRelid; i <= protocol::kMaxRelid; ++i) ASSERT_EQ(*a.Allocate(), i);
   EXPECT_EQ(a.Allocate().status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(a.Release(2047).ok());
-  EXPECT_EQ(a.Allocate({2047}).status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(*a.Allocate(), 2047u);
+  EXPECT_TRUE(a.Release(protocol::kMaxRelid).ok());
+  EXPECT_EQ(a.Allocate({protocol::kMaxRelid}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*a.Allocate(), protocol::kMaxRelid);
   EXPECT_EQ(a.Release(0).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(a.Release(2048).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Release(protocol::kRelidCount).code(), absl::StatusCode::kInvalidArgument);
   RelidAllocator b;
   EXPECT_EQ(b.Release(5).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_FALSE(b.IsTaken(0));

@@ -148,7 +148,7 @@ std::vector<v1::Offer> ScriptedGuest::Connect(uint32_t version) {
   std::vector<v1::HostToGuest> r = Send(InitiateContactMsg(version));
   EXPECT_EQ(r.size(), 1u);
   if (r.size() != 1 || !r[0].control().version_response().version_supported()) {
-    ADD_FAILURE() << "version " << VersionName(version) << " refused";
+    ADD_FAILURE() << "version " << protocol::VersionName(version) << " refused";
     return {};
   }
   std::vector<v1::Offer> offers;

@@ -10,7 +10,7 @@
 // Example:
 //   EngineHarness h;
 //   ScriptedGuest g(h, "vm");
-//   EXPECT_THAT(g.Send(InitiateContactMsg(0x00050003)),
+//   EXPECT_THAT(g.Send(InitiateContactMsg(protocol::kVersion5_3)),
 //               ElementsAre(EqualsProto(R"pb(control { version_response { ... } })pb")));
 //
 // Single-threaded. Test-only.
@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/protocol.h"
 #include "mock/host/engine.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"
@@ -104,7 +105,7 @@ class ScriptedGuest {
 
   // Conversation steps that must succeed (they fail the calling test otherwise):
   // Connect negotiates `version` and requests offers; returns the offers.
-  std::vector<v1::Offer> Connect(uint32_t version = 0x00050003);
+  std::vector<v1::Offer> Connect(uint32_t version = protocol::kNewestVersion);
   // Creates a GPADL of `pages` consecutive pages starting at `first_pfn`.
   void CreateGpadl(uint32_t relid, uint32_t handle, uint64_t first_pfn, uint32_t pages);
   // Opens `relid` on GPADL `handle` split at `offset`.

@@ -7,7 +7,8 @@
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto guest, RawGuestClient::Attach(channel, "vm-1", 16 << 20, deadline));
-//   ASSIGN_OR_RETURN(std::vector<v1::Offer> offers, guest->Connect(0x00050003, deadline));
+//   ASSIGN_OR_RETURN(std::vector<v1::Offer> offers,
+//                    guest->Connect(protocol::kNewestVersion, deadline));
 //   ASSIGN_OR_RETURN(std::unique_ptr<GuestRings> rings,
 //                    guest->OpenChannel(offers[0].child_relid(), 8, 8, deadline));
 //   rings->Send(...); rings->WaitForPacket(deadline);
@@ -29,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/protocol.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/guest_memory.h"
 #include "mock/testing/guest_rings.h"
@@ -76,8 +78,8 @@ class RawGuestClient {
   // AllOffersDelivered. FailedPrecondition if the version is refused.
   absl::StatusOr<std::vector<v1::Offer>> Connect(uint32_t version, absl::Time deadline);
   // OpenChannel: allocates outbound + inbound pages, initialises the rings, creates a GPADL
-  // (handles count up from 0xE1E10) and opens `relid` on it. Errors name the failing step
-  // and the host's status.
+  // (handles count up from protocol::kFirstGpadlHandle) and opens `relid` on it. Errors name the
+  // failing step and the host's status.
   absl::StatusOr<std::unique_ptr<GuestRings>> OpenChannel(uint32_t relid, uint32_t outbound_pages,
                                                           uint32_t inbound_pages,
                                                           absl::Time deadline);
@@ -92,7 +94,7 @@ class RawGuestClient {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::GuestToHost, v1::HostToGuest>> stream_;
   std::string guest_id_;
-  uint32_t next_gpadl_ = 0xE1E10;
+  uint32_t next_gpadl_ = protocol::kFirstGpadlHandle;
   std::thread reader_;
 
   std::mutex write_mu_;  // Write and Finish are not thread-safe against each other
