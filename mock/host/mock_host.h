@@ -33,6 +33,9 @@
 //   ...
 //   server->Shutdown();
 //
+// Source files: mock_host.cc (the runtime and MockHostServer), guest_link.cc and
+// guest_stream.cc (GuestLink), host_control.cc (HostControl); mock_host_internal.h says more.
+//
 // Thread-safe.
 #ifndef VBUS_MOCK_HOST_MOCK_HOST_H_
 #define VBUS_MOCK_HOST_MOCK_HOST_H_
@@ -74,7 +77,8 @@ struct MockHostOptions {
   size_t watch_queue_limit = 65536;
 };
 
-class GuestStream;  // the GuestLink reactor (mock_host.cc)
+class GuestStream;       // the GuestLink reactor (guest_stream.h)
+class GuestLinkService;  // guest_link.cc
 
 class MockHost {
  public:
@@ -112,9 +116,8 @@ class MockHost {
 
  private:
   friend class GuestStream;
-  struct Session;
-  class HostControlService;
-  class GuestLinkService;
+  friend class GuestLinkService;
+  struct Session;  // mock_host_internal.h
 
   explicit MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine);
 
@@ -153,8 +156,8 @@ class MockHost {
 
   const MockHostOptions options_;
   const DeviceRegistry* const devices_;
-  std::unique_ptr<HostControlService> host_control_;
-  std::unique_ptr<GuestLinkService> guest_link_;
+  std::unique_ptr<grpc::Service> host_control_;
+  std::unique_ptr<grpc::Service> guest_link_;
   WatchHub<v1::ProtocolEvent> events_;
   WatchHub<v1::GuestPacket> packets_;
   uint64_t event_sequence_ = 0;  // guarded by events_' lock (assigned in its stamp callback)
