@@ -347,7 +347,7 @@ void BusState::DetachAll(const absl::Status& reason, Actions* out) {
     if (!rec.info.is_sub_channel() && rec.state != OfferState::kDetached) order.push_back(id);
   }
   for (OfferId id : order) {
-    OfferRecord& rec = offers_.at(id);
+    OfferRecord& rec = offers_.find(id)->second;  // `order` holds only keys of offers_
     const bool was_active = rec.state == OfferState::kActive;
     if (was_active) DropChannel(rec, reason, out);
     rec.state = OfferState::kDetached;
@@ -390,7 +390,16 @@ void BusState::OnTimer(RequestId id, absl::Time now, Actions* out) {
       return;
     case RequestKind::kGpadlCreate:
     case RequestKind::kGpadlTeardown: {
-      GpadlRecord& g = gpadls_.at(req.gpadl);
+      GpadlRecord* found = FindGpadl(req.gpadl);
+      if (found == nullptr) {
+        Inconsistent(absl::StrCat("timer of request ", id.value(), ": GPADL 0x",
+                                  absl::Hex(req.gpadl), " is gone"),
+                     out);
+        Finish(id, absl::DeadlineExceededError("GPADL request: no answer before the deadline"),
+               out);
+        return;
+      }
+      GpadlRecord& g = *found;
       g.waiter = RequestId();
       const bool create = req.kind == RequestKind::kGpadlCreate;
       // An abandoned creation is torn down as soon as the host confirms it; an unanswered
@@ -422,20 +431,22 @@ void BusState::OnTimer(RequestId id, absl::Time now, Actions* out) {
   }
 }
 
-RequestId BusState::NewRequest(RequestKind kind, OfferId offer, absl::Time deadline) {
+RequestId BusState::NewRequest(RequestKind kind, OfferId offer, absl::Time deadline,
+                               uint32_t gpadl) {
   const RequestId id(next_request_id_++);
   PendingRequest& req = requests_[id];
   req.kind = kind;
   req.offer = offer;
   req.deadline = deadline;
+  req.gpadl = gpadl;
   return id;
 }
 
 void BusState::ArmTimer(RequestId id, Actions* out) {
-  PendingRequest& req = requests_.at(id);
-  if (req.deadline == absl::InfiniteFuture()) return;
-  req.timer_armed = true;
-  out->push_back(vbus::ArmTimer{id, req.deadline});
+  PendingRequest* req = FindRequest(id);
+  if (req == nullptr || req->deadline == absl::InfiniteFuture()) return;
+  req->timer_armed = true;
+  out->push_back(vbus::ArmTimer{id, req->deadline});
 }
 
 RequestId BusState::CompleteNow(RequestKind kind, OfferId offer, absl::Status status,
@@ -476,6 +487,21 @@ BusState::OfferRecord* BusState::FindOffer(OfferId id) {
 const BusState::OfferRecord* BusState::FindOffer(OfferId id) const {
   auto it = offers_.find(id);
   return it == offers_.end() ? nullptr : &it->second;
+}
+
+BusState::GpadlRecord* BusState::FindGpadl(uint32_t handle) {
+  auto it = gpadls_.find(handle);
+  return it == gpadls_.end() ? nullptr : &it->second;
+}
+
+BusState::PendingRequest* BusState::FindRequest(RequestId id) {
+  auto it = requests_.find(id);
+  return it == requests_.end() ? nullptr : &it->second;
+}
+
+void BusState::Inconsistent(absl::string_view what, Actions* out) {
+  Ignore(IgnoreReason::kInternalInconsistency,
+         absl::InternalError(absl::StrCat("bus state inconsistent: ", what)), out);
 }
 
 BusState::OfferRecord* BusState::FindByRelid(uint32_t relid) {

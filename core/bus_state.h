@@ -229,6 +229,13 @@ class BusState {
   // detached until ReleaseOffer), and the phase becomes kDisconnected. No message is sent.
   void OnLinkLost(const absl::Status& status, Actions* out);
 
+  // OnPublishFailed
+  // Executing PublishChannel(offer) failed with `status` (its table slot was taken). The open
+  // fails with FailedPrecondition naming `status` and its ring GPADL is torn down; the runtime
+  // must not send the OpenChannel that followed the PublishChannel in the same action list (the
+  // host never learns of the open). Ignored unless that offer's open is waiting for its publish.
+  void OnPublishFailed(OfferId offer, const absl::Status& status, Actions* out);
+
   // OnTimer
   // The timer armed for `request` fired at `now`. A stale timer (request already complete)
   // is ignored; one that fired early (now < deadline) is armed again.
@@ -401,7 +408,7 @@ class BusState {
   absl::Status CheckChannelCall(OfferId offer, absl::string_view what, OfferRecord** rec);
 
   // Requests.
-  RequestId NewRequest(RequestKind kind, OfferId offer, absl::Time deadline);
+  RequestId NewRequest(RequestKind kind, OfferId offer, absl::Time deadline, uint32_t gpadl = 0);
   void ArmTimer(RequestId id, Actions* out);
   // A request that completes at once (never registered, no timer).
   RequestId CompleteNow(RequestKind kind, OfferId offer, absl::Status status, Actions* out);
@@ -415,6 +422,11 @@ class BusState {
   OfferRecord* FindOffer(OfferId id);
   const OfferRecord* FindOffer(OfferId id) const;
   OfferRecord* FindByRelid(uint32_t relid);
+  GpadlRecord* FindGpadl(uint32_t handle);
+  PendingRequest* FindRequest(RequestId id);
+  // An internal table broke an invariant: counted and reported as ignored input (it can only
+  // come from a bug, but host input must never reach an exception).
+  void Inconsistent(absl::string_view what, Actions* out);
 
   const BusConfig config_;
   BusPhase phase_ = BusPhase::kDisconnected;

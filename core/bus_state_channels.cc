@@ -74,9 +74,8 @@ RequestId BusState::CreateGpadl(OfferId offer, GpadlParams params, absl::Time de
     return invalid("byte_offset ", params.byte_offset, " + byte_count ", count,
                    " does not end in the last of its ", pages, " pages");
   }
-  const RequestId id = NewRequest(RequestKind::kGpadlCreate, offer, deadline);
   const uint32_t handle = AllocateGpadlHandle();
-  requests_.at(id).gpadl = handle;
+  const RequestId id = NewRequest(RequestKind::kGpadlCreate, offer, deadline, handle);
   GpadlRecord& g = gpadls_[handle];
   g.offer = offer;
   g.relid = relid;
@@ -120,7 +119,14 @@ RequestId BusState::TeardownGpadl(OfferId offer, uint32_t gpadl, absl::Time dead
         absl::FailedPreconditionError(absl::StrCat(what, ": the bus is ", BusPhaseName(phase_))),
         out);
   }
-  GpadlRecord& g = gpadls_.at(gpadl);
+  GpadlRecord* found = FindGpadl(gpadl);
+  if (found == nullptr) {
+    return CompleteNow(RequestKind::kGpadlTeardown, offer,
+                       absl::InternalError(absl::StrCat(what, ": relid ", rec->info.relid,
+                                                        " lists it but it does not exist")),
+                       out);
+  }
+  GpadlRecord& g = *found;
   if (g.ring) {
     return CompleteNow(
         RequestKind::kGpadlTeardown, offer,
@@ -135,8 +141,7 @@ RequestId BusState::TeardownGpadl(OfferId offer, uint32_t gpadl, absl::Time dead
                                         g.abandoned ? "abandoned" : GpadlStateName(g.state))),
                        out);
   }
-  const RequestId id = NewRequest(RequestKind::kGpadlTeardown, offer, deadline);
-  requests_.at(id).gpadl = gpadl;
+  const RequestId id = NewRequest(RequestKind::kGpadlTeardown, offer, deadline, gpadl);
   StartTeardown(gpadl, g, id, out);
   ArmTimer(id, out);
   return id;
@@ -201,7 +206,14 @@ void BusState::HandleGpadlCreated(const v1::GpadlCreated& m, Actions* out) {
            out);
     return;
   }
-  OfferRecord& rec = offers_.at(g.offer);
+  OfferRecord* owner = FindOffer(g.offer);
+  if (owner == nullptr) {
+    Inconsistent(absl::StrCat("GPADL ", Handle(handle), " belongs to offer ", g.offer.value(),
+                              ", which does not exist"),
+                 out);
+    return;
+  }
+  OfferRecord& rec = *owner;
   const uint32_t relid = g.relid;
   if (m.creation_status() == protocol::kStatusSuccess) {
     g.state = GpadlState::kCreated;
@@ -309,9 +321,8 @@ RequestId BusState::Open(OfferId offer, OpenParams params, absl::Time deadline, 
         absl::StrCat("open of relid ", relid, ": ", params.user_data.size(),
                      " bytes of user data, more than ", protocol::kUserDefinedBytes)));
   }
-  const RequestId id = NewRequest(RequestKind::kOpen, offer, deadline);
   const uint32_t handle = AllocateGpadlHandle();
-  requests_.at(id).gpadl = handle;
+  const RequestId id = NewRequest(RequestKind::kOpen, offer, deadline, handle);
   GpadlRecord& g = gpadls_[handle];
   g.offer = offer;
   g.relid = relid;
@@ -355,6 +366,26 @@ void BusState::ContinueOpen(OfferRecord& rec, Actions* out) {
   Send(std::move(m), out);
 }
 
+void BusState::OnPublishFailed(OfferId offer, const absl::Status& status, Actions* out) {
+  OfferRecord* rec = FindOffer(offer);
+  if (rec == nullptr || rec->channel != ChannelState::kOpening || !rec->published) return;
+  // The OpenChannel queued behind the publish is not sent: the host never saw this open, so
+  // only the ring GPADL has to go.
+  rec->published = false;
+  const RequestId open = rec->open_request;
+  rec->open_request = RequestId();
+  if (GpadlRecord* g = FindGpadl(rec->ring_gpadl); g != nullptr) {
+    StartTeardown(rec->ring_gpadl, *g, RequestId(), out);
+  }
+  rec->ring_gpadl = 0;
+  rec->channel = ChannelState::kClosed;
+  Finish(open,
+         absl::FailedPreconditionError(
+             absl::StrCat("open of relid ", rec->info.relid,
+                          ": its channel could not be published: ", status.message())),
+         out);
+}
+
 void BusState::HandleOpenResult(const v1::OpenResult& m, Actions* out) {
   const uint32_t relid = m.child_relid();
   OfferRecord* rec = FindByRelid(relid);
@@ -386,7 +417,11 @@ void BusState::HandleOpenResult(const v1::OpenResult& m, Actions* out) {
   }
   out->push_back(RetireChannel{rec->info.id, relid});
   rec->published = false;
-  StartTeardown(rec->ring_gpadl, gpadls_.at(rec->ring_gpadl), RequestId(), out);
+  if (GpadlRecord* g = FindGpadl(rec->ring_gpadl); g != nullptr) {
+    StartTeardown(rec->ring_gpadl, *g, RequestId(), out);
+  } else {
+    Inconsistent(absl::StrCat("relid ", relid, "'s ring GPADL is gone"), out);
+  }
   rec->ring_gpadl = 0;
   rec->channel = ChannelState::kClosed;
   Finish(open,
@@ -398,17 +433,19 @@ void BusState::HandleOpenResult(const v1::OpenResult& m, Actions* out) {
 RequestId BusState::AbandonOpen(OfferRecord& rec, Actions* out) {
   const RequestId open = rec.open_request;
   rec.open_request = RequestId();
-  GpadlRecord& g = gpadls_.at(rec.ring_gpadl);
-  if (rec.channel == ChannelState::kOpeningGpadl) {
-    g.abandoned = true;  // torn down as soon as the host creates it
-    g.waiter = RequestId();
+  GpadlRecord* g = FindGpadl(rec.ring_gpadl);
+  if (g == nullptr) {
+    Inconsistent(absl::StrCat("relid ", rec.info.relid, "'s ring GPADL is gone"), out);
+  } else if (rec.channel == ChannelState::kOpeningGpadl) {
+    g->abandoned = true;  // torn down as soon as the host creates it
+    g->waiter = RequestId();
   } else {  // kOpening: the host may still open it; CloseChannel undoes that in order
-    out->push_back(RetireChannel{rec.info.id, rec.info.relid});
+    if (rec.published) out->push_back(RetireChannel{rec.info.id, rec.info.relid});
     rec.published = false;
     v1::ControlMessage m;
     m.mutable_close_channel()->set_child_relid(rec.info.relid);
     Send(std::move(m), out);
-    StartTeardown(rec.ring_gpadl, g, RequestId(), out);
+    StartTeardown(rec.ring_gpadl, *g, RequestId(), out);
   }
   rec.ring_gpadl = 0;
   rec.channel = ChannelState::kClosed;
@@ -416,7 +453,13 @@ RequestId BusState::AbandonOpen(OfferRecord& rec, Actions* out) {
 }
 
 void BusState::OpenTimedOut(RequestId id, const PendingRequest& req, Actions* out) {
-  OfferRecord& rec = offers_.at(req.offer);
+  OfferRecord* found = FindOffer(req.offer);
+  if (found == nullptr) {
+    Inconsistent(absl::StrCat("open request ", id.value(), " outlived its offer"), out);
+    Finish(id, absl::DeadlineExceededError("open: no answer before the deadline"), out);
+    return;
+  }
+  OfferRecord& rec = *found;
   const bool had_gpadl = rec.channel == ChannelState::kOpening;
   AbandonOpen(rec, out);
   Finish(id,
@@ -461,11 +504,10 @@ RequestId BusState::Close(OfferId offer, absl::Time deadline, Actions* out) {
                          out);
     case ChannelState::kOpeningGpadl: {
       // Wait until the host has the ring GPADL and gives it back (or refuses it).
-      const RequestId id = NewRequest(RequestKind::kClose, offer, deadline);
       const uint32_t handle = rec->ring_gpadl;
-      requests_.at(id).gpadl = handle;
+      const RequestId id = NewRequest(RequestKind::kClose, offer, deadline, handle);
       const RequestId open = AbandonOpen(*rec, out);
-      gpadls_.at(handle).waiter = id;
+      if (GpadlRecord* g = FindGpadl(handle); g != nullptr) g->waiter = id;
       rec->channel = ChannelState::kClosing;
       rec->close_request = id;
       Finish(open,
@@ -476,8 +518,7 @@ RequestId BusState::Close(OfferId offer, absl::Time deadline, Actions* out) {
     }
     case ChannelState::kOpening:
     case ChannelState::kOpen: {
-      const RequestId id = NewRequest(RequestKind::kClose, offer, deadline);
-      requests_.at(id).gpadl = rec->ring_gpadl;
+      const RequestId id = NewRequest(RequestKind::kClose, offer, deadline, rec->ring_gpadl);
       const RequestId open = rec->open_request;
       const RequestId modify = rec->modify_request;
       rec->open_request = RequestId();
@@ -510,14 +551,25 @@ void BusState::StartClose(OfferRecord& rec, RequestId waiter, Actions* out) {
   v1::ControlMessage m;
   m.mutable_close_channel()->set_child_relid(rec.info.relid);
   Send(std::move(m), out);
-  StartTeardown(rec.ring_gpadl, gpadls_.at(rec.ring_gpadl), waiter, out);
+  if (GpadlRecord* g = FindGpadl(rec.ring_gpadl); g != nullptr) {
+    StartTeardown(rec.ring_gpadl, *g, waiter, out);
+  } else {
+    Inconsistent(absl::StrCat("relid ", rec.info.relid, "'s ring GPADL is gone"), out);
+    if (waiter.valid()) GpadlWaiterDone(waiter, out);
+  }
   rec.ring_gpadl = 0;
   rec.channel = waiter.valid() ? ChannelState::kClosing : ChannelState::kClosed;
   rec.close_request = waiter;
 }
 
 void BusState::CloseTimedOut(RequestId id, const PendingRequest& req, Actions* out) {
-  OfferRecord& rec = offers_.at(req.offer);
+  OfferRecord* found = FindOffer(req.offer);
+  if (found == nullptr) {
+    Inconsistent(absl::StrCat("close request ", id.value(), " outlived its offer"), out);
+    Finish(id, absl::DeadlineExceededError("close: no answer before the deadline"), out);
+    return;
+  }
+  OfferRecord& rec = *found;
   rec.close_request = RequestId();
   rec.channel = ChannelState::kClosed;
   if (auto g = gpadls_.find(req.gpadl); g != gpadls_.end() && g->second.waiter == id) {

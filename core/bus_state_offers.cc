@@ -27,12 +27,13 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
   }
   const InstanceKey key{info.interface_type, info.interface_instance, info.sub_channel_index};
   if (auto dup = instance_index_.find(key); dup != instance_index_.end()) {
-    Ignore(IgnoreReason::kOfferDuplicateInstance,
-           absl::AlreadyExistsError(absl::StrCat(
-               "offer of relid ", relid, " duplicates instance ",
-               info.interface_instance.ToString(), " sub-channel ", info.sub_channel_index,
-               ", already offered as relid ", offers_.at(dup->second).info.relid)),
-           out);
+    Ignore(
+        IgnoreReason::kOfferDuplicateInstance,
+        absl::AlreadyExistsError(absl::StrCat(
+            "offer of relid ", relid, " duplicates instance ", info.interface_instance.ToString(),
+            " sub-channel ", info.sub_channel_index, ", already offered as relid ",
+            FindOffer(dup->second) != nullptr ? FindOffer(dup->second)->info.relid : 0)),
+        out);
     return;
   }
   OfferRecord* primary = nullptr;
@@ -47,7 +48,13 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
              out);
       return;
     }
-    primary = &offers_.at(p->second);
+    primary = FindOffer(p->second);
+    if (primary == nullptr) {
+      Inconsistent(absl::StrCat("the instance index names offer ", p->second.value(),
+                                ", which does not exist"),
+                   out);
+      return;
+    }
     info.primary = p->second;
   }
   info.id = OfferId(next_offer_id_++);
@@ -169,7 +176,14 @@ void BusState::DropChannel(OfferRecord& rec, const absl::Status& why, Actions* o
   std::vector<uint32_t> handles = rec.gpadls;
   std::sort(handles.begin(), handles.end());
   for (uint32_t handle : handles) {
-    GpadlRecord& g = gpadls_.at(handle);
+    GpadlRecord* found = FindGpadl(handle);
+    if (found == nullptr) {
+      Inconsistent(absl::StrCat("relid ", relid, " lists GPADL 0x", absl::Hex(handle),
+                                ", which does not exist"),
+                   out);
+      continue;
+    }
+    GpadlRecord& g = *found;
     if (g.waiter.valid()) {
       const RequestId id = g.waiter;
       g.waiter = RequestId();

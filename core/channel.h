@@ -41,13 +41,25 @@
 //   absl::StatusOr<std::vector<uint8_t>> answer = channel.Call(bytes, deadline);  // blocking
 //   absl::Status closed = channel.Close(absl::Now() + absl::Seconds(5));
 //
+// A receive callback that is still running when its channel is closed or removed holds up only
+// that channel: the close completes, the driver's Remove runs and the ring memory is freed only
+// after the callback has returned (no callback of the channel runs after Close returns OK);
+// every other channel goes on meanwhile. A channel delivers at most ChannelOpenOptions::
+// drain_budget packets per turn, so a host that keeps one ring full cannot starve the others.
+//
+// Calls that wait give up at their deadline (plus the bus's grace, if the bus is slow to
+// answer), and what a call that gave up started is undone (an open that completes after its
+// caller gave up is closed again, a GPADL created too late is torn down): the status a caller
+// gets is the truth.
+//
 // Thread safety: every method may be called from any thread, concurrently (sends are
 // serialised by the channel). Blocking calls (Open, Close, CreateGpadl, TeardownGpadl,
 // SetTargetVp, Call, Receive, WaitForPackets, and sends with a future deadline) return
-// FailedPrecondition instead of blocking when called from a dispatch callback. A Channel stays
-// a valid object as long as someone holds its shared_ptr; once its offer is removed (rescind,
-// link lost, unload) every call fails, and once the bus is destroyed every call returns
-// FailedPrecondition.
+// FailedPrecondition instead of blocking when called from a dispatch callback; Open, Close,
+// CreateGpadl, TeardownGpadl, SetTargetVp, Poll, Receive and WaitForPackets do so from this
+// channel's own Poll callback (the Async forms work there). A Channel stays a valid object as
+// long as someone holds its shared_ptr; once its offer is removed (rescind, link lost, unload)
+// every call fails, and once the bus is destroyed every call returns FailedPrecondition.
 #ifndef VBUS_CORE_CHANNEL_H_
 #define VBUS_CORE_CHANNEL_H_
 
@@ -55,8 +67,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,19 +78,48 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "backends/backend.h"
 #include "core/bus_state.h"
+#include "core/call_ticket.h"
 #include "core/channel_table.h"
 #include "core/offer_validation.h"
 #include "core/ring_buffer.h"
+#include "core/runtime_internal.h"
 #include "core/sync.h"
 #include "core/transaction_table.h"
 
 namespace vbus {
 
-class ChannelBus;
+class BusExecutor;
+
+// ChannelLink
+// How a Channel reaches the control side of its bus: the ChannelBus runtime (its control
+// thread) or a simulation (a scheduled step). Implemented by whoever owns the BusExecutor.
+class ChannelLink {
+ public:
+  virtual ~ChannelLink() = default;
+  // Runs `work` on the executor, in order with the bus's other inputs. False (not run, and
+  // never will be) once the bus takes no more work.
+  virtual bool Post(std::function<void(BusExecutor&)> work) = 0;
+  // FailedPrecondition naming why, if a call that waits for the executor would deadlock on the
+  // calling thread (the control thread, a dispatch callback); OK otherwise.
+  virtual absl::Status CheckBlockingAllowed(absl::string_view what) const = 0;
+  // How long past its deadline a waiting call keeps waiting for a slow executor.
+  virtual absl::Duration call_grace() const = 0;
+  // A log line (host text in it already escaped).
+  virtual void Log(absl::string_view line) const = 0;
+};
+
+// CallAndWait
+// Runs `start` on `link`'s executor with a CallDone and waits for the result until `deadline`
+// plus the link's grace; a caller that gives up abandons the call (the executor undoes it) and
+// gets DeadlineExceeded naming `what`. FailedPrecondition if the bus takes no more work. Does
+// not check whether blocking is allowed on the calling thread (callers do).
+CallResult CallAndWait(ChannelLink& link, absl::string_view what, absl::Time deadline,
+                       std::function<void(BusExecutor&, CallDone)> start);
 
 // ChannelOpenOptions: how to open a channel.
 struct ChannelOpenOptions {
@@ -93,6 +136,9 @@ struct ChannelOpenOptions {
   // Requests that may wait for completions at once (transaction slots, 1..65536). A channel
   // keeps the table of its first open (ids stay unique across opens).
   uint32_t max_outstanding_requests = 256;
+  // Callback mode: packets handled per delivery before the other signalled channels get their
+  // turn (1..65536); the rest are handled on the dispatcher's next pass.
+  uint32_t drain_budget = 64;
 };
 
 // SendOptions: per-send knobs.
@@ -140,9 +186,12 @@ struct ChannelStats {
   uint64_t signals_received = 0;      // events dispatched to this channel
   uint64_t ring_full = 0;             // sends that found the outbound ring full
   uint64_t errors = 0;                // corrupt rings, failed signals, dropped packets
+
+  // Adds `other` field by field (sums over channels).
+  void Add(const ChannelStats& other);
 };
 
-class Channel final : public EventTarget, public std::enable_shared_from_this<Channel> {
+class Channel final : private EventTarget, public std::enable_shared_from_this<Channel> {
  public:
   ~Channel() override;
   Channel(const Channel&) = delete;
@@ -160,8 +209,10 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   // host's OpenResult says so. Errors: InvalidArgument (ring sizes, user data), FailedPrecondition
   // (already open or opening, offer removed, bus not connected, host refused: "open of relid 7
   // refused by host: status 0xC0000001"), ResourceExhausted (no guest memory), DeadlineExceeded,
-  // Unavailable (rescinded or link lost meanwhile), Cancelled (a Close overtook it). After any
-  // error the channel is closed and may be opened again (unless removed).
+  // Unavailable (rescinded or link lost meanwhile; or a receive callback of the previous open is
+  // still running: retry), Cancelled (a Close overtook it). After any error the channel is
+  // closed (an open that completes after the caller gave up is closed again) and may be opened
+  // again (unless removed); a refused second Open leaves an open channel as it is.
   absl::Status Open(const ChannelOpenOptions& options, absl::Time deadline);
 
   // OpenAsync
@@ -171,11 +222,14 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
                  std::function<void(absl::Status)> done);
 
   // Close
-  // Retires the channel (no callback runs after the retire), closes it and tears down the ring
-  // GPADL; outstanding requests complete with Cancelled. OK if the channel is already closed or
-  // its offer was removed (the host dropped it). Errors: DeadlineExceeded (the host did not
-  // confirm the teardown in time; the ring memory stays reserved until it does or the offer is
-  // released), FailedPrecondition (bus gone or shut down).
+  // Stops dispatch to the channel, closes it and tears down the ring GPADL; outstanding
+  // requests complete with Cancelled. OK once the host confirmed and no receive callback of the
+  // channel runs any more (none runs after Close returns OK). OK at once if the channel is
+  // already closed or its offer was removed (the host dropped it). Errors: DeadlineExceeded
+  // (the host did not confirm the teardown in time, or a receive callback is still running;
+  // the channel ends up closed either way, and its ring memory stays reserved until both are
+  // done), FailedPrecondition (bus gone or shut down, or called from this channel's own Poll
+  // callback).
   absl::Status Close(absl::Time deadline);
   void CloseAsync(absl::Time deadline, std::function<void(absl::Status)> done);
 
@@ -240,6 +294,17 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   // (nothing to do) when none are pending.
   absl::Status Flush();
 
+  // WhenWritable
+  // Flow control without blocking (for callback-driven senders): calls `ready` once a packet
+  // with `payload_bytes` of payload and `sub_header_bytes` of sub-header fits into the outbound
+  // ring — at once, on this thread, if it fits now; otherwise on the dispatching thread after
+  // the host freed room (pending_send_sz asks the host to signal). `ready` must not block; it
+  // is a hint (another sender may take the room first). FailedPrecondition if the channel is
+  // not open, InvalidArgument if such a packet can never fit. If the channel closes or fails
+  // first, `ready` is dropped without a call.
+  absl::Status WhenWritable(size_t payload_bytes, std::function<void()> ready,
+                            size_t sub_header_bytes = 0);
+
   // Poll (polling mode)
   // Drains up to `max_packets` data packets, calling `fn` for each (zero-copy; the view is
   // valid during the call); completions met on the way are matched and their callbacks run
@@ -254,7 +319,8 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
 
   // WaitForPackets (polling mode)
   // Returns OK as soon as the inbound ring has data (possibly at once), DeadlineExceeded if
-  // none arrives in time, FailedPrecondition if the channel is not open.
+  // none arrives in time, FailedPrecondition if the channel is not open or is in callback mode
+  // (there the dispatcher owns the ring).
   absl::Status WaitForPackets(absl::Time deadline);
 
   // ---- State and counters ----------------------------------------------------------------
@@ -267,33 +333,50 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   // Requests waiting for completions now.
   size_t outstanding_requests() const;
 
-  // EventTarget: the host signalled this channel (dispatching thread). Not for drivers.
-  void OnEvent(uint32_t relid) override;
-
  private:
-  friend class ChannelBus;
+  friend class BusExecutor;
 
   // Where the data path is (guarded by state_mu_).
   enum class DataState { kClosed, kOpening, kOpen };
+  // What one drain did.
+  struct Drained {
+    size_t packets = 0;
+    bool more = false;  // stopped at its limit with packets left
+  };
 
-  Channel(ChannelBus* bus, Backend* backend, OfferInfo offer);
+  // Created by the executor for each offer (`fault`: tests only, see runtime_internal.h).
+  Channel(ChannelLink* link, Backend* backend, OfferInfo offer, FaultPoint fault = nullptr);
 
-  // ---- Called by ChannelBus on its control thread ----
-  // Attaches freshly initialised rings in `pages` (outbound first) before BusState::Open.
-  // FailedPrecondition if the channel is not closed, Unavailable if its offer was removed.
+  // EventTarget: the host signalled this channel (on a dispatcher, which announces the relid
+  // while this runs). True: the drain budget ran out with packets left.
+  bool OnEvent(uint32_t relid) override;
+
+  // ---- Called by the executor ----
+  // Whether an open may start: OK, FailedPrecondition (open, opening), Unavailable (offer
+  // removed, or the receive side of the last open is still attached). No side effects.
+  absl::Status CheckCanOpen() const;
+  // Attaches freshly initialised rings in `pages` (outbound first) before BusState::Open. On
+  // error nothing changed.
   absl::Status AttachRings(const Pages& pages, uint32_t outbound_pages,
                            const ChannelOpenOptions& options);
-  // Open finished: OK enables sending; an error detaches the rings.
-  void OpenFinished(const absl::Status& status);
-  // The channel was retired from the table (or never published): detach the rings, fail
-  // waiting requests with `why`, wake every waiter. `receive_quiesced` false: the retire timed
-  // out and a dispatch callback may still be draining — the receive side is left alone and the
-  // channel can never be opened again (its memory is kept by the bus).
-  void Detach(const absl::Status& why, bool receive_quiesced = true);
+  // The host opened the channel: sending is enabled.
+  void OpenSucceeded();
+  // Sending stops (the open failed, the channel is closing, the offer is gone): the outbound
+  // ring is let go, requests waiting for completions fail with `why`, waiters wake. The receive
+  // side is let go separately (TryDetachReceive), once no callback runs.
+  void DetachSend(const absl::Status& why);
+  // Lets go of the inbound ring and the receive callback. False if a poller holds the receive
+  // side right now (try again later); true when done (or nothing was attached). The caller
+  // guarantees that no dispatcher delivers to this channel any more (ChannelTable::InUse).
+  bool TryDetachReceive();
+  // Whether rings of an open are still attached on the receive side.
+  bool receive_attached() const { return receive_attached_.load(std::memory_order_relaxed); }
   // The offer went away (rescind, link lost, unload).
   void MarkRemoved(const absl::Status& reason);
-  // The bus is being destroyed: detach and forget it.
+  // The bus is being destroyed: detach everything and forget the bus (no callback runs any
+  // more: the backend has stopped).
   void MarkBusGone();
+  EventTarget* event_target() { return this; }
 
   // ---- Data path helpers ----
   // Writes one packet: allocates a transaction slot when `done` is set (trans_id then comes
@@ -301,41 +384,61 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   absl::Status WritePacket(OutgoingPacket packet, const SendOptions& options, size_t payload_bytes,
                            CompletionCallback done = nullptr, uint64_t* trans_id = nullptr);
   absl::Status CommitAndSignal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // Keeps pending_send_sz armed for the smallest packet a waiting sender needs (or clears it
+  // when none waits); true if one of them fits already (wake them).
+  bool RearmPendingSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // Runs the WhenWritable callbacks whose packets fit now (not under send_mu_).
+  void RunWritable();
   absl::Status Signal(Backend* backend);
-  // Callback mode: drain while events are pending (one drainer at a time).
-  void DrainFromDispatch();
+  // Callback mode: drain while events are pending (one drainer at a time); true if the budget
+  // ran out with packets left.
+  bool DrainFromDispatch();
   // Drains the inbound ring (caller owns it): completions are matched, `fn` gets data packets;
-  // stops after `max` of them.
-  absl::StatusOr<size_t> DrainRing(absl::FunctionRef<void(const PacketView&)> fn, size_t max);
+  // stops after `max` of them. `keep_masked`: when stopping at `max`, leave interrupts masked
+  // (the caller comes back); otherwise unmask.
+  absl::StatusOr<Drained> DrainRing(absl::FunctionRef<void(const PacketView&)> fn, size_t max,
+                                    bool keep_masked);
   void HandleCompletion(const PacketView& packet);
+  // Records the data path's sticky failure (the first one wins) and fails every outstanding
+  // request with it. Must not be called with send_mu_ held (completion callbacks may send).
   void FailDataPath(const absl::Status& status);
+  // The failure only, with send_mu_ held; true for the first one (the caller then calls
+  // FailRequests once it released send_mu_).
+  bool RecordFailure(const absl::Status& status);
+  void FailRequests(const absl::Status& status);
   void WakeWaiters();
   // Waits until an event arrives after `seen` (event_seq_) or `deadline`; true if one did.
   bool WaitForEvent(uint64_t seen, absl::Time deadline);
   absl::Status NotOpenError() const;
-  // The bus, or FailedPrecondition naming why not.
-  absl::StatusOr<ChannelBus*> LiveBus() const;
-  // The blocking form of an asynchronous call: refuses where waiting would deadlock, runs
-  // `start` with a completion, and waits for it (deadline plus the bus's grace).
-  absl::Status AwaitAsync(absl::string_view what, absl::Time deadline,
-                          absl::FunctionRef<void(std::function<void(absl::Status)>)> start);
+  // The link to the bus, or FailedPrecondition naming why not.
+  absl::StatusOr<ChannelLink*> LiveLink() const;
+  // InvalidArgument naming the first option out of range.
+  absl::Status CheckOpenOptions(const ChannelOpenOptions& options) const;
+  // FailedPrecondition if the caller is inside this channel's own Poll callback.
+  absl::Status CheckNotInOwnPoll(absl::string_view what) const;
+  // Runs `start` on the executor and waits for its result (deadline plus the bus's grace); a
+  // caller that gives up abandons the call, and the executor undoes it. Refuses where waiting
+  // would deadlock.
+  CallResult AwaitCall(absl::string_view what, absl::Time deadline,
+                       std::function<void(BusExecutor&, CallDone)> start);
+  // Posts `start` to the executor with `done`, or fails `done` at once if the bus is gone.
+  void StartCall(std::function<void(BusExecutor&, CallDone)> start, CallDone done);
   std::string Name() const;
 
   const OfferInfo offer_;
   const ChannelSignal signal_;
+  const FaultPoint fault_;
 
   // Control state.
   mutable Mutex state_mu_;
-  ChannelBus* bus_ ABSL_GUARDED_BY(state_mu_);
+  ChannelLink* link_ ABSL_GUARDED_BY(state_mu_);
   Backend* backend_ ABSL_GUARDED_BY(state_mu_);
   DataState state_ ABSL_GUARDED_BY(state_mu_) = DataState::kClosed;
   absl::Status removed_ ABSL_GUARDED_BY(state_mu_);
   // The sticky failure of the current open's rings (DataLoss), if any.
   absl::Status data_failure_ ABSL_GUARDED_BY(state_mu_);
-  // A retire timed out while a callback was draining: never attach rings again.
-  bool wedged_ ABSL_GUARDED_BY(state_mu_) = false;
-  // Set when the data path failed (either ring corrupt): sends stop too. Relaxed: the
-  // failure's details are read under state_mu_.
+  // Set when the data path failed (either ring corrupt): sends and deliveries stop. Relaxed:
+  // the failure's details are read under state_mu_.
   std::atomic<bool> failed_{false};
   // Relaxed mirror of: open, not failed, not removed (for is_open()).
   std::atomic<bool> open_{false};
@@ -347,28 +450,37 @@ class Channel final : public EventTarget, public std::enable_shared_from_this<Ch
   bool sendable_ ABSL_GUARDED_BY(send_mu_) = false;
   Backend* send_backend_ ABSL_GUARDED_BY(send_mu_) = nullptr;
   size_t appended_ ABSL_GUARDED_BY(send_mu_) = 0;
+  // Ring bytes each sender waiting for room needs (pending_send_sz is armed for the smallest).
+  std::multiset<size_t> send_waiters_ ABSL_GUARDED_BY(send_mu_);
+  // WhenWritable callbacks by the ring bytes they wait for (each also in send_waiters_).
+  std::multimap<size_t, std::function<void()>> writable_ ABSL_GUARDED_BY(send_mu_);
+  // Relaxed mirror of writable_.size(), so that events skip send_mu_ when nobody waits.
+  std::atomic<size_t> writable_waiting_{0};
 
-  // Receiving side. Written by the control thread under poll_mu_ while the channel is not
-  // published (before Publish, after Retire). Read in callback mode by the dispatcher that
-  // holds draining_ (ordered after the writes by the table's publish/retire protocol), in
-  // polling mode by the poller holding poll_mu_. Lock order: poll_mu_ before send_mu_ and
-  // state_mu_ (callbacks run under it may send).
-  Mutex poll_mu_;
+  // Receiving side. Written by the executor under poll_mu_ while no dispatcher can deliver to
+  // the channel (before Publish; after Unpublish once ChannelTable::InUse said false). Read in
+  // callback mode by the dispatcher that holds draining_ (ordered after the writes by the
+  // table's publish protocol), in polling mode by the poller holding poll_mu_. Lock order:
+  // poll_mu_ before send_mu_ and state_mu_ (callbacks run under it may send).
+  mutable Mutex poll_mu_;
   std::optional<IncomingRing> in_;
   std::vector<uint8_t> scratch_;
   std::function<void(const PacketView&)> on_packet_;
   bool callback_mode_ = false;
+  size_t drain_budget_ = 64;
   Backend* receive_backend_ = nullptr;
+  // Relaxed mirror of in_.has_value() for the executor (written under poll_mu_).
+  std::atomic<bool> receive_attached_{false};
   std::atomic<bool> draining_{false};
   std::atomic<bool> drain_pending_{false};
 
   // Completions. Created at the first open (control thread) and kept for the channel's life,
   // so ids stay unique across opens and a Call that timed out can still withdraw its slot.
-  // [T1] published with a release store; readers load it with acquire ([T2]).
+  // [CH-T1] published with a release store; readers load it with acquire ([CH-T2]).
   std::unique_ptr<TransactionTable> transactions_owner_;
   std::atomic<TransactionTable*> transactions_{nullptr};
   TransactionTable* transactions() const {
-    return transactions_.load(std::memory_order_acquire);  // [T2] pairs with [T1]
+    return transactions_.load(std::memory_order_acquire);  // [CH-T2] pairs with [CH-T1]
   }
 
   // Events: every OnEvent (and every detach) bumps event_seq_; waiters (full ring, polling

@@ -6,14 +6,18 @@
 //     drivers and applications, timer expiries, the loss of the link — and carries out the
 //     resulting Actions in list order (post messages, publish/retire channels in the channel
 //     table, list offers, free GPADL memory, complete waiting calls, arm timers);
-//   - one driver thread runs Driver::Probe / Driver::Remove and the application's callbacks, in
-//     the order the offers came and went, so drivers may block (an Open inside Probe waits for
-//     the host while the control thread keeps going);
+//     (the control thread runs a BusExecutor, core/bus_executor.h: the same code the
+//     deterministic simulation drives);
+//   - drivers run on driver strands (core/driver_strands.h): Driver::Probe / Driver::Remove and
+//     the on_offer / on_offer_removed callbacks of one device run in the order its offer came
+//     and went, on a thread of that device's own, so a driver may block (an Open inside Probe
+//     waits for the host) without holding up the control thread or any other device;
+//     on_host_lost runs after the removals it caused;
 //   - event dispatch runs wherever the backend raises OnEventsPending (the mock backend's
 //     doorbell thread, an interrupt handler): it scans the backend's receive event flags and
-//     calls each signalled channel through the ChannelTable, with no lock and no allocation.
-//     At most one thread dispatches at a time; a raise that finds another thread dispatching
-//     hands its work to that thread instead of waiting.
+//     calls each signalled channel through the ChannelTable, with no lock and no allocation
+//     (core/event_dispatch.h). At most one thread dispatches at a time; a raise that finds
+//     another thread dispatching hands its work to that thread instead of waiting.
 //
 // Example (a guest agent):
 //   DriverRegistry drivers;
@@ -37,41 +41,33 @@
 // Thread safety: every public method may be called from any thread except where noted.
 // Blocking methods (Connect, Shutdown, BindDrivers, and Channel's waiting calls) must not be
 // called from the control thread (completion callbacks of OpenAsync/CloseAsync) or a dispatch
-// callback — nor Shutdown and BindDrivers from the driver thread (Probe, Remove, the
+// callback — nor Connect, Shutdown and BindDrivers from a driver strand (Probe, Remove, the
 // on_offer callbacks): there they return FailedPrecondition instead of deadlocking. A driver
 // may call Channel's waiting calls (Open, Close, ...) from Probe and Remove.
 //
-// Lifetime: the Backend must outlive the bus; Channels handed out stay valid objects for as
-// long as they are held, but become inert (FailedPrecondition) once the bus is destroyed.
+// Lifetime: the Backend must outlive the bus (and a bus destroyed from its own thread must have
+// finished its teardown: WaitForDeferredTeardowns); Channels handed out stay valid objects for
+// as long as they are held, but become inert (FailedPrecondition) once the bus is destroyed.
 #ifndef VBUS_CORE_CHANNEL_BUS_H_
 #define VBUS_CORE_CHANNEL_BUS_H_
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "backends/backend.h"
-#include "core/bus_actions.h"
 #include "core/bus_state.h"
 #include "core/channel.h"
-#include "core/channel_table.h"
 #include "core/driver.h"
-#include "core/event_page.h"
 #include "core/protocol.h"
-#include "core/sync.h"
-#include "core/work_queue.h"
 
 namespace vbus {
 
@@ -81,9 +77,9 @@ struct ChannelBusOptions {
   uint32_t max_version = protocol::kNewestVersion;
   // Drivers to bind offers to (may be null: no drivers). Must outlive the bus.
   const DriverRegistry* drivers = nullptr;
-  // How long a retire may wait for a dispatch callback still running on the channel (a
-  // callback that blocks longer is a driver bug; it is logged and the channel's ring memory is
-  // kept until the bus is destroyed).
+  // A receive callback still running this long after its channel was closed or removed is
+  // logged (callbacks must not block). The channel's close, its driver's Remove and its ring
+  // memory wait for the callback however long it takes; nothing else does.
   absl::Duration retire_timeout = absl::Seconds(5);
   // A waiting call returns DeadlineExceeded by itself at its deadline plus this grace, even if
   // the control thread is slow to report the expiry.
@@ -91,8 +87,8 @@ struct ChannelBusOptions {
   // Deadline the destructor gives Shutdown.
   absl::Duration shutdown_timeout = absl::Seconds(10);
 
-  // Application callbacks, run on the driver thread in event order (they may block briefly
-  // and may call blocking Channel methods):
+  // Application callbacks, run on driver strands (they may block briefly and may call
+  // blocking Channel methods): per device in event order, devices side by side:
   // a new offer (at connect or hot-added), after the driver registry had its chance;
   std::function<void(const std::shared_ptr<Channel>&)> on_offer;
   // an offer went away (rescinded, link lost, unloaded), after its driver's Remove;
@@ -115,22 +111,32 @@ struct BusStats {
   uint64_t spurious_events = 0;    // event bits for relids with no published channel
   uint64_t offers_added = 0;
   uint64_t offers_removed = 0;
-  uint64_t errors = 0;    // bus-level: failed publishes/retires, probe failures, ...
-  ChannelStats channels;  // sum over channels
+  uint64_t errors = 0;            // bus-level: failed publishes/retires, probe failures, ...
+  uint64_t calls_undone = 0;      // results undone because their callers had given up
+  uint64_t retires_deferred = 0;  // closes/removals that found a receive callback running
+  ChannelStats channels;          // sum over channels
 };
 
-class ChannelBus final : public BackendListener {
+namespace internal {
+class BusRuntime;
+}  // namespace internal
+
+class ChannelBus final {
  public:
   // Create
   // Starts `backend` (which must outlive the bus) with this bus as its listener and starts
-  // the control and driver threads. Does not contact the host yet (Connect does). Errors:
+  // the control thread. Does not contact the host yet (Connect does). Errors:
   // Backend::Start's (Unavailable: host unreachable), InvalidArgument for max_version < 2.4.
   static absl::StatusOr<std::unique_ptr<ChannelBus>> Create(Backend* backend,
                                                             ChannelBusOptions options);
 
   // Shuts down (Shutdown with options.shutdown_timeout) if not done, stops the backend and the
   // threads. Channels still held by the application become inert (FailedPrecondition).
-  ~ChannelBus() override;
+  // Destroying the bus from one of its own threads (a driver's Probe or Remove, on_offer,
+  // on_host_lost, a completion or receive callback) is allowed: the destructor then returns at
+  // once and the shutdown finishes on a background thread. The backend must stay alive until
+  // it has: WaitForDeferredTeardowns tells when.
+  ~ChannelBus();
   ChannelBus(const ChannelBus&) = delete;
   ChannelBus& operator=(const ChannelBus&) = delete;
 
@@ -138,8 +144,9 @@ class ChannelBus final : public BackendListener {
   // Negotiates a version (newest first, from max_version down to 2.4), requests the offers
   // and waits until the host has delivered them all and every driver matching them has been
   // probed (and the on_offer callbacks have run). Errors: FailedPrecondition (already
-  // connected, host accepted no version, bus shut down, host lost), DeadlineExceeded,
-  // Unavailable (link lost meanwhile).
+  // connected, host accepted no version, bus shut down, host lost), DeadlineExceeded (a
+  // connection the host completes afterwards is dropped again), Unavailable (link lost
+  // meanwhile).
   absl::Status Connect(absl::Time deadline);
 
   // Offers: the host's active offers, by relid (a snapshot).
@@ -164,167 +171,24 @@ class ChannelBus final : public BackendListener {
   // Closes every open channel, unloads from the host (from version 3.0; below, or if the
   // unload fails, the offers are dropped locally), removes every driver, stops the backend and
   // the threads. Later calls fail with FailedPrecondition. Idempotent; returns the first
-  // problem met (the shutdown completes anyway).
+  // problem met (the shutdown completes anyway). FailedPrecondition from the bus's own threads
+  // (destroy the bus there instead).
   absl::Status Shutdown(absl::Time deadline);
 
   // State (snapshots).
-  BusPhase phase() const { return phase_.load(std::memory_order_relaxed); }
-  uint32_t version() const { return version_.load(std::memory_order_relaxed); }
+  BusPhase phase() const;
+  uint32_t version() const;
   BusStats stats() const;
 
-  // ---- BackendListener (called by the backend) -----------------------------------------
-  void OnHostMessage(const v1::ControlMessage& message) override;
-  void OnEventsPending() override;
-  void OnHostLost(const absl::Status& status) override;
+  // WaitForDeferredTeardowns
+  // Waits until every bus destroyed from one of its own threads (in this process) has finished
+  // its shutdown, so that their backends may go. DeadlineExceeded if one is still running.
+  static absl::Status WaitForDeferredTeardowns(absl::Time deadline);
 
  private:
-  friend class Channel;
+  explicit ChannelBus(std::shared_ptr<internal::BusRuntime> runtime);
 
-  // What a waiting call gets back.
-  struct CallResult {
-    absl::Status status;
-    uint32_t gpadl = 0;
-    uint32_t version = 0;
-  };
-  // Runs on the control thread with the call's result.
-  using CallDone = std::function<void(const CallResult&)>;
-  // Starts a call on the control thread (usually a BusState call): returns its RequestId,
-  // an invalid RequestId for "finished OK already", or a Status for "failed already".
-  using CallStart = std::function<absl::StatusOr<RequestId>(Actions*)>;
-
-  // A caller's wait for a CallResult.
-  class Waiter {
-   public:
-    void Finish(CallResult result);
-    // True with *out set if finished by `deadline`.
-    bool Wait(absl::Time deadline, CallResult* out);
-
-   private:
-    Mutex mu_;
-    CondVar cv_;
-    bool done_ ABSL_GUARDED_BY(mu_) = false;
-    CallResult result_ ABSL_GUARDED_BY(mu_);
-  };
-
-  ChannelBus(Backend* backend, ChannelBusOptions options);
-  absl::Status Start();
-
-  // ---- Threads ----
-  void ControlLoop();
-  void DriverLoop();
-  // Queues work for the control / driver thread. False (work dropped) once that thread stopped.
-  bool PostControl(std::function<void()> work);
-  bool PostDriver(std::function<void()> work);
-  bool OnControlThread() const;
-  bool OnDriverThread() const;
-
-  // ---- Calls ----
-  // Runs `start` on the control thread and `done` there with the result (or with the start's
-  // error; with FailedPrecondition on the calling thread if the bus is stopped).
-  // `barrier_drivers`: `done` runs (on the driver thread) only after the driver thread has
-  // finished the work queued before the completion.
-  void StartCall(CallStart start, CallDone done, bool barrier_drivers = false);
-  // Waits for `waiter` until deadline + call_grace.
-  CallResult AwaitWaiter(Waiter& waiter, absl::Time deadline, absl::string_view what);
-  // StartCall + AwaitWaiter; `on_control` (may be empty) runs on the control thread first.
-  CallResult AwaitCall(CallStart start, CallDone on_control, absl::Time deadline,
-                       absl::string_view what, bool barrier_drivers = false);
-  // FailedPrecondition if a blocking call would deadlock on this thread.
-  absl::Status CheckBlockingAllowed(absl::string_view what) const;
-
-  // ---- Control thread only ----
-  void Execute(Actions actions);
-  void ExecuteOne(Action& action, Actions* more);
-  void FireTimers();
-  void UpdateMirrors();
-  void ReleaseOffer(OfferId offer, Actions* out);
-  std::shared_ptr<Channel> ChannelOf(OfferId offer) const;
-  // The control-thread halves of Channel's calls.
-  absl::StatusOr<RequestId> StartOpen(const std::shared_ptr<Channel>& channel,
-                                      const ChannelOpenOptions& options, absl::Time deadline,
-                                      Actions* out);
-  void FinishOpen(const std::shared_ptr<Channel>& channel, const absl::Status& status);
-  absl::StatusOr<RequestId> StartClose(const std::shared_ptr<Channel>& channel, absl::Time deadline,
-                                       Actions* out);
-  absl::StatusOr<RequestId> StartCreateGpadl(const std::shared_ptr<Channel>& channel,
-                                             size_t page_count, absl::Time deadline,
-                                             GpadlBuffer* buffer, Actions* out);
-  // Shutdown steps.
-  absl::Status CloseAllChannels(absl::Time deadline);
-  // Waits until the control and driver threads have done everything queued before this call,
-  // including the offer releases that driver removals queue back.
-  absl::Status Quiesce(absl::Time deadline);
-
-  // ---- Driver thread only ----
-  void AddDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel);
-  void ProbeDevice(const OfferInfo& offer, const DriverSpec* spec,
-                   const std::shared_ptr<Channel>& channel);
-  void RemoveDevice(const OfferInfo& offer, const absl::Status& reason);
-
-  void Log(absl::string_view line) const;
-
-  Backend* const backend_;
-  const ChannelBusOptions options_;
-
-  // Event dispatch (any thread; see OnEventsPending). The dispatcher is used by one thread at a
-  // time: the one that holds dispatching_.
-  ChannelTable table_;
-  std::optional<EventPage> event_page_;
-  std::optional<ChannelTable::Dispatcher> dispatcher_;
-  std::atomic<bool> events_ready_{false};
-  std::atomic<bool> dispatching_{false};
-  std::atomic<bool> dispatch_pending_{false};
-
-  // Control thread state (touched only on the control thread once it runs).
-  std::optional<BusState> state_;
-  std::map<RequestId, CallDone> waiters_;
-  std::multimap<absl::Time, RequestId> timer_queue_;
-  std::map<RequestId, std::multimap<absl::Time, RequestId>::iterator> timers_;
-  std::map<OfferId, std::shared_ptr<Channel>> channels_;  // offers not yet released
-  // Memory the host may map, filed under its GPADL handle until ReleaseGpadl, and its offer.
-  std::map<uint32_t, Pages> gpadl_memory_;
-  std::map<uint32_t, OfferId> gpadl_offer_;
-  // Offers whose retire timed out (a callback still ran): their memory is kept until the end.
-  std::vector<OfferId> stuck_offers_;
-  std::vector<Pages> quarantined_memory_;
-  uint64_t ignored_logged_ = 0;
-
-  // Queues.
-  WorkQueue<std::function<void()>> control_queue_;
-  WorkQueue<std::function<void()>> driver_queue_;
-  std::thread control_thread_;
-  std::thread driver_thread_;
-  std::atomic<std::thread::id> control_thread_id_{};
-  std::atomic<std::thread::id> driver_thread_id_{};
-
-  // Driver-thread state, readable under devices_mu_.
-  DriverRegistry no_drivers_;
-  mutable Mutex devices_mu_;
-  DeviceList devices_ ABSL_GUARDED_BY(devices_mu_);
-
-  // Mirrors for other threads (written on the control thread).
-  mutable Mutex mirror_mu_;
-  std::map<OfferId, OfferInfo> offers_ ABSL_GUARDED_BY(mirror_mu_);
-  std::map<OfferId, std::shared_ptr<Channel>> channel_mirror_ ABSL_GUARDED_BY(mirror_mu_);
-  ChannelStats released_channel_stats_ ABSL_GUARDED_BY(mirror_mu_);
-  uint64_t host_inputs_ignored_ ABSL_GUARDED_BY(mirror_mu_) = 0;
-  std::atomic<BusPhase> phase_{BusPhase::kDisconnected};
-  std::atomic<uint32_t> version_{0};
-
-  // Lifecycle. shutdown_mu_ serialises Shutdown; the flags say how far it got.
-  Mutex shutdown_mu_;
-  std::atomic<bool> shut_down_{false};
-  std::atomic<bool> host_lost_{false};
-
-  // Counters (relaxed: statistics).
-  std::atomic<uint64_t> messages_sent_{0};
-  std::atomic<uint64_t> messages_received_{0};
-  std::atomic<uint64_t> post_failures_{0};
-  std::atomic<uint64_t> events_raised_{0};
-  std::atomic<uint64_t> events_dispatched_{0};
-  std::atomic<uint64_t> offers_added_{0};
-  std::atomic<uint64_t> offers_removed_{0};
-  std::atomic<uint64_t> errors_{0};
+  std::shared_ptr<internal::BusRuntime> runtime_;
 };
 
 }  // namespace vbus

@@ -193,7 +193,7 @@ void TestHost::Handle(const v1::ControlMessage& m) {
         } else if (status == 0) {
           status = protocol::kStatusUnsuccessful;
         }
-        if (rules_.answer_open) {
+        if (rules_.answer_open && !rules_.silent_open_relids.contains(o.child_relid())) {
           v1::ControlMessage r;
           r.mutable_open_result()->set_child_relid(o.child_relid());
           r.mutable_open_result()->set_open_id(o.open_id());
@@ -425,6 +425,11 @@ size_t TestHost::CountPosted(absl::string_view kind) const {
 std::vector<uint32_t> TestHost::Released() const {
   MutexLock lock(&mu_);
   return released_;
+}
+
+size_t TestHost::LiveGpadls() const {
+  MutexLock lock(&mu_);
+  return gpadls_.size();
 }
 
 bool TestHost::IsOpen(uint32_t relid) const {

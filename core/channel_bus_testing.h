@@ -29,6 +29,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -75,6 +76,8 @@ class TestHost final : public Backend {
     bool answer_gpadl = true;
     uint32_t gpadl_status = 0;
     bool answer_open = true;
+    // Relids whose OpenChannel is never answered (the rest are, per answer_open).
+    std::set<uint32_t> silent_open_relids;
     uint32_t open_status = 0;
     bool answer_teardown = true;
     bool answer_unload = true;
@@ -111,6 +114,8 @@ class TestHost final : public Backend {
   std::vector<uint32_t> Released() const;
   // Whether the host has the channel open (after OpenChannel, before CloseChannel).
   bool IsOpen(uint32_t relid) const;
+  // GPADLs the host holds (created and not torn down).
+  size_t LiveGpadls() const;
   // Guest → host signals per relid, and completions the guest sent while echoing.
   uint64_t SignalsFrom(uint32_t relid) const;
   uint64_t EchoedPackets(uint32_t relid) const;

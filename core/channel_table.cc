@@ -10,9 +10,23 @@
 namespace vbus {
 namespace {
 
-// The table whose dispatch section the current thread is in (nullptr outside), so that a
-// Retire from inside OnEvent fails fast instead of waiting for itself until its deadline.
+// The table whose OnEvent the current thread is inside (nullptr outside), so that a wait from
+// inside OnEvent fails fast instead of waiting for itself until its deadline.
 thread_local const ChannelTable* t_dispatching = nullptr;
+
+// Restores t_dispatching when a delivery ends (deliveries of different tables may nest).
+class DeliveryScope {
+ public:
+  explicit DeliveryScope(const ChannelTable* table) : outer_(t_dispatching) {
+    t_dispatching = table;
+  }
+  ~DeliveryScope() { t_dispatching = outer_; }
+  DeliveryScope(const DeliveryScope&) = delete;
+  DeliveryScope& operator=(const DeliveryScope&) = delete;
+
+ private:
+  const ChannelTable* const outer_;
+};
 
 }  // namespace
 
@@ -37,24 +51,27 @@ absl::StatusOr<ChannelTable::Dispatcher> ChannelTable::RegisterDispatcher() {
           "all %u dispatcher slots of the channel table are registered", kMaxDispatchers));
     }
     const size_t index = static_cast<size_t>(std::countr_one(used));
-    // [G1] seq_cst: registered before this dispatcher's first [D0]; read by Retire's [R2].
-    // The slot's sequence counter keeps counting from its previous owner (it is even now),
-    // so a Retire holding an old snapshot still sees it change.
+    // [CT-G1] seq_cst: registered before this dispatcher's first [CT-D1]; read by [CT-U3].
+    // The slot's hazard word keeps its previous owner's count (it is withdrawn now), so a
+    // waiter holding an old snapshot still sees it change.
     if (registered_.compare_exchange_weak(used, used | uint64_t{1} << index,
                                           std::memory_order_seq_cst, std::memory_order_relaxed)) {
-      return Dispatcher(this, index);
+      Dispatcher d(this, index);
+      d.deliveries_ = dispatchers_[index].hazard.load(std::memory_order_relaxed) >> 16;
+      return d;
     }
   }
 }
 
 void ChannelTable::Unregister(size_t index) {
-  // The dispatcher is outside any section (its counter is even): nothing waits on it.
+  // The dispatcher is between deliveries (its announcement is withdrawn): nothing waits on it.
   registered_.fetch_and(~(uint64_t{1} << index), std::memory_order_seq_cst);
 }
 
 ChannelTable::Dispatcher::Dispatcher(Dispatcher&& other) noexcept
     : table_(other.table_),
       index_(other.index_),
+      deliveries_(other.deliveries_),
       delivered_(other.delivered_),
       spurious_(other.spurious_) {
   other.table_ = nullptr;
@@ -65,6 +82,7 @@ ChannelTable::Dispatcher& ChannelTable::Dispatcher::operator=(Dispatcher&& other
     if (table_ != nullptr) table_->Unregister(index_);
     table_ = other.table_;
     index_ = other.index_;
+    deliveries_ = other.deliveries_;
     delivered_ = other.delivered_;
     spurious_ = other.spurious_;
     other.table_ = nullptr;
@@ -76,23 +94,33 @@ ChannelTable::Dispatcher::~Dispatcher() {
   if (table_ != nullptr) table_->Unregister(index_);
 }
 
-void ChannelTable::Dispatcher::Enter() {
-  std::atomic<uint64_t>& sequence = table_->dispatchers_[index_].sequence;
-  // Only this dispatcher writes its counter: a relaxed read of our own value.
-  const uint64_t even = sequence.load(std::memory_order_relaxed);
-  // [D0] seq_cst: odd = inside. Store-then-load against Retire's [R1] then [R3] (argument
-  // step 6 in the header): Retire either sees us inside or our [D2] sees its null.
-  sequence.store(even + 1, std::memory_order_seq_cst);
-  outer_dispatching_ = t_dispatching;
-  t_dispatching = table_;
+bool ChannelTable::Dispatcher::Deliver(uint32_t relid, DispatchStats& stats) {
+  std::atomic<uint64_t>& hazard = table_->dispatchers_[index_].hazard;
+  const uint64_t count = ++deliveries_;
+  // [CT-D1] seq_cst: announce the relid before loading its slot. Store-then-load against
+  // Unpublish's [CT-U1] then InUse's [CT-U2] (argument step 6).
+  hazard.store(count << 16 | relid, std::memory_order_seq_cst);
+  // [CT-D2] seq_cst load of the slot. Acquire pairs with Publish's [CT-P1] (the target is
+  // fully built); seq_cst for the handshake with Unpublish (step 6).
+  EventTarget* target = table_->slots_[relid].load(std::memory_order_seq_cst);
+  bool again = false;
+  if (target == nullptr) {
+    // Not published (never, or unpublished): a spurious or hostile signal. Counted; the bit is
+    // already clear, so it cannot make us spin.
+    ++stats.spurious;
+  } else {
+    ++stats.delivered;
+    DeliveryScope scope(table_);
+    again = target->OnEvent(relid);
+  }
+  // [CT-D3] release: every use of the target happens-before an InUse that reads this (or a
+  // later) value with [CT-U2] (step 7).
+  hazard.store(count << 16, std::memory_order_release);
+  return again;
 }
 
-void ChannelTable::Dispatcher::Exit(const DispatchStats& stats) {
-  t_dispatching = outer_dispatching_;
-  std::atomic<uint64_t>& sequence = table_->dispatchers_[index_].sequence;
-  // [D3] release: every use of a target in this section happens-before a Retire that
-  // observes the new value with [R4] (argument step 7).
-  sequence.store(sequence.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+void ChannelTable::Dispatcher::Finish(const DispatchStats& stats) {
+  inside_ = false;
   delivered_ += stats.delivered;
   spurious_ += stats.spurious;
   if (stats.spurious != 0) {
@@ -100,45 +128,46 @@ void ChannelTable::Dispatcher::Exit(const DispatchStats& stats) {
   }
 }
 
-inline void ChannelTable::Dispatcher::Deliver(uint32_t relid, DispatchStats& stats) {
-  // [D2] seq_cst load of the slot. Acquire pairs with Publish's [P1] (the target is fully
-  // built); seq_cst for the Dekker handshake with Retire (step 6).
-  EventTarget* target = table_->slots_[relid].load(std::memory_order_seq_cst);
-  if (target == nullptr) {
-    // Not published (never, or retired): a spurious or hostile signal. Counted; the bit is
-    // already clear, so it cannot make us spin.
-    ++stats.spurious;
-    return;
-  }
-  ++stats.delivered;
-  target->OnEvent(relid);
-}
-
 DispatchStats ChannelTable::Dispatcher::Dispatch(EventPage& page) {
   DispatchStats stats;
-  Enter();
-  // [S1] in EventPage::Scan test-and-clears each word (argument step 4).
-  page.Scan([&](uint32_t relid) { Deliver(relid, stats); });
-  Exit(stats);
+  if (inside_) {
+    // Its hazard word announces the outer delivery; a nested one would overwrite it.
+    stats.refused_nested = true;
+    return stats;
+  }
+  inside_ = true;
+  // [EP-C1] in EventPage::Scan test-and-clears each word (argument step 4). A target that asks
+  // for another delivery gets its bit back: the next scan serves it after the other bits.
+  page.Scan([&](uint32_t relid) {
+    if (Deliver(relid, stats)) {
+      ++stats.requeued;
+      page.Set(relid).IgnoreError();  // relid came from the page: in range
+    }
+  });
+  Finish(stats);
   return stats;
 }
 
 DispatchStats ChannelTable::Dispatcher::DispatchRelid(uint32_t relid) {
   DispatchStats stats;
-  if (relid == 0 || relid >= protocol::kRelidCount) {
+  if (inside_) {
+    stats.refused_nested = true;
+    return stats;
+  }
+  if (!protocol::IsValidRelid(relid)) {
     stats.spurious = 1;
     spurious_ += 1;
     table_->spurious_total_.fetch_add(1, std::memory_order_relaxed);
     return stats;
   }
-  Enter();
-  Deliver(relid, stats);
-  Exit(stats);
+  inside_ = true;
+  if (Deliver(relid, stats)) stats.requeued = 1;
+  Finish(stats);
   return stats;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Publish / retire
+// Publish / unpublish
 // ---------------------------------------------------------------------------------------------
 
 absl::Status ChannelTable::Publish(uint32_t relid, EventTarget* target) {
@@ -147,74 +176,103 @@ absl::Status ChannelTable::Publish(uint32_t relid, EventTarget* target) {
     return absl::InvalidArgumentError(absl::StrFormat("publish of relid %u: null target", relid));
   }
   EventTarget* expected = nullptr;
-  // [P1] seq_cst (release) compare-exchange: pairs with the dispatchers' [D2] acquire load;
-  // the caller sends OpenChannel only after this returns (argument steps 1-2).
+  // [CT-P1] seq_cst (release) compare-exchange: pairs with the dispatchers' [CT-D2]; the
+  // caller sends OpenChannel only after this returns (argument steps 1-2).
   if (!slots_[relid].compare_exchange_strong(expected, target, std::memory_order_seq_cst,
                                              std::memory_order_relaxed)) {
     return absl::AlreadyExistsError(
-        absl::StrFormat("relid %u is already published; retire it first", relid));
+        absl::StrFormat("relid %u is already published; unpublish it first", relid));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<EventTarget*> ChannelTable::Retire(uint32_t relid, absl::Time deadline) {
+absl::Status ChannelTable::Unpublish(uint32_t relid, EventTarget* expected) {
   if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
-  if (t_dispatching == this) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "retire of relid %u from inside a dispatch callback would wait for itself", relid));
+  EventTarget* held = expected;
+  // [CT-U1] seq_cst compare-exchange: no dispatcher whose [CT-D2] comes after this can find
+  // `expected` (argument step 6). Only the expected target is cleared.
+  if (slots_[relid].compare_exchange_strong(held, nullptr, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed)) {
+    return absl::OkStatus();
   }
-  // [R1] seq_cst exchange: no dispatcher that starts [D2] after this point can find the old
-  // target (argument step 6).
-  EventTarget* old = slots_[relid].exchange(nullptr, std::memory_order_seq_cst);
-  if (old == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("retire of relid %u: not published", relid));
+  if (held == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("unpublish of relid %u: not published", relid));
   }
-  if (absl::Status s = WaitForQuiescence(deadline); !s.ok()) {
-    return absl::Status(
-        s.code(), absl::StrFormat("retire of relid %u: slot cleared, but %s", relid, s.message()));
-  }
-  return old;
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "unpublish of relid %u: the slot holds another channel; left as it is", relid));
 }
 
-absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) {
-  if (t_dispatching == this) {
-    return absl::FailedPreconditionError(
-        "WaitForQuiescence from inside a dispatch callback would wait for itself");
-  }
-  // [R2] seq_cst: dispatchers registered after this load cannot have seen the old pointer
+bool ChannelTable::InUse(uint32_t relid) const {
+  // [CT-U3] seq_cst: dispatchers registered after this load cannot have seen the old pointer
   // (argument step 8).
   uint64_t mask = registered_.load(std::memory_order_seq_cst);
   while (mask != 0) {
     const size_t i = static_cast<size_t>(std::countr_zero(mask));
     mask &= mask - 1;
-    std::atomic<uint64_t>& sequence = dispatchers_[i].sequence;
-    // [R3] seq_cst: see step 6. Even = outside a section: nothing to wait for.
-    const uint64_t snapshot = sequence.load(std::memory_order_seq_cst);
-    if (snapshot % 2 == 0) continue;
-    // Inside a section that may hold the old pointer: wait until it leaves (any change of the
-    // counter means it passed [D3]). Spin briefly, then yield, then sleep in short steps;
-    // the deadline bounds the whole wait.
-    for (int spins = 0;; ++spins) {
-      // [R4] acquire, pairs with the dispatcher's [D3] release (step 7).
-      if (sequence.load(std::memory_order_acquire) != snapshot) break;
-      if (spins < 64) continue;
-      if (absl::Now() >= deadline) {
-        return absl::DeadlineExceededError(absl::StrFormat(
-            "dispatcher %u stayed inside one dispatch section past the deadline", i));
-      }
-      if (spins < 1024) {
-        std::this_thread::yield();
-      } else {
-        absl::SleepFor(absl::Microseconds(50));
-      }
+    // [CT-U2] seq_cst (acquire): step 6; reading a withdrawal pairs with [CT-D3] (step 7).
+    if ((dispatchers_[i].hazard.load(std::memory_order_seq_cst) & kRelidMask) == relid) {
+      return true;
     }
+  }
+  return false;
+}
+
+bool ChannelTable::DispatchingHere() const { return t_dispatching == this; }
+
+absl::Status ChannelTable::AwaitChange(size_t i, uint64_t seen, absl::Time deadline) const {
+  // Deliveries last microseconds: spin briefly, then yield, then sleep in short steps; the
+  // deadline bounds the whole wait.
+  for (int spins = 0;; ++spins) {
+    // [CT-U4] acquire, pairs with the dispatcher's [CT-D3] (step 7).
+    if (dispatchers_[i].hazard.load(std::memory_order_acquire) != seen) return absl::OkStatus();
+    if (spins < 64) continue;
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrFormat(
+          "dispatcher %u is still delivering relid %u", i, static_cast<uint32_t>(seen & 0xFFFF)));
+    }
+    if (spins < 1024) {
+      std::this_thread::yield();
+    } else {
+      absl::SleepFor(absl::Microseconds(50));
+    }
+  }
+}
+
+absl::Status ChannelTable::WaitUntilUnused(uint32_t relid, absl::Time deadline) const {
+  if (DispatchingHere()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "waiting for relid %u from inside a dispatch callback would wait for itself", relid));
+  }
+  uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
+  while (mask != 0) {
+    const size_t i = static_cast<size_t>(std::countr_zero(mask));
+    mask &= mask - 1;
+    const uint64_t seen = dispatchers_[i].hazard.load(std::memory_order_seq_cst);  // [CT-U2]
+    if ((seen & kRelidMask) != relid) continue;
+    if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) const {
+  if (DispatchingHere()) {
+    return absl::FailedPreconditionError(
+        "WaitForQuiescence from inside a dispatch callback would wait for itself");
+  }
+  uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
+  while (mask != 0) {
+    const size_t i = static_cast<size_t>(std::countr_zero(mask));
+    mask &= mask - 1;
+    const uint64_t seen = dispatchers_[i].hazard.load(std::memory_order_seq_cst);  // [CT-U2]
+    if ((seen & kRelidMask) == 0) continue;  // between deliveries
+    if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
 
 EventTarget* ChannelTable::Lookup(uint32_t relid) const {
   if (relid >= protocol::kRelidCount) return nullptr;
-  // Acquire pairs with [P1].
+  // [CT-L1] acquire, pairs with [CT-P1].
   return slots_[relid].load(std::memory_order_acquire);
 }
 

@@ -463,6 +463,29 @@ TEST_F(ChannelTest, BusStatsSumTheChannels) {
   EXPECT_EQ(bus_->stats().channels.packets_sent, 20u);
 }
 
+TEST_F(ChannelTest, WhenWritableCallsBackOnceTheHostMadeRoom) {
+  ASSERT_TRUE(channel_->Open(Options(2), Deadline()).ok());  // 4096-byte data area
+  const std::vector<uint8_t> big(1500, 'b');
+  absl::Status s;
+  int sent = 0;
+  while ((s = channel_->Send(big)).ok()) ++sent;
+  ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  std::atomic<int> ready{0};
+  ASSERT_TRUE(channel_->WhenWritable(big.size(), [&] { ready.fetch_add(1); }).ok());
+  EXPECT_EQ(ready.load(), 0);
+  EXPECT_NE(std::atomic_ref<uint32_t>(host_.GuestOutboundControl(7)->pending_send_sz).load(), 0u);
+  // The host drains: its read crosses pending_send_sz, it signals, the callback runs.
+  absl::StatusOr<std::vector<HostPacket>> got = host_.ReadFromGuest(7);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->size(), static_cast<size_t>(sent));
+  ASSERT_TRUE(Eventually([&] { return ready.load() == 1; }));
+  EXPECT_TRUE(channel_->Send(big).ok());
+  // Fits now: called at once; never fits: refused.
+  ASSERT_TRUE(channel_->WhenWritable(8, [&] { ready.fetch_add(1); }).ok());
+  EXPECT_EQ(ready.load(), 2);
+  EXPECT_EQ(channel_->WhenWritable(5000, [] {}).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(ChannelTest, ManySendersOneChannel) {
   ASSERT_TRUE(channel_->Open(Options(4), Deadline()).ok());
   host_.Update([](TestHost::Rules& r) { r.echo = true; });

@@ -29,7 +29,7 @@ absl::StatusOr<EventPage> EventPage::Attach(absl::Span<uint8_t> memory) {
 absl::StatusOr<bool> EventPage::Set(uint32_t relid) {
   if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
   const uint64_t bit = uint64_t{1} << (relid % 64);
-  // [E1] release (acq_rel) OR: pairs with the scanner's [S1] exchange, publishing everything
+  // [EP-S1] release (acq_rel) OR: pairs with the scanner's [EP-C1] exchange, publishing everything
   // the signaller wrote before (ring packets, write_index) to the visitor that sees the bit.
   const uint64_t before = Word(relid / 64).fetch_or(bit, std::memory_order_acq_rel);
   return (before & bit) == 0;

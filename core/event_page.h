@@ -92,8 +92,8 @@ size_t EventPage::Scan(Visitor&& visit) {
     // A relaxed peek only decides whether the word is worth an exchange: a bit set after it
     // is seen by the next scan (the signaller's interrupt follows its Set).
     if (word.load(std::memory_order_relaxed) == 0) continue;
-    // [S1] acq_rel exchange: the test-and-clear of all 64 bits at once. Acquire pairs with
-    // the signaller's release in Set [E1], so everything the signaller wrote before setting
+    // [EP-C1] acq_rel exchange: the test-and-clear of all 64 bits at once. Acquire pairs with
+    // the signaller's release in Set [EP-S1], so everything the signaller wrote before setting
     // the bit (ring contents, write_index) is visible to the visitor.
     uint64_t bits = word.exchange(0, std::memory_order_acq_rel);
     if (i == 0) bits &= ~uint64_t{1};  // bit 0: reserved, never dispatched

@@ -46,10 +46,13 @@ enum class IgnoreReason {
   kModifyResponseUnexpected,
   // UnloadResponse with no Unload waiting.
   kUnloadResponseUnexpected,
+  // Handling the message found the state machine's own tables disagreeing (a bug in vbus; the
+  // message is dropped instead of crashing the guest).
+  kInternalInconsistency,
 };
 
 inline constexpr size_t kIgnoreReasonCount =
-    static_cast<size_t>(IgnoreReason::kUnloadResponseUnexpected) + 1;
+    static_cast<size_t>(IgnoreReason::kInternalInconsistency) + 1;
 
 // IgnoreReasonName
 // A stable snake_case name ("offer_relid_out_of_range") for logs, counters and tests.

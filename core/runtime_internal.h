@@ -1,8 +1,27 @@
-// Internal to the ChannelBus runtime (core/channel_bus.cc, core/channel.cc): which of the
-// runtime's own threads the caller is on, so that blocking calls made from a context that must
-// not block fail fast instead of deadlocking.
+// Internal to the bus runtime (core/bus_runtime.cc, core/channel*.cc, core/bus_executor*.cc):
+// which of the runtime's own contexts the caller is in, so that blocking calls made from a
+// context that must not block fail fast instead of deadlocking; and the fault points through
+// which tests plant deliberate bugs in the production code to prove their checks catch them.
 #ifndef VBUS_CORE_RUNTIME_INTERNAL_H_
 #define VBUS_CORE_RUNTIME_INTERNAL_H_
+
+#include <functional>
+
+namespace vbus {
+
+// PlantedFault: a deliberately broken behaviour of the runtime, planted through a FaultPoint to
+// prove that the simulation's checks catch it. Never planted in production (no FaultPoint).
+enum class PlantedFault {
+  kSkipUnpublish,      // a retired channel stays published in the channel table
+  kIgnoreInUse,        // a receive side is let go while a dispatcher still delivers to it
+  kFreeHeldMemory,     // a retiring channel's GPADL memory is freed at its ReleaseGpadl
+  kCompleteAbandoned,  // a call whose caller gave up is completed instead of undone
+  kSkipUnmaskRecheck,  // a drain ignores packets its re-check after unmasking finds
+};
+// True where the fault should be planted.
+using FaultPoint = std::function<bool(PlantedFault)>;
+
+}  // namespace vbus
 
 namespace vbus::internal {
 

@@ -144,7 +144,7 @@ absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
     }
     listener = listener_;
   }
-  // The guest test-and-clears bits atomically; set ours the same way. [E1] release pairs with
+  // The guest test-and-clears bits atomically; set ours the same way. [FB-S1] release pairs with
   // the guest scanner's acquire exchange of the same 64-bit word.
   uint64_t* word = reinterpret_cast<uint64_t*>(memory_) + relid / 64;
   std::atomic_ref<uint64_t>(*word).fetch_or(uint64_t{1} << (relid % 64), std::memory_order_release);

@@ -30,8 +30,9 @@ class CountingTarget : public EventTarget {
  public:
   // A relaxed load + store, not an atomic add: the work a real callback does first (note the
   // event), without making the benchmark measure a contended RMW.
-  void OnEvent(uint32_t relid) override {
+  bool OnEvent(uint32_t relid) override {
     sum_.store(sum_.load(std::memory_order_relaxed) + relid, std::memory_order_relaxed);
+    return false;
   }
   std::atomic<uint64_t> sum_{0};
 };
@@ -46,7 +47,7 @@ struct World {
   }
   ~World() {
     for (uint32_t relid = 1; relid < protocol::kRelidCount; ++relid) {
-      if (!table.Retire(relid, absl::InfinitePast()).ok()) std::abort();
+      if (!table.Unpublish(relid, &targets[relid]).ok()) std::abort();
     }
   }
   std::vector<CountingTarget> targets;

@@ -23,7 +23,10 @@ bool Published(uint32_t relid) { return relid % 5 == 2; }
 
 class CountingTarget : public EventTarget {
  public:
-  void OnEvent(uint32_t relid) override { last = relid, ++count; }
+  bool OnEvent(uint32_t relid) override {
+    last = relid, ++count;
+    return false;
+  }
   uint32_t last = 0;
   uint64_t count = 0;
 };

@@ -35,13 +35,14 @@ constexpr int kSignallers = 2, kDispatchers = 2;
 
 class StableTarget : public EventTarget {
  public:
-  void OnEvent(uint32_t relid) override {
+  bool OnEvent(uint32_t relid) override {
     if (relid != relid_) wrong_relid.fetch_add(1, std::memory_order_relaxed);
     events.fetch_add(1, std::memory_order_relaxed);
     // Take all work posted so far (acquire: pairs with the signallers' release fetch_add; the
     // event page's [E1]/[S1] already order it, this keeps the counter itself race-free).
     work_done.fetch_add(work_posted_unclaimed.exchange(0, std::memory_order_acq_rel),
                         std::memory_order_relaxed);
+    return false;
   }
   uint32_t relid_ = 0;
   std::atomic<uint64_t> events{0}, work_done{0}, work_posted_unclaimed{0}, wrong_relid{0};
@@ -52,11 +53,12 @@ class ChurnTarget : public EventTarget {
  public:
   explicit ChurnTarget(std::atomic<uint64_t>* deliveries, std::atomic<uint64_t>* violations)
       : deliveries_(deliveries), violations_(violations) {}
-  void OnEvent(uint32_t) override {
+  bool OnEvent(uint32_t) override {
     if (!alive_.load(std::memory_order_acquire)) {
       violations_->fetch_add(1, std::memory_order_relaxed);
     }
     deliveries_->fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
   std::atomic<bool> alive_{true};
 
@@ -135,9 +137,10 @@ TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
         absl::Status s = table.Publish(relid, live[index]);
         if (!s.ok()) ADD_FAILURE() << s;
       } else {
-        absl::StatusOr<EventTarget*> gone = table.Retire(relid, absl::Now() + absl::Seconds(30));
-        if (!gone.ok() || *gone != live[index]) {
-          ADD_FAILURE() << "retire of relid " << relid << ": " << gone.status();
+        absl::Status gone = table.Unpublish(relid, live[index]);
+        if (gone.ok()) gone = table.WaitUntilUnused(relid, absl::Now() + absl::Seconds(30));
+        if (!gone.ok()) {
+          ADD_FAILURE() << "retire of relid " << relid << ": " << gone;
           break;
         }
         live[index]->alive_.store(false, std::memory_order_release);
@@ -149,9 +152,11 @@ TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
     }
     for (uint32_t index = 0; index < kChurnCount; ++index) {
       if (live[index] == nullptr) continue;
-      absl::StatusOr<EventTarget*> gone =
-          table.Retire(kChurnFirst + index, absl::Now() + absl::Seconds(30));
-      if (!gone.ok()) ADD_FAILURE() << gone.status();
+      absl::Status gone = table.Unpublish(kChurnFirst + index, live[index]);
+      if (gone.ok()) {
+        gone = table.WaitUntilUnused(kChurnFirst + index, absl::Now() + absl::Seconds(30));
+      }
+      if (!gone.ok()) ADD_FAILURE() << gone;
       live[index]->alive_.store(false, std::memory_order_release);
       delete live[index];
     }
