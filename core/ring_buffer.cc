@@ -6,13 +6,13 @@
 #include "absl/strings/str_format.h"
 
 // Memory-ordering labels used below (each acquire/release names its pair):
-//   [W1] writer stores write_index (seq_cst)     pairs with [R1] reader loads write_index
-//   [W2] writer loads read_index (seq_cst)       pairs with [R2] reader stores read_index
-//   [W3] writer loads interrupt_mask (seq_cst)   pairs with [R3] reader clears interrupt_mask
-//   [W4] writer stores pending_send_sz (seq_cst) pairs with [R4] reader loads pending_send_sz
+//   [RB-W1] writer stores write_index (seq_cst)     pairs with [RB-R1] reader loads write_index
+//   [RB-W2] writer loads read_index (seq_cst)       pairs with [RB-R2] reader stores read_index
+//   [RB-W3] writer loads interrupt_mask (seq_cst)   pairs with [RB-R3] reader clears interrupt_mask
+//   [RB-W4] writer stores pending_send_sz (seq_cst) pairs with [RB-R4] reader loads pending_send_sz
 // Two Dekker-style handshakes need the seq_cst total order, not only acquire/release:
-//   signal:  writer [W1] then [W3]+[W2]   vs  reader [R2] then [R3] then [R1]
-//   pending: writer [W4] then [W2]         vs  reader [R2] then [R4]
+//   signal:  writer [RB-W1] then [RB-W3]+[RB-W2]   vs  reader [RB-R2] then [RB-R3] then [RB-R1]
+//   pending: writer [RB-W4] then [RB-W2]         vs  reader [RB-R2] then [RB-R4]
 // In each, both sides store then load; with all four operations seq_cst at least one side
 // sees the other's store, so a wake-up is never lost. On x86-64 seq_cst loads are plain
 // loads; the stores are one xchg per commit (not per packet of a batch).
@@ -44,6 +44,13 @@ absl::Status CheckIndex(const char* name, uint32_t value, uint32_t data_size) {
     return absl::DataLossError(absl::StrFormat("ring %s %u is not 8-byte aligned", name, value));
   }
   return absl::OkStatus();
+}
+
+// feature_bits, read once when a side attaches: the peer cannot change the protocol of a ring
+// in use (it would also be one more shared-memory read on every call).
+bool PendingSendSupported(RingControlPage* control) {
+  return (Field(control->feature_bits).load(std::memory_order_relaxed) &
+          kRingFeaturePendingSendSize) != 0;
 }
 
 }  // namespace
@@ -88,13 +95,14 @@ OutgoingRing::OutgoingRing(RingControlPage* control, uint8_t* data, uint32_t dat
       data_size_(data_size),
       committed_write_(write),
       write_(write),
-      cached_read_(read) {}
+      cached_read_(read),
+      pending_send_supported_(PendingSendSupported(control)) {}
 
 absl::StatusOr<OutgoingRing> OutgoingRing::Attach(absl::Span<uint8_t> ring_memory) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
   const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
-  // Nobody writes write_index but us; read_index with acquire as in [W2].
+  // Nobody writes write_index but us; read_index with acquire as in [RB-W2].
   const uint32_t write = Field(control->write_index).load(std::memory_order_relaxed);
   const uint32_t read = Field(control->read_index).load(std::memory_order_acquire);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
@@ -113,9 +121,9 @@ size_t OutgoingRing::FreeFromCachedRead() const {
 }
 
 absl::Status OutgoingRing::RefreshReadIndex() {
-  // [W2] seq_cst load of read_index. Acquire pairs with the reader's [R2] store: the reader's
+  // [RB-W2] seq_cst load of read_index. Acquire pairs with the reader's [RB-R2] store: the reader's
   // copies out of the bytes it freed happen-before we overwrite them. seq_cst for the pending
-  // handshake (after [W4] in ArmPendingSend).
+  // handshake (after [RB-W4] in ArmPendingSend).
   const uint32_t read = Field(control_->read_index).load(std::memory_order_seq_cst);
   if (read == cached_read_) return absl::OkStatus();
   if (absl::Status s = CheckIndex("read_index", read, data_size_); !s.ok()) return Fail(s);
@@ -223,9 +231,9 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
 bool OutgoingRing::Commit() {
   if (!status_.ok() || write_ == committed_write_) return false;
   const uint32_t old_write = committed_write_;
-  // [W1] seq_cst store of write_index. Release pairs with the reader's [R1] acquire load: the
+  // [RB-W1] seq_cst store of write_index. Release pairs with the reader's [RB-R1] acquire load: the
   // packet bytes copied above are visible before the index that covers them. seq_cst for the
-  // signal handshake with [W3]/[W2] below.
+  // signal handshake with [RB-W3]/[RB-W2] below.
   Field(control_->write_index).store(write_, std::memory_order_seq_cst);
   committed_write_ = write_;
 
@@ -234,9 +242,9 @@ bool OutgoingRing::Commit() {
   // sees the ring empty, having published read_index first. So the reader can only be asleep
   // if it saw the ring empty: signal only on an empty → non-empty transition with the mask
   // clear, and otherwise rely on its re-check to find these packets.
-  // [W3] seq_cst load of interrupt_mask, pairs with the reader's [R3] clear.
+  // [RB-W3] seq_cst load of interrupt_mask, pairs with the reader's [RB-R3] clear.
   if (Field(control_->interrupt_mask).load(std::memory_order_seq_cst) != 0) return false;
-  // [W2] seq_cst load of read_index (the same pairing as in RefreshReadIndex). Only compared:
+  // [RB-W2] seq_cst load of read_index (the same pairing as in RefreshReadIndex). Only compared:
   // any value the peer wrote is harmless here.
   const uint32_t read = Field(control_->read_index).load(std::memory_order_seq_cst);
   return read == old_write;
@@ -265,8 +273,7 @@ absl::StatusOr<WriteResult> OutgoingRing::Write(PacketType type, uint16_t flags,
 
 absl::StatusOr<bool> OutgoingRing::ArmPendingSend(size_t ring_bytes) {
   if (!status_.ok()) return status_;
-  if ((Field(control_->feature_bits).load(std::memory_order_relaxed) &
-       kRingFeaturePendingSendSize) == 0) {
+  if (!pending_send_supported_) {
     return absl::FailedPreconditionError(
         "ring feature_bits do not advertise pending_send_sz support");
   }
@@ -275,8 +282,8 @@ absl::StatusOr<bool> OutgoingRing::ArmPendingSend(size_t ring_bytes) {
         absl::StrFormat("pending send of %u bytes can never be satisfied by a %u-byte ring",
                         ring_bytes, data_size_));
   }
-  // [W4] seq_cst store of pending_send_sz, then [W2] re-reads read_index: pairs with the
-  // reader's [R2] store and [R4] load. Either the reader sees our threshold when it commits
+  // [RB-W4] seq_cst store of pending_send_sz, then [RB-W2] re-reads read_index: pairs with the
+  // reader's [RB-R2] store and [RB-R4] load. Either the reader sees our threshold when it commits
   // (and signals on the crossing), or we see its new read_index here.
   Field(control_->pending_send_sz)
       .store(static_cast<uint32_t>(ring_bytes), std::memory_order_seq_cst);
@@ -313,14 +320,15 @@ IncomingRing::IncomingRing(RingControlPage* control, uint8_t* data, uint32_t dat
       committed_read_(read),
       read_(read),
       last_write_(write),
-      available_(Forward(read, write, data_size)) {}
+      available_(Forward(read, write, data_size)),
+      pending_send_supported_(PendingSendSupported(control)) {}
 
 absl::StatusOr<IncomingRing> IncomingRing::Attach(absl::Span<uint8_t> ring_memory,
                                                   absl::Span<uint8_t> scratch) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
   const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
-  // [R1] acquire, as in RefreshWriteIndex. read_index is ours.
+  // [RB-R1] acquire, as in RefreshWriteIndex. read_index is ours.
   const uint32_t write = Field(control->write_index).load(std::memory_order_acquire);
   const uint32_t read = Field(control->read_index).load(std::memory_order_relaxed);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
@@ -336,9 +344,9 @@ absl::Status IncomingRing::Fail(absl::Status status) {
 }
 
 absl::Status IncomingRing::RefreshWriteIndex() {
-  // [R1] seq_cst load of write_index. Acquire pairs with the writer's [W1] store: the packet
-  // bytes it covers are visible. seq_cst for the signal handshake (after [R3] in
-  // UnmaskInterrupts, after [R2] in CommitRead).
+  // [RB-R1] seq_cst load of write_index. Acquire pairs with the writer's [RB-W1] store: the packet
+  // bytes it covers are visible. seq_cst for the signal handshake (after [RB-R3] in
+  // UnmaskInterrupts, after [RB-R2] in CommitRead).
   const uint32_t write = Field(control_->write_index).load(std::memory_order_seq_cst);
   if (absl::Status s = CheckIndex("write_index", write, data_size_); !s.ok()) return Fail(s);
   // The writer only adds packets, and only into space it saw free: from the last write_index
@@ -428,9 +436,9 @@ absl::StatusOr<bool> IncomingRing::CommitRead() {
   if (!status_.ok()) return status_;
   if (read_ == committed_read_) return false;
   const uint32_t freed = Forward(committed_read_, read_, data_size_);
-  // [R2] seq_cst store of read_index. Release pairs with the writer's [W2] acquire load: our
+  // [RB-R2] seq_cst store of read_index. Release pairs with the writer's [RB-W2] acquire load: our
   // reads of the freed bytes happen-before the writer reuses them. seq_cst for both
-  // handshakes ([R4] below; [R3]/[R1] in UnmaskInterrupts).
+  // handshakes ([RB-R4] below; [RB-R3]/[RB-R1] in UnmaskInterrupts).
   Field(control_->read_index).store(read_, std::memory_order_seq_cst);
   committed_read_ = read_;
 
@@ -438,11 +446,8 @@ absl::StatusOr<bool> IncomingRing::CommitRead() {
   // for our signal only if it then still saw too little space. So signal exactly when this
   // commit moves free space across its threshold: a writer that saw enough space already does
   // not wait, and one that armed later sees our read_index.
-  if ((Field(control_->feature_bits).load(std::memory_order_relaxed) &
-       kRingFeaturePendingSendSize) == 0) {
-    return false;
-  }
-  // [R4] seq_cst load of pending_send_sz, pairs with the writer's [W4] store.
+  if (!pending_send_supported_) return false;
+  // [RB-R4] seq_cst load of pending_send_sz, pairs with the writer's [RB-W4] store.
   const uint32_t pending = Field(control_->pending_send_sz).load(std::memory_order_seq_cst);
   if (pending == 0) return false;
   // Free space is measured against the current write_index (the writer may have added
@@ -458,7 +463,7 @@ absl::StatusOr<bool> IncomingRing::CommitRead() {
 
 void IncomingRing::MaskInterrupts() {
   // Relaxed: the mask only lets the writer skip signals. Coherence on the single location
-  // keeps it ordered with the later [R3] clear, and the re-check after [R3] covers any packet
+  // keeps it ordered with the later [RB-R3] clear, and the re-check after [RB-R3] covers any packet
   // written meanwhile.
   Field(control_->interrupt_mask).store(1, std::memory_order_relaxed);
 }
@@ -470,7 +475,7 @@ absl::StatusOr<bool> IncomingRing::UnmaskInterrupts() {
         "UnmaskInterrupts with uncommitted reads: call CommitRead first, or the writer sees a "
         "non-empty ring and never signals");
   }
-  // [R3] seq_cst clear of interrupt_mask, pairs with the writer's [W3] load; then [R1]
+  // [RB-R3] seq_cst clear of interrupt_mask, pairs with the writer's [RB-W3] load; then [RB-R1]
   // re-reads write_index. Either we see the writer's new packets now, or the writer sees the
   // mask clear and the ring empty, and signals.
   Field(control_->interrupt_mask).store(0, std::memory_order_seq_cst);
@@ -551,7 +556,17 @@ absl::StatusOr<GpaDirectView> GpaDirectView::Parse(const PacketView& packet) {
         absl::StrFormat("GPA-direct packet: %u ranges cannot fit in a %u-byte sub-header",
                         header.range_count, view.sub_header_.size()));
   }
-  if (absl::Status s = view.ForEachRange([](const GpaRangeView&) {}); !s.ok()) return s;
+  size_t pos = sizeof(GpaDirectHeader);
+  for (uint32_t i = 0; i < view.range_count_; ++i) {
+    absl::StatusOr<GpaRangeView> range = view.ReadRange(i, &pos);
+    if (!range.ok()) return range.status();
+  }
+  if (pos != view.sub_header_.size()) {
+    return absl::DataLossError(absl::StrFormat(
+        "GPA-direct packet: %u bytes follow the last of its %u ranges (the ranges must fill the "
+        "%u-byte sub-header)",
+        view.sub_header_.size() - pos, view.range_count_, view.sub_header_.size()));
+  }
   return view;
 }
 

@@ -97,7 +97,8 @@ static_assert(offsetof(RingControlPage, interrupt_mask) == 8);
 static_assert(offsetof(RingControlPage, pending_send_sz) == 12);
 static_assert(offsetof(RingControlPage, feature_bits) == 64);
 
-// feature_bits bit 0: pending_send_sz is supported (set by InitializeRing).
+// feature_bits bit 0: pending_send_sz is supported (set by InitializeRing). Each side reads
+// feature_bits once, when it attaches; later changes by the peer are ignored.
 inline constexpr uint32_t kRingFeaturePendingSendSize = 1u << 0;
 
 // PacketType
@@ -332,6 +333,7 @@ class OutgoingRing {
   uint32_t write_;            // end of appended packets (== committed_write_ when none)
   uint32_t cached_read_;      // last read_index seen (validated)
   bool pending_armed_ = false;
+  bool pending_send_supported_;  // feature_bits at attach
   absl::Status status_;
 };
 
@@ -457,10 +459,11 @@ class IncomingRing {
   uint8_t* data_;
   absl::Span<uint8_t> scratch_;
   uint32_t data_size_;
-  uint32_t committed_read_;  // private copy of the published read_index
-  uint32_t read_;            // start of the next packet Next returns
-  uint32_t last_write_;      // the last write_index seen (validated)
-  uint32_t available_;       // bytes known written beyond read_ (from the last write_index)
+  uint32_t committed_read_;      // private copy of the published read_index
+  uint32_t read_;                // start of the next packet Next returns
+  uint32_t last_write_;          // the last write_index seen (validated)
+  uint32_t available_;           // bytes known written beyond read_ (from the last write_index)
+  bool pending_send_supported_;  // feature_bits at attach
   absl::Status status_;
 };
 

@@ -612,8 +612,19 @@ TEST_F(RingTest, ArmRejectsImpossibleSizes) {
   EXPECT_EQ(out_->ArmPendingSend(0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Re-attaches both sides to the same memory (e.g. after the test changed feature_bits).
+void Reattach(RingMemory& memory, std::vector<uint8_t>& scratch, std::optional<OutgoingRing>& out,
+              std::optional<IncomingRing>& in) {
+  absl::StatusOr<OutgoingRing> o = OutgoingRing::Attach(memory.span());
+  absl::StatusOr<IncomingRing> i = IncomingRing::Attach(memory.span(), absl::MakeSpan(scratch));
+  ASSERT_TRUE(o.ok() && i.ok());
+  out.emplace(*std::move(o));
+  in.emplace(*std::move(i));
+}
+
 TEST_F(RingTest, WithoutFeatureBitPendingIsNotHonoured) {
   memory_->control()->feature_bits = 0;
+  Reattach(*memory_, scratch_, out_, in_);
   EXPECT_EQ(out_->ArmPendingSend(100).status().code(), absl::StatusCode::kFailedPrecondition);
   // A peer that sets pending_send_sz anyway gets no signal from a reader that did not
   // advertise the feature.
@@ -621,6 +632,18 @@ TEST_F(RingTest, WithoutFeatureBitPendingIsNotHonoured) {
   memory_->control()->pending_send_sz = 200;
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(in_->Next().ok());
   EXPECT_FALSE(MustCommit());
+}
+
+// Regression: feature_bits used to be re-read from shared memory on every call, so the peer
+// could switch the pending_send_sz protocol off (or on) under a ring in use.
+TEST_F(PendingSendTest, FeatureBitsAreReadOnceAtAttach) {
+  FillAndArm(384);
+  memory_->control()->feature_bits = 0;  // the peer changes its mind: ignored
+  EXPECT_FALSE(Consume(1));
+  EXPECT_FALSE(Consume(1));
+  EXPECT_TRUE(Consume(1));  // still signals on the crossing
+  absl::StatusOr<bool> armed = out_->ArmPendingSend(100);
+  EXPECT_TRUE(armed.ok()) << armed.status();
 }
 
 TEST_F(RingTest, HostilePendingValuesDoNotBreakTheReader) {
@@ -893,6 +916,18 @@ absl::Status ParseHostileGpa(std::vector<uint64_t> words, PacketType type) {
 
 uint64_t Range(uint32_t byte_count, uint32_t byte_offset) {
   return uint64_t{byte_count} | uint64_t{byte_offset} << 32;
+}
+
+// Regression: bytes after the last range were accepted although the ranges must fill the
+// sub-header exactly.
+TEST(GpaDirectTest, ParseRejectsBytesAfterTheLastRange) {
+  const uint64_t count1 = uint64_t{1} << 32;
+  EXPECT_TRUE(ParseHostileGpa({count1, Range(10, 0), 5}, PacketType::kDataUsingGpaDirect).ok());
+  absl::Status trailing =
+      ParseHostileGpa({count1, Range(10, 0), 5, 0xdead}, PacketType::kDataUsingGpaDirect);
+  EXPECT_EQ(trailing.code(), absl::StatusCode::kDataLoss) << trailing;
+  EXPECT_EQ(ParseHostileGpa({0, 0}, PacketType::kDataUsingGpaDirect).code(),
+            absl::StatusCode::kDataLoss);  // no ranges, 8 stray bytes
 }
 
 TEST(GpaDirectTest, ParseRejectsHostileSubHeaders) {
