@@ -27,7 +27,7 @@
 //   bus.OnHostMessage(GpadlCreated(7, 0xE1E10, 0), &out);   // publish, send OpenChannel
 //   bus.OnHostMessage(OpenResult(7, open_id, 0), &out);     // complete open: OK
 //
-// The protocol rules it enforces (VMBUS_FACTS.md):
+// The protocol rules it enforces (docs/protocol.md §2–§9):
 //   - Negotiation: newest version first, from BusConfig::max_version down to 2.4 (5.3, 5.2,
 //     5.1, 5.0, 4.1, 4.0, 3.0, 2.4); the next one after version_supported = false or (5.x
 //     only) a post failure with NotFound; from 5.0 later messages go to the connection id the

@@ -64,7 +64,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadGuid{"f8615163-+f3e-46c5-913f-f2d2f965ed0e", "hex digit at position 9"}));
 
 TEST(GuidTest, WireOrderSwapsTheFirstThreeFields) {
-  // VMBUS_FACTS.md §8: f8615163-df3e-46c5-… is sent as 63 51 61 f8 3e df c5 46 ….
+  // docs/protocol.md §14: f8615163-df3e-46c5-… is sent as 63 51 61 f8 3e df c5 46 ….
   const uint8_t expected[16] = {0x63, 0x51, 0x61, 0xf8, 0x3e, 0xdf, 0xc5, 0x46,
                                 0x91, 0x3f, 0xf2, 0xd2, 0xf9, 0x65, 0xed, 0x0e};
   uint8_t wire[16];

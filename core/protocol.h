@@ -1,6 +1,6 @@
 // Protocol constants of the neutral channel-bus conversation (proto/control.proto): versions
 // and the version-dependent features, limits on relids, monitor ids, device-defined bytes and
-// GPADL handles. Values from VMBUS_FACTS.md sections 1, 2 and 5.
+// GPADL handles. Values from docs/protocol.md §1–§4, §6, §7 and §15.
 //
 // Example:
 //   if (!protocol::HasModifyChannel(version)) return absl::FailedPreconditionError(...);

@@ -73,7 +73,7 @@
 namespace vbus {
 
 // ---------------------------------------------------------------------------------------------
-// Wire layout (VMBUS_FACTS.md §3). Little-endian; every offset is static_assert'ed.
+// Wire layout (docs/protocol.md §10). Little-endian; every offset is static_assert'ed.
 // ---------------------------------------------------------------------------------------------
 
 // RingControlPage
@@ -102,7 +102,7 @@ static_assert(offsetof(RingControlPage, feature_bits) == 64);
 inline constexpr uint32_t kRingFeaturePendingSendSize = 1u << 0;
 
 // PacketType
-// The descriptor's `type` field. Values from VMBUS_FACTS.md §3. The ring passes any value
+// The descriptor's `type` field. Values from docs/protocol.md §10. The ring passes any value
 // through; a type the receiver does not understand is the receiver's decision.
 enum class PacketType : uint16_t {
   kInvalid = 0,

@@ -2,8 +2,8 @@
 //
 // A guest that sends a packet with kCompletionRequested gives it a transaction id; the host's
 // completion packet carries the same id back. The id is the only thing the host returns, and
-// the host is not trusted, so ids are never pointers (VMBUS_FACTS.md §5): an id names a slot in
-// a fixed table, and a completion is accepted only if its slot is in range and outstanding.
+// the host is not trusted, so ids are never pointers (docs/protocol.md §13): an id names a
+// slot in a fixed table, and a completion is accepted only if its slot is in range and outstanding.
 //
 // Id layout (64 bits, as the ring descriptor's trans_id):
 //   bits  0..31  slot index + 1 (0 is reserved for unsolicited packets, which want no answer)

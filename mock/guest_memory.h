@@ -17,7 +17,7 @@
 //                             on its own 64-byte line: the guest's doorbell @0 (rung by the
 //                             host, waited on by the guest) and the host's doorbell @64 (rung
 //                             by the guest, waited on by the host).
-//   PFN 3  monitor page 1     host → guest monitor page (MonitorPage layout, TLFS §6).
+//   PFN 3  monitor page 1     host → guest monitor page (MonitorPage layout, docs/protocol.md §12).
 //   PFN 4  monitor page 2     guest → host monitor page: the guest sets a monitored channel's
 //                             bit in trigger_group[id / 32].pending; the host scans these at
 //                             the configured monitor latency.
@@ -131,8 +131,8 @@ static_assert(offsetof(DoorbellPage, guest) == 0);
 static_assert(offsetof(DoorbellPage, host) == 64);
 
 // MonitorPage
-// The Hyper-V monitor page (TLFS §6), of which the mock uses trigger_group[].pending of the
-// guest → host page: monitor id m is bit (m % 32) of trigger_group[m / 32].pending.
+// The Hyper-V monitor page (docs/protocol.md §12), of which the mock uses trigger_group[].pending
+// of the guest → host page: monitor id m is bit (m % 32) of trigger_group[m / 32].pending.
 struct MonitorTriggerGroup {
   uint32_t pending;
   uint32_t armed;

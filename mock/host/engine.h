@@ -23,7 +23,7 @@
 // same: relids are the lowest free, guest ids count up, generated GUIDs come from a PRNG
 // seeded by EngineOptions::seed, and every container is iterated in a fixed order.
 //
-// Protocol rules enforced (VMBUS_FACTS.md):
+// Protocol rules enforced (docs/protocol.md §2 and §5–§9):
 // - Before a successful InitiateContact, the only accepted message is InitiateContact; anything
 //   else gets a ProtocolError (FAILED_PRECONDITION). Versions 2.4, 3.0, 4.0, 4.1, 5.0, 5.1, 5.2
 //   and 5.3 up to HostSettings.max_version are accepted; others get version_supported = false.
