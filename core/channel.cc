@@ -313,8 +313,7 @@ void Channel::DetachSend(const absl::Status& why) {
     open_.store(false, std::memory_order_relaxed);
   }
   FailRequests(why);
-  event_seq_.fetch_add(1, std::memory_order_seq_cst);
-  WakeWaiters();
+  NoteEvent();
 }
 
 bool Channel::TryDetachReceive() {
@@ -334,8 +333,7 @@ void Channel::MarkRemoved(const absl::Status& reason) {
     removed_ = reason.ok() ? absl::UnavailableError("offer removed") : reason;
     open_.store(false, std::memory_order_relaxed);
   }
-  event_seq_.fetch_add(1, std::memory_order_seq_cst);
-  WakeWaiters();
+  NoteEvent();
 }
 
 void Channel::MarkBusGone() {

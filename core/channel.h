@@ -406,6 +406,11 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // FailRequests once it released send_mu_).
   bool RecordFailure(const absl::Status& status);
   void FailRequests(const absl::Status& status);
+  // Counts an event (host signal, detach, failure, room for another sender) and wakes the
+  // threads waiting for one.
+  void NoteEvent();
+  // The event count, read before looking at the state an event changes (see WaitForEvent).
+  uint64_t EventCount() const;
   void WakeWaiters();
   // Waits until an event arrives after `seen` (event_seq_) or `deadline`; true if one did.
   bool WaitForEvent(uint64_t seen, absl::Time deadline);

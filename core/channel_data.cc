@@ -107,8 +107,7 @@ absl::Status Channel::WritePacket(OutgoingPacket packet, const SendOptions& opti
     if (!status.ok() && allocated != 0) transactions()->Cancel(allocated);
     if (!failure.ok()) FailRequests(failure);
     if (wake_others) {
-      event_seq_.fetch_add(1, std::memory_order_seq_cst);
-      WakeWaiters();
+      NoteEvent();
     }
     return status;
   };
@@ -177,7 +176,7 @@ absl::Status Channel::WritePacket(OutgoingPacket packet, const SendOptions& opti
       }
       // Read the event count before arming: a signal that follows the arm bumps it, so the wait
       // cannot miss it.
-      *seen = event_seq_.load(std::memory_order_seq_cst);
+      *seen = EventCount();
       if (!waiting.has_value()) {
         send_waiters_.insert(need);
         waiting = need;
@@ -203,8 +202,7 @@ absl::Status Channel::WritePacket(OutgoingPacket packet, const SendOptions& opti
     if (result.has_value()) return finish(*std::move(result));
     if (wake_others) {
       wake_others = false;
-      event_seq_.fetch_add(1, std::memory_order_seq_cst);
-      WakeWaiters();
+      NoteEvent();
     }
     // The host promised to signal once more than the smallest waiter's bytes are free.
     WaitForEvent(seen, options.deadline);
@@ -421,8 +419,7 @@ bool Channel::RecordFailure(const absl::Status& status) {
   Add(counters_.errors);
   if (link != nullptr)
     link->Log(absl::StrCat("data path of ", Name(), " failed: ", status.message()));
-  event_seq_.fetch_add(1, std::memory_order_seq_cst);
-  WakeWaiters();
+  NoteEvent();
   return true;
 }
 
@@ -447,11 +444,7 @@ void Channel::FailDataPath(const absl::Status& status) {
 bool Channel::OnEvent(uint32_t relid) {
   (void)relid;
   Add(counters_.signals_received);
-  // [CH-V1] seq_cst: the event count, then the waiter count ([CH-V2]); a waiter does the mirror
-  // image (counts itself in, then reads the event count: [CH-V3], [CH-V4]), so either it sees
-  // this event or we see it waiting and wake it.
-  event_seq_.fetch_add(1, std::memory_order_seq_cst);
-  if (event_waiters_.load(std::memory_order_seq_cst) != 0) WakeWaiters();  // [CH-V2]
+  NoteEvent();
   if (writable_waiting_.load(std::memory_order_relaxed) != 0) RunWritable();
   // callback_mode_ was written before the channel was published ([CT-P1] orders it).
   if (!callback_mode_) return false;
@@ -600,7 +593,7 @@ absl::StatusOr<ReceivedPacket> Channel::Receive(absl::Time deadline) {
   }
   if (absl::Status s = CheckNotInOwnPoll(absl::StrCat("Receive on ", Name())); !s.ok()) return s;
   for (;;) {
-    const uint64_t seen = event_seq_.load(std::memory_order_seq_cst);
+    const uint64_t seen = EventCount();
     std::optional<ReceivedPacket> received;
     absl::StatusOr<size_t> polled = Poll(
         [&](const PacketView& p) {
@@ -630,7 +623,7 @@ absl::Status Channel::WaitForPackets(absl::Time deadline) {
     return s;
   }
   for (;;) {
-    const uint64_t seen = event_seq_.load(std::memory_order_seq_cst);
+    const uint64_t seen = EventCount();
     {
       MutexLock lock(&poll_mu_);
       if (!in_.has_value() || failed_.load(std::memory_order_relaxed)) return NotOpenError();
@@ -650,6 +643,20 @@ absl::Status Channel::WaitForPackets(absl::Time deadline) {
       return absl::DeadlineExceededError(absl::StrCat("no packet on ", Name(), " by the deadline"));
     }
   }
+}
+
+void Channel::NoteEvent() {
+  // [CH-V1] seq_cst: the event count, then the waiter count ([CH-V2]); a waiter does the mirror
+  // image (counts itself in, then reads the event count: [CH-V3], [CH-V4]), so either it sees
+  // this event or we see it waiting and wake it.
+  event_seq_.fetch_add(1, std::memory_order_seq_cst);
+  if (event_waiters_.load(std::memory_order_seq_cst) != 0) WakeWaiters();  // [CH-V2]
+}
+
+uint64_t Channel::EventCount() const {
+  // [CH-V5] seq_cst: read before looking at the state an event would change (ring space,
+  // packets); a later [CH-V1] makes the count differ, so a wait from this value cannot miss it.
+  return event_seq_.load(std::memory_order_seq_cst);
 }
 
 void Channel::WakeWaiters() {

@@ -51,9 +51,9 @@ absl::StatusOr<ChannelTable::Dispatcher> ChannelTable::RegisterDispatcher() {
           "all %u dispatcher slots of the channel table are registered", kMaxDispatchers));
     }
     const size_t index = static_cast<size_t>(std::countr_one(used));
-    // [CT-G1] seq_cst: registered before this dispatcher's first [CT-D1]; read by [CT-U3].
     // The slot's hazard word keeps its previous owner's count (it is withdrawn now), so a
     // waiter holding an old snapshot still sees it change.
+    // [CT-G1] seq_cst: registered before this dispatcher's first [CT-D1]; read by [CT-U3].
     if (registered_.compare_exchange_weak(used, used | uint64_t{1} << index,
                                           std::memory_order_seq_cst, std::memory_order_relaxed)) {
       Dispatcher d(this, index);
@@ -65,6 +65,8 @@ absl::StatusOr<ChannelTable::Dispatcher> ChannelTable::RegisterDispatcher() {
 
 void ChannelTable::Unregister(size_t index) {
   // The dispatcher is between deliveries (its announcement is withdrawn): nothing waits on it.
+  // [CT-G2] seq_cst: the mirror image of [CT-G1]; an [CT-U3] that still sees the bit reads a
+  // withdrawn hazard word, which never names a relid.
   registered_.fetch_and(~(uint64_t{1} << index), std::memory_order_seq_cst);
 }
 

@@ -4,11 +4,32 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "core/sync.h"
 #include "gtest/gtest.h"
 
 namespace vbus {
 namespace {
+
+// A one-shot notification on vbus::Mutex (visible to TSan, unlike Debian's prebuilt Abseil).
+class Notification {
+ public:
+  void Notify() {
+    MutexLock lock(&mu_);
+    notified_ = true;
+    cv_.SignalAll();
+  }
+  void WaitForNotification() {
+    MutexLock lock(&mu_);
+    cv_.AwaitWithDeadline(&mu_, absl::Now() + absl::Seconds(60),
+                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return notified_; });
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  bool notified_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 class RecordingTarget : public EventTarget {
  public:
@@ -144,7 +165,7 @@ class BlockingTarget : public EventTarget {
     finished.store(true);
     return false;
   }
-  absl::Notification entered, release;
+  Notification entered, release;
   std::atomic<bool> finished{false};
 };
 
@@ -213,7 +234,7 @@ class NestingTarget : public EventTarget {
   absl::StatusOr<ChannelTable::Dispatcher>* dispatcher = nullptr;
   DispatchStats nested;
   bool still_set = false;
-  absl::Notification entered, release;
+  Notification entered, release;
 };
 
 // Regression: a nested dispatch on the same dispatcher made the outer delivery look finished,

@@ -345,7 +345,7 @@ TEST_F(ChannelTest, FullRingFailsFastOrAtTheDeadline) {
         [&] {
           // The guest stores pending_send_sz atomically; the host reads it the same way.
           return std::atomic_ref<uint32_t>(host_.GuestOutboundControl(7)->pending_send_sz)
-                     .load(std::memory_order_acquire) != 0;
+                     .load(std::memory_order_relaxed) != 0;
         },
         Deadline()));
     ASSERT_TRUE(host_.ReadFromGuest(7).ok());

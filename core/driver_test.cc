@@ -151,7 +151,7 @@ TEST(DriverRegistryTest, ConcurrentRegisterAndMatch) {
   std::atomic<int> matched{0};
   std::thread reader([&] {
     const OfferInfo offer = Offer(1, 1, device_class::kVss);
-    while (!stop.load(std::memory_order_acquire)) {
+    while (!stop.load(std::memory_order_acquire)) {  // [DRT-S2] pairs with [DRT-S1]
       if (registry.Match(offer) != nullptr) matched.fetch_add(1, std::memory_order_relaxed);
     }
   });
@@ -165,7 +165,7 @@ TEST(DriverRegistryTest, ConcurrentRegisterAndMatch) {
   while (matched.load(std::memory_order_relaxed) == 0 && absl::Now() < deadline) {
     std::this_thread::yield();
   }
-  stop.store(true, std::memory_order_release);
+  stop.store(true, std::memory_order_release);  // [DRT-S1] pairs with [DRT-S2]
   reader.join();
   EXPECT_GT(matched.load(), 0);
   EXPECT_EQ(registry.Names().size(), 6u);

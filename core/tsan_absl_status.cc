@@ -22,6 +22,10 @@
 #include "absl/status/status.h"
 
 #if defined(__SANITIZE_THREAD__)
+// The definition below copies this Abseil release's Status::UnrefNonInlined; another release
+// may implement it differently. Re-check absl/status/status.cc before changing the number.
+static_assert(ABSL_LTS_RELEASE_VERSION == 20220623,
+              "tsan_absl_status.cc mirrors Abseil 20220623's Status::UnrefNonInlined");
 namespace absl {
 ABSL_NAMESPACE_BEGIN
 
@@ -29,6 +33,8 @@ ABSL_NAMESPACE_BEGIN
 void Status::UnrefNonInlined(uintptr_t rep) {
   status_internal::StatusRep* r = RepToPointer(rep);
   // The last reference needs no decrement: no other thread may still use it.
+  // [TS-U1] acquire / [TS-U2] acq_rel: as Abseil's own, each drop of a reference releases this
+  // thread's uses and the final one acquires every other thread's, before the delete.
   if (r->ref.load(std::memory_order_acquire) == 1 ||
       r->ref.fetch_sub(1, std::memory_order_acq_rel) - 1 == 0) {
     delete r;

@@ -278,19 +278,19 @@ absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns
 }
 
 uint32_t GuestMemory::DoorbellValue(Doorbell doorbell) const {
-  // [A1] acquire: pairs with the ringer's [R1] increment, so work published before the Ring
+  // [GM-A1] acquire: pairs with the ringer's [GM-R1] increment, so work published before the Ring
   // (event bits, ring contents) is visible once the new value is seen.
   return Ref(Words(doorbell)->value).load(std::memory_order_acquire);
 }
 
 void GuestMemory::Ring(Doorbell doorbell) const {
   DoorbellWords* words = Words(doorbell);
-  // [R1] seq_cst increment, then [R2] seq_cst load of the waiters count. The waiter does
-  // [W1] seq_cst increment of waiters, then [W2] seq_cst load of value. In the single total
-  // order of seq_cst operations either [R2] follows [W1] (we see the waiter and wake it) or
-  // [W1] follows [R2], so [W2] follows [R1] and the waiter sees the new value and does not
-  // sleep. A waiter between [W2] and FUTEX_WAIT is covered by the kernel re-checking the
-  // value. [R1] also releases the work published before the Ring; pairs with [A1]/[W2].
+  // [GM-R1] seq_cst increment, then [GM-R2] seq_cst load of the waiters count. The waiter does
+  // [GM-W1] seq_cst increment of waiters, then [GM-W2] seq_cst load of value. In the single total
+  // order of seq_cst operations either [GM-R2] follows [GM-W1] (we see the waiter and wake it) or
+  // [GM-W1] follows [GM-R2], so [GM-W2] follows [GM-R1] and the waiter sees the new value and does
+  // not sleep. A waiter between [GM-W2] and FUTEX_WAIT is covered by the kernel re-checking the
+  // value. [GM-R1] also releases the work published before the Ring; pairs with [GM-A1]/[GM-W2].
   Ref(words->value).fetch_add(1, std::memory_order_seq_cst);
   if (Ref(words->waiters).load(std::memory_order_seq_cst) != 0) FutexWake(&words->value);
 }
@@ -300,8 +300,8 @@ absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time dead
   auto value = Ref(words->value);
   auto waiters = Ref(words->waiters);
   while (true) {
-    waiters.fetch_add(1, std::memory_order_seq_cst);  // [W1], see Ring().
-    // [W2] seq_cst load (also an acquire: pairs with [R1]).
+    waiters.fetch_add(1, std::memory_order_seq_cst);  // [GM-W1], see Ring().
+    // [GM-W2] seq_cst load (also an acquire: pairs with [GM-R1]).
     const uint32_t now_value = value.load(std::memory_order_seq_cst);
     if (now_value != seen) {
       waiters.fetch_sub(1, std::memory_order_relaxed);
@@ -315,7 +315,7 @@ absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time dead
     const timespec timeout = absl::ToTimespec(left);
     FutexWait(&words->value, seen, &timeout);  // EAGAIN, EINTR, ETIMEDOUT: all re-checked.
     waiters.fetch_sub(1, std::memory_order_relaxed);
-    // [A2] acquire re-check: pairs with [R1].
+    // [GM-A2] acquire re-check: pairs with [GM-R1].
     if (value.load(std::memory_order_acquire) != seen) return absl::OkStatus();
   }
 }
@@ -326,8 +326,8 @@ absl::Status GuestMemory::TriggerMonitor(uint32_t monitor_id) const {
         absl::StrCat("monitor id ", monitor_id, " is not below ", protocol::kMonitorIdCount));
   }
   MonitorPage* page = GuestToHostMonitorPage();
-  // [R3] release: the ring contents written before the trigger are visible to the host's
-  // [A3] exchange that takes this bit.
+  // [GM-R3] release: the ring contents written before the trigger are visible to the host's
+  // [GM-A3] exchange that takes this bit.
   Ref(page->trigger_group[monitor_id / 32].pending)
       .fetch_or(1u << (monitor_id % 32), std::memory_order_release);
   return absl::OkStatus();
@@ -336,7 +336,7 @@ absl::Status GuestMemory::TriggerMonitor(uint32_t monitor_id) const {
 uint32_t GuestMemory::TakeMonitorTriggers(uint32_t group) const {
   if (group >= 4) return 0;
   MonitorPage* page = GuestToHostMonitorPage();
-  // [A3] acquire: pairs with the guest's [R3] fetch_or.
+  // [GM-A3] acquire: pairs with the guest's [GM-R3] fetch_or.
   return Ref(page->trigger_group[group].pending).exchange(0, std::memory_order_acquire);
 }
 

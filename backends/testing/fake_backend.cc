@@ -23,7 +23,7 @@ FakeBackend::~FakeBackend() {
 }
 
 absl::Status FakeBackend::Start(BackendListener* listener) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (listener_ != nullptr || stopped_) {
     return absl::FailedPreconditionError("FakeBackend: already started");
   }
@@ -31,23 +31,42 @@ absl::Status FakeBackend::Start(BackendListener* listener) {
   return absl::OkStatus();
 }
 
-void FakeBackend::AwaitNoOtherDelivery(std::unique_lock<std::mutex>& lock) {
-  // Bounded like every wait in vbus: a listener stuck for a minute is a test bug; give up
-  // rather than hang the test.
-  delivery_done_.wait_for(lock, std::chrono::seconds(60), [&] {
-    return !delivering_.has_value() || *delivering_ == std::this_thread::get_id();
-  });
+void FakeBackend::AwaitNoOtherDelivery() {
+  changed_.AwaitWithDeadline(
+      &mu_, absl::Now() + absl::Seconds(60), [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !delivering_.has_value() || *delivering_ == std::this_thread::get_id();
+      });
+}
+
+void FakeBackend::AwaitNoOtherListenerCall() {
+  changed_.AwaitWithDeadline(&mu_, absl::Now() + absl::Seconds(60),
+                             [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                               for (const auto& [thread, count] : in_listener_) {
+                                 if (thread != std::this_thread::get_id()) return false;
+                               }
+                               return true;
+                             });
+}
+
+void FakeBackend::EnterListener() { ++in_listener_[std::this_thread::get_id()]; }
+
+void FakeBackend::LeaveListener() {
+  MutexLock lock(&mu_);
+  auto it = in_listener_.find(std::this_thread::get_id());
+  if (--it->second == 0) in_listener_.erase(it);
+  changed_.SignalAll();
 }
 
 void FakeBackend::Stop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   stopped_ = true;
   // Stop returns only when no listener call is running (unless called from inside one).
-  AwaitNoOtherDelivery(lock);
+  AwaitNoOtherDelivery();
+  AwaitNoOtherListenerCall();
 }
 
 absl::Status FakeBackend::PostMessage(const v1::ControlMessage& message) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (fail_next_post_.has_value()) {
     absl::Status s = *std::move(fail_next_post_);
     fail_next_post_.reset();
@@ -63,19 +82,19 @@ absl::Status FakeBackend::PostMessage(const v1::ControlMessage& message) {
 }
 
 void FakeBackend::SetConnection(const NegotiatedConnection& connection) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   connection_ = connection;
 }
 
 void FakeBackend::PauseDelivery() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   paused_ = true;
-  AwaitNoOtherDelivery(lock);
+  AwaitNoOtherDelivery();
 }
 
 void FakeBackend::ResumeDelivery() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     paused_ = false;
   }
   Drain();
@@ -86,7 +105,7 @@ absl::Status FakeBackend::SignalHost(const ChannelSignal& signal) {
     return absl::InvalidArgumentError(
         absl::StrCat("FakeBackend: signal for relid ", signal.relid, ", outside 1..2047"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (host_lost_ || stopped_) return absl::UnavailableError("FakeBackend: the host is gone");
   signals_.push_back(signal);
   return absl::OkStatus();
@@ -100,7 +119,7 @@ absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count) { return pool_->A
 
 absl::Status FakeBackend::DeliverToGuest(v1::ControlMessage message) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (listener_ == nullptr || stopped_ || host_lost_) {
       return absl::FailedPreconditionError("FakeBackend: no listener to deliver to");
     }
@@ -115,7 +134,7 @@ void FakeBackend::Drain() {
     v1::ControlMessage next;
     BackendListener* listener = nullptr;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (paused_ || stopped_ || delivering_.has_value() || queue_.empty()) return;
       next = std::move(queue_.front());
       queue_.pop_front();
@@ -123,11 +142,9 @@ void FakeBackend::Drain() {
       listener = listener_;
     }
     listener->OnHostMessage(next);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      delivering_.reset();
-    }
-    delivery_done_.notify_all();
+    MutexLock lock(&mu_);
+    delivering_.reset();
+    changed_.SignalAll();
   }
 }
 
@@ -138,59 +155,63 @@ absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
   }
   BackendListener* listener = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (listener_ == nullptr || stopped_) {
       return absl::FailedPreconditionError("FakeBackend: not started");
     }
     listener = listener_;
+    EnterListener();
   }
-  // The guest test-and-clears bits atomically; set ours the same way. [FB-S1] release pairs with
-  // the guest scanner's acquire exchange of the same 64-bit word.
+  // The guest test-and-clears bits atomically; set ours the same way. [FB-S1] release pairs
+  // with the guest scanner's [EP-C1] exchange of the same 64-bit word.
   uint64_t* word = reinterpret_cast<uint64_t*>(memory_) + relid / 64;
   std::atomic_ref<uint64_t>(*word).fetch_or(uint64_t{1} << (relid % 64), std::memory_order_release);
   listener->OnEventsPending();
+  LeaveListener();
   return absl::OkStatus();
 }
 
 void FakeBackend::LoseHost(absl::Status status) {
   BackendListener* listener = nullptr;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (host_lost_ || listener_ == nullptr || stopped_) return;
     host_lost_ = true;
     queue_.clear();
     listener = listener_;
+    EnterListener();
   }
   listener->OnHostLost(status);
+  LeaveListener();
 }
 
 void FakeBackend::FailNextPost(absl::Status status) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   fail_next_post_ = std::move(status);
 }
 
 std::vector<v1::ControlMessage> FakeBackend::TakePosted() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return std::exchange(posted_, {});
 }
 
 std::vector<ChannelSignal> FakeBackend::TakeSignals() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return std::exchange(signals_, {});
 }
 
 std::optional<NegotiatedConnection> FakeBackend::connection() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return connection_;
 }
 
 bool FakeBackend::paused() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return paused_;
 }
 
 size_t FakeBackend::queued_messages() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return queue_.size();
 }
 

@@ -17,11 +17,10 @@
 #ifndef VBUS_BACKENDS_TESTING_FAKE_BACKEND_H_
 #define VBUS_BACKENDS_TESTING_FAKE_BACKEND_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -29,6 +28,7 @@
 #include "absl/status/status.h"
 #include "backends/backend.h"
 #include "backends/page_pool.h"
+#include "core/sync.h"
 
 namespace vbus::testing {
 
@@ -90,24 +90,29 @@ class FakeBackend final : public Backend {
   uint8_t* memory_ = nullptr;  // event page (first page) + data pages
   std::unique_ptr<PagePool> pool_;
 
-  // Waits (under `lock`) until no other thread is inside OnHostMessage.
-  void AwaitNoOtherDelivery(std::unique_lock<std::mutex>& lock);
+  // Waits until no other thread is inside OnHostMessage (Pause) or inside any listener call
+  // (Stop); bounded like every wait in vbus: a listener stuck for a minute is a test bug.
+  void AwaitNoOtherDelivery() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AwaitNoOtherListenerCall() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Brackets a listener call made outside mu_ (events, host lost): Stop waits for it.
+  void EnterListener() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LeaveListener();
 
-  // std::mutex: TSan sees it (Debian's Abseil is not TSan-instrumented). Everything below is
-  // guarded by mu_; delivery_done_ is notified whenever delivering_ is reset.
-  mutable std::mutex mu_;
-  std::condition_variable delivery_done_;
-  BackendListener* listener_ = nullptr;
-  bool stopped_ = false;
-  bool host_lost_ = false;
-  bool paused_ = false;
+  mutable Mutex mu_;
+  CondVar changed_;  // a delivery or listener call ended
+  BackendListener* listener_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool host_lost_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
   // The thread running OnHostMessage, if any (a Pause from it must not wait for itself).
-  std::optional<std::thread::id> delivering_;
-  std::deque<v1::ControlMessage> queue_;
-  std::vector<v1::ControlMessage> posted_;
-  std::vector<ChannelSignal> signals_;
-  std::optional<NegotiatedConnection> connection_;
-  std::optional<absl::Status> fail_next_post_;
+  std::optional<std::thread::id> delivering_ ABSL_GUARDED_BY(mu_);
+  // Threads inside a listener call (by count), so that Stop returns only once they left.
+  std::map<std::thread::id, int> in_listener_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::ControlMessage> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::ControlMessage> posted_ ABSL_GUARDED_BY(mu_);
+  std::vector<ChannelSignal> signals_ ABSL_GUARDED_BY(mu_);
+  std::optional<NegotiatedConnection> connection_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> fail_next_post_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vbus::testing

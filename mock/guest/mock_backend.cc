@@ -512,7 +512,7 @@ absl::Status MockBackend::SignalHost(const ChannelSignal& signal) {
     monitor_signals_.fetch_add(1, std::memory_order_relaxed);
     return memory_->TriggerMonitor(signal.monitor_id);
   }
-  // [M1] EventPage::Set is a release OR: the host's scan (acquire) sees the ring writes that
+  // [EP-S1] EventPage::Set is a release OR: the host's scan (acquire) sees the ring writes that
   // preceded this signal. Ring only on a 0 → 1 transition: a set bit means the host has not
   // scanned yet and will see this channel in that scan.
   absl::StatusOr<bool> was_clear = host_events_.Set(signal.relid);

@@ -465,7 +465,7 @@ bool GuestDataPlane::HasMonitoredChannels() const {
 }
 
 void GuestDataPlane::SignalGuest(uint32_t relid) {
-  // [E1] inside Set is a release that pairs with the guest's scan exchange: the ring contents
+  // [EP-S1] inside Set is a release that pairs with the guest's scan exchange: the ring contents
   // and write_index stored before are visible to the guest once it sees the bit. Ring only on
   // a 0 → 1 transition: a set bit means the guest was rung for it and has not scanned yet.
   absl::StatusOr<bool> was_clear = guest_events_.Set(relid);

@@ -489,7 +489,7 @@ void BM_MockEcho(benchmark::State& state) {
   std::vector<uint8_t> sink(size + 8);
   open.on_packet = [&](const PacketView& p) {
     std::memcpy(sink.data(), p.payload().data(), p.payload().size());
-    received.fetch_add(1, std::memory_order_release);
+    received.fetch_add(1, std::memory_order_release);  // [BB-R1] pairs with [BB-R2]
   };
   if (!channel->Open(open, Deadline()).ok()) {
     state.SkipWithError("open failed");
@@ -507,6 +507,7 @@ void BM_MockEcho(benchmark::State& state) {
     }
     ++sent;
   }
+  // [BB-R2] acquire, pairs with [BB-R1]: the sink's copies are done.
   while (received.load(std::memory_order_acquire) < sent) std::this_thread::yield();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   state.SetItemsProcessed(static_cast<int64_t>(sent));

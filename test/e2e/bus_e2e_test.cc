@@ -89,7 +89,8 @@ class EchoStream {
       bad_.fetch_add(1, std::memory_order_relaxed);
     }
     ++next_;
-    // [C1] release: the fields above are complete before the count says so; pairs with [C2].
+    // [E2E-C1] release: the fields above are complete before the count says so; pairs with
+    // [E2E-C2].
     received_.store(next_, std::memory_order_release);
     if (next_ == target_.load(std::memory_order_relaxed) || (next_ & 1023) == 0) {
       MutexLock lock(&mu_);
@@ -118,12 +119,12 @@ class EchoStream {
     return cv_.AwaitWithDeadline(&mu_, deadline, [&] { return received() >= count; });
   }
 
-  // [C2] acquire: pairs with [C1].
+  // [E2E-C2] acquire: pairs with [E2E-C1].
   uint64_t received() const { return received_.load(std::memory_order_acquire); }
   uint64_t bad() const { return bad_.load(std::memory_order_relaxed); }
   uint64_t sent() const { return sent_; }
   uint64_t sent_sum() const { return sent_sum_; }
-  // Valid once received() covers every packet (read after [C2]).
+  // Valid once received() covers every packet (read after [E2E-C2]).
   uint64_t received_sum() const { return received_sum_; }
 
  private:
