@@ -258,6 +258,10 @@ void BusExecutor::CloseAll(absl::Time deadline, CallDone done) {
     }
     open.push_back(channel);
   }
+  // Sub-channels first: their CloseChannel reaches the host before their primary's.
+  std::stable_partition(open.begin(), open.end(), [](const std::shared_ptr<Channel>& c) {
+    return c->offer().is_sub_channel();
+  });
   count->pending = open.size();
   for (const std::shared_ptr<Channel>& channel : open) {
     Close(channel, deadline, CallDone::Async([count](const CallResult& r) {

@@ -134,7 +134,8 @@ class BusExecutor {
   void ModifyChannel(const std::shared_ptr<Channel>& channel, uint32_t target_vp,
                      absl::Time deadline, CallDone done);
   void Unload(absl::Time deadline, CallDone done);
-  // Closes every open or opening channel; finishes with the first failure (OK if none).
+  // Closes every open or opening channel, sub-channels first; finishes with the first failure
+  // (OK if none).
   void CloseAll(absl::Time deadline, CallDone done);
   // Ends the connection locally (no message to the host): every offer is removed with
   // `reason`, every waiting call fails.

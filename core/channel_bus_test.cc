@@ -448,6 +448,20 @@ TEST_F(ChannelBusTest, ShutdownClosesUnloadsAndRemovesDrivers) {
   EXPECT_TRUE(bus_->Shutdown(Deadline()).ok());  // idempotent
 }
 
+TEST_F(ChannelBusTest, ShutdownClosesSubChannelsBeforeTheirPrimary) {
+  host_.AddOffer(3, kTestClass, kInstance1);
+  host_.AddOffer(5, kTestClass, kInstance1, /*sub_channel_index=*/1);
+  ConnectBus();
+  ASSERT_TRUE(bus_->FindChannel(3)->Open(SmallRings(), Deadline()).ok());
+  ASSERT_TRUE(bus_->FindChannel(5)->Open(SmallRings(), Deadline()).ok());
+  ASSERT_TRUE(bus_->Shutdown(Deadline()).ok());
+  std::vector<uint32_t> closed;
+  for (const v1::ControlMessage& m : host_.Posted()) {
+    if (m.has_close_channel()) closed.push_back(m.close_channel().child_relid());
+  }
+  EXPECT_EQ(closed, (std::vector<uint32_t>{5, 3}));
+}
+
 TEST_F(ChannelBusTest, ShutdownBelowVersion3DropsOffersLocally) {
   Register();
   host_.AddOffer(3, kTestClass, kInstance1);
