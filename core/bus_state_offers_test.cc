@@ -113,7 +113,7 @@ TEST(BusStateRescindTest, RescindOfAnOpenChannelRetiresItAndSendsNothingUntilRel
   EXPECT_FALSE(s.published);
   EXPECT_THAT(s.gpadls, ElementsAre(0xE1E10u, 0xE1E11u));
   // The driver's Remove closes the channel and tears down its GPADL: both are already done.
-  RequestId close, teardown;
+  RequestId close;
   EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(a, kDeadline, o); }, &close),
               ElementsAre("complete request=4 close offer=1: OK"));
   EXPECT_THAT(
