@@ -60,6 +60,8 @@ void TeardownEnded() {
 BusRuntime::BusRuntime(Backend* backend, ChannelBusOptions options)
     : backend_(backend),
       options_(std::move(options)),
+      runner_("vbus-control",
+              {[this] { executor_->RunDue(); }, [this] { return executor_->next_wakeup(); }}),
       devices_(options_.drivers != nullptr ? options_.drivers : &no_drivers_) {}
 
 absl::StatusOr<std::shared_ptr<BusRuntime>> BusRuntime::Create(Backend* backend,
@@ -88,8 +90,8 @@ absl::Status BusRuntime::Start() {
       backend_, &table_, link, listener, ConfigFrom(backend_->contact_info(), options_.max_version),
       std::move(executor_options));
   started_ = true;
-  // The control thread keeps the runtime alive while it runs.
-  control_thread_ = std::thread([self = shared_from_this()] { self->ControlLoop(); });
+  // The runner's thread keeps the runtime alive while it runs.
+  runner_.Start(shared_from_this());
   return absl::OkStatus();
 }
 
@@ -97,66 +99,25 @@ BusRuntime::~BusRuntime() {
   // Every thread that used the runtime is gone (they keep it alive while they run); a runtime
   // whose shutdown could not stop everything in time finishes here.
   if (executor_ != nullptr) executor_->Stop();
-  if (control_thread_.joinable()) control_thread_.detach();  // it is ending: it dropped us
-}
-
-bool BusRuntime::OnControlThread() const {
-  return control_thread_id_.load(std::memory_order_relaxed) == std::this_thread::get_id();
 }
 
 bool BusRuntime::OnOwnThread() const {
-  return OnControlThread() || strands_.OnStrandThread() || InDispatch();
+  return InExecutor() || strands_.OnStrandThread() || InDispatch();
 }
 
-void BusRuntime::ControlLoop() {
-  control_thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  pthread_setname_np(pthread_self(), "vbus-control");  // for debuggers and profilers
-  // Each burst runs in order; the executor's timers and re-checks run between items.
-  std::deque<std::function<void()>> work;
-  while (control_queue_.TakeAll(executor_->next_wakeup(), &work)) {
-    for (; !work.empty(); work.pop_front()) {
-      work.front()();
-      executor_->RunDue();
-    }
-    executor_->RunDue();
-  }
-  bool detached;
-  {
-    MutexLock lock(&control_mu_);
-    control_done_ = true;
-    detached = control_detached_;
-    control_cv_.SignalAll();
-  }
-  if (detached) TeardownEnded();
-}
-
-absl::Status BusRuntime::JoinControl(absl::Time deadline) {
-  control_queue_.Close();
-  if (!control_thread_.joinable()) return absl::OkStatus();
-  {
-    MutexLock lock(&control_mu_);
-    if (!control_cv_.AwaitWithDeadline(
-            &control_mu_, deadline,
-            [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(control_mu_) { return control_done_; })) {
-      // A completion callback blocks the control thread: leave it to finish (it keeps the
-      // runtime alive, and counts as a deferred teardown until it ends).
-      control_detached_ = true;
-      TeardownStarted();
-    }
-  }
-  if (!control_thread_.joinable()) return absl::OkStatus();
-  bool detached;
-  {
-    MutexLock lock(&control_mu_);
-    detached = control_detached_;
-  }
-  if (!detached) {
-    control_thread_.join();
-    return absl::OkStatus();
-  }
-  control_thread_.detach();
-  return absl::DeadlineExceededError(
-      "shutdown: the control thread is still busy (a completion callback blocks it)");
+absl::Status BusRuntime::JoinRunner(absl::Time deadline) {
+  runner_.Close();
+  absl::Status joined = runner_.Join(deadline);
+  if (joined.ok()) return joined;
+  // A completion callback blocks the executor: finish in the background once it returns.
+  TeardownStarted();
+  std::thread([self = shared_from_this()] {
+    pthread_setname_np(pthread_self(), "vbus-teardown");
+    self->runner_.Join(absl::InfiniteFuture()).IgnoreError();
+    self->executor_->Stop();
+    TeardownEnded();
+  }).detach();
+  return joined;
 }
 
 void BusRuntime::LogLine(absl::string_view line) const {
@@ -200,9 +161,9 @@ bool BusRuntime::Post(std::function<void(BusExecutor&)> work) {
 }
 
 absl::Status BusRuntime::CheckBlockingAllowed(absl::string_view what) const {
-  if (OnControlThread()) {
+  if (InExecutor()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        what, " called on the bus's control thread (a completion callback) would deadlock"));
+        what, " called from a completion callback (the bus's executor) would deadlock"));
   }
   if (InDispatch()) {
     return absl::FailedPreconditionError(
@@ -344,13 +305,13 @@ absl::Status BusRuntime::Shutdown(absl::Time deadline) {
   backend_->Stop();
   strands_.Close();
   note(strands_.Join(deadline + options_.call_grace));
-  const absl::Status control = JoinControl(deadline + options_.call_grace);
-  note(control);
+  const absl::Status runner = JoinRunner(deadline + options_.call_grace);
+  note(runner);
 
-  // 6. The threads are gone: this thread owns the executor now. Calls still waiting fail;
-  // channels become inert; memory goes back to the backend. (A control thread still stuck in
-  // a callback keeps the runtime; the executor stops when it lets go.)
-  if (control.ok()) executor_->Stop();
+  // 6. Nothing runs the executor any more: this thread owns it now. Calls still waiting fail;
+  // channels become inert; memory goes back to the backend. (An executor still stuck in a
+  // completion callback is stopped in the background once it returns.)
+  if (runner.ok()) executor_->Stop();
   shut_down_.store(true, std::memory_order_relaxed);
   return first;
 }

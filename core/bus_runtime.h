@@ -5,7 +5,10 @@
 // It wires the pieces together:
 //   - the backend's listener: host messages and link loss go to the control thread, event
 //     raises to the EventDispatch;
-//   - the control thread: runs the BusExecutor (every input, the executor's timers);
+//   - the executor's runner (core/serial_runner.h): every input and the executor's timers, one
+//     at a time, on the thread that brings the input when the executor is idle (an application
+//     thread calling Open, the backend's delivery thread with a host message) and otherwise on
+//     the runner's own "vbus-control" thread — so an input to an idle bus costs no hand-off;
 //   - the ChannelLink every Channel uses to reach the executor;
 //   - the executor's listener: offers go to their drivers on DriverStrands, removed offers are
 //     released once their drivers let go.
@@ -30,8 +33,8 @@
 #include "core/driver.h"
 #include "core/driver_strands.h"
 #include "core/event_dispatch.h"
+#include "core/serial_runner.h"
 #include "core/sync.h"
-#include "core/work_queue.h"
 
 namespace vbus::internal {
 
@@ -80,14 +83,16 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   void Log(absl::string_view line) override { LogLine(line); }
 
   void LogLine(absl::string_view line) const;
-  bool PostControl(std::function<void()> work) { return control_queue_.Post(std::move(work)); }
-  bool OnControlThread() const;
-  void ControlLoop();
-  // Waits until the control thread has done everything queued before, and the driver strands
-  // everything that work queued, and the control thread the releases those queued.
+  bool PostControl(std::function<void()> work) { return runner_.Post(std::move(work)); }
+  // Whether the calling thread is running executor work now (a completion callback).
+  bool InExecutor() const { return runner_.InRunner(); }
+  // Waits until the executor has done everything queued before, and the driver strands
+  // everything that work queued, and the executor the releases those queued.
   absl::Status Quiesce(absl::Time deadline);
-  // Waits for the control thread to end (it is detached if it is still busy at `deadline`).
-  absl::Status JoinControl(absl::Time deadline);
+  // Closes the runner and waits for it to go idle and its thread to end. On DeadlineExceeded
+  // (a completion callback blocks it) a background thread finishes the job later, counted as
+  // a deferred teardown.
+  absl::Status JoinRunner(absl::Time deadline);
 
   // Driver strands.
   void AddDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel);
@@ -102,14 +107,7 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   std::unique_ptr<BusExecutor> executor_;
   bool started_ = false;
 
-  WorkQueue<std::function<void()>> control_queue_;
-  std::thread control_thread_;
-  std::atomic<std::thread::id> control_thread_id_{};
-  Mutex control_mu_;
-  CondVar control_cv_;
-  bool control_done_ ABSL_GUARDED_BY(control_mu_) = false;
-  // Shutdown left the control thread running (counted as a deferred teardown until it ends).
-  bool control_detached_ ABSL_GUARDED_BY(control_mu_) = false;
+  SerialRunner runner_;
   DriverStrands strands_{"vbus-driver"};
 
   DriverRegistry no_drivers_;

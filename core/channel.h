@@ -105,7 +105,7 @@ class ChannelLink {
   // never will be) once the bus takes no more work.
   virtual bool Post(std::function<void(BusExecutor&)> work) = 0;
   // FailedPrecondition naming why, if a call that waits for the executor would deadlock on the
-  // calling thread (the control thread, a dispatch callback); OK otherwise.
+  // calling thread (inside the executor, a dispatch callback); OK otherwise.
   virtual absl::Status CheckBlockingAllowed(absl::string_view what) const = 0;
   // How long past its deadline a waiting call keeps waiting for a slow executor.
   virtual absl::Duration call_grace() const = 0;
@@ -216,8 +216,10 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   absl::Status Open(const ChannelOpenOptions& options, absl::Time deadline);
 
   // OpenAsync
-  // Open without waiting: `done` runs once with Open's result, on the bus's control thread
-  // (it must not block and must not call blocking Channel or ChannelBus methods).
+  // Open without waiting: `done` runs once with Open's result, where the bus's executor runs
+  // (this thread, the backend's delivery thread or the bus's control thread; see
+  // core/channel_bus.h). It must not block and must not call blocking Channel or ChannelBus
+  // methods (they return FailedPrecondition there).
   void OpenAsync(const ChannelOpenOptions& options, absl::Time deadline,
                  std::function<void(absl::Status)> done);
 

@@ -2,16 +2,18 @@
 //
 // A ChannelBus wraps the no-I/O state machine (core/bus_state.h) with a Backend (the seam to
 // the hypervisor or the mock host), threads and a clock:
-//   - one control thread feeds BusState every input in order — host messages, calls from
-//     drivers and applications, timer expiries, the loss of the link — and carries out the
-//     resulting Actions in list order (post messages, publish/retire channels in the channel
-//     table, list offers, free GPADL memory, complete waiting calls, arm timers);
-//     (the control thread runs a BusExecutor, core/bus_executor.h: the same code the
-//     deterministic simulation drives);
+//   - the executor (core/bus_executor.h, the same code the deterministic simulation drives)
+//     takes every input in order — host messages, calls from drivers and applications, timer
+//     expiries, the loss of the link — one at a time, and carries out BusState's actions in
+//     list order (post messages, publish/unpublish channels, list offers, free GPADL memory,
+//     complete waiting calls, arm timers). It runs on the thread that brings an input when it
+//     is idle (no thread hand-off: the caller of Open, the backend's delivery thread for a host
+//     message) and otherwise on the bus's "vbus-control" thread, which also runs its timers
+//     (core/serial_runner.h). Completion callbacks (OpenAsync, CloseAsync) run there too;
 //   - drivers run on driver strands (core/driver_strands.h): Driver::Probe / Driver::Remove and
 //     the on_offer / on_offer_removed callbacks of one device run in the order its offer came
 //     and went, on a thread of that device's own, so a driver may block (an Open inside Probe
-//     waits for the host) without holding up the control thread or any other device;
+//     waits for the host) without holding up the executor or any other device;
 //     on_host_lost runs after the removals it caused;
 //   - event dispatch runs wherever the backend raises OnEventsPending (the mock backend's
 //     doorbell thread, an interrupt handler): it scans the backend's receive event flags and
@@ -40,7 +42,7 @@
 //
 // Thread safety: every public method may be called from any thread except where noted.
 // Blocking methods (Connect, Shutdown, BindDrivers, and Channel's waiting calls) must not be
-// called from the control thread (completion callbacks of OpenAsync/CloseAsync) or a dispatch
+// called from a completion callback of OpenAsync/CloseAsync (the executor) or a dispatch
 // callback — nor Connect, Shutdown and BindDrivers from a driver strand (Probe, Remove, the
 // on_offer callbacks): there they return FailedPrecondition instead of deadlocking. A driver
 // may call Channel's waiting calls (Open, Close, ...) from Probe and Remove.
@@ -82,7 +84,7 @@ struct ChannelBusOptions {
   // memory wait for the callback however long it takes; nothing else does.
   absl::Duration retire_timeout = absl::Seconds(5);
   // A waiting call returns DeadlineExceeded by itself at its deadline plus this grace, even if
-  // the control thread is slow to report the expiry.
+  // the executor is slow to report the expiry (a completion callback that blocks it).
   absl::Duration call_grace = absl::Seconds(2);
   // Deadline the destructor gives Shutdown.
   absl::Duration shutdown_timeout = absl::Seconds(10);
@@ -125,7 +127,7 @@ class ChannelBus final {
  public:
   // Create
   // Starts `backend` (which must outlive the bus) with this bus as its listener and starts
-  // the control thread. Does not contact the host yet (Connect does). Errors:
+  // the bus's threads. Does not contact the host yet (Connect does). Errors:
   // Backend::Start's (Unavailable: host unreachable), InvalidArgument for max_version < 2.4.
   static absl::StatusOr<std::unique_ptr<ChannelBus>> Create(Backend* backend,
                                                             ChannelBusOptions options);
