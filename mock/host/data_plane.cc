@@ -31,7 +31,7 @@ class HostChannel final : public ChannelPort {
   // Writes a packet; returns whether the guest was signalled.
   absl::StatusOr<bool> SendAndReport(PacketType type, uint16_t flags, uint64_t trans_id,
                                      absl::Span<const uint8_t> payload) {
-    std::lock_guard<std::mutex> lock(write_mu_);
+    MutexLock lock(&write_mu_);
     if (closing_) {
       return absl::FailedPreconditionError(absl::StrCat("relid ", relid_, " is closing"));
     }
@@ -60,7 +60,7 @@ class HostChannel final : public ChannelPort {
   // After a kRetryLater: asks the guest to signal once the packet that did not fit would fit.
   // Returns true if it fits already (retry now), false if armed; an error fails the channel.
   absl::StatusOr<bool> ArmPendingSend() {
-    std::lock_guard<std::mutex> lock(write_mu_);
+    MutexLock lock(&write_mu_);
     absl::StatusOr<bool> ready = out_->ArmPendingSend(std::max<size_t>(wanted_bytes_, 24));
     if (!ready.ok()) {
       Fail(absl::FailedPreconditionError(
@@ -73,19 +73,19 @@ class HostChannel final : public ChannelPort {
 
   void Fail(const absl::Status& why) {
     {
-      std::lock_guard<std::mutex> lock(status_mu_);
+      MutexLock lock(&status_mu_);
       if (!failed_.ok()) return;  // report the first failure only
       failed_ = why;
     }
     plane_->PublishError(relid_, absl::StrCat("relid ", relid_, " stopped: ", why.message()));
   }
   absl::Status status() const {
-    std::lock_guard<std::mutex> lock(status_mu_);
+    MutexLock lock(&status_mu_);
     return failed_;
   }
 
   void SetClosing() {
-    std::lock_guard<std::mutex> lock(write_mu_);
+    MutexLock lock(&write_mu_);
     closing_ = true;
   }
 
@@ -108,7 +108,7 @@ class HostChannel final : public ChannelPort {
   std::vector<uint8_t> scratch_;      // wrapped packets of the incoming ring
 
   // Reader side.
-  std::mutex read_mu_;
+  Mutex read_mu_;
   std::optional<IncomingRing> in_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<Device> device_;  // called under read_mu_ (and once at open/close)
   // A packet the device asked to see again (the inbound ring was full).
@@ -122,12 +122,12 @@ class HostChannel final : public ChannelPort {
   std::optional<Pending> pending_ ABSL_GUARDED_BY(read_mu_);
 
   // Writer side.
-  std::mutex write_mu_;
+  Mutex write_mu_;
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(write_mu_);
   size_t wanted_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
   bool closing_ ABSL_GUARDED_BY(write_mu_) = false;
 
-  mutable std::mutex status_mu_;
+  mutable Mutex status_mu_;
   absl::Status failed_ ABSL_GUARDED_BY(status_mu_);
 
   // Counters. Relaxed: statistics only, nothing is published through them.
@@ -171,7 +171,7 @@ GuestDataPlane::GuestDataPlane(std::string guest_id, std::unique_ptr<GuestMemory
 GuestDataPlane::~GuestDataPlane() {
   std::vector<uint32_t> relids;
   {
-    std::shared_lock<std::shared_mutex> lock(channels_mu_);
+    ReaderMutexLock lock(&channels_mu_);
     for (const auto& [relid, c] : channels_) relids.push_back(relid);
   }
   for (uint32_t relid : relids) (void)UnmapChannel(relid);
@@ -214,8 +214,8 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
       return absl::Status(out.status().code(),
                           absl::StrCat("the inbound ring: ", out.status().message()));
     }
-    std::lock_guard<std::mutex> read_lock(c->read_mu_);
-    std::lock_guard<std::mutex> write_lock(c->write_mu_);
+    MutexLock read_lock(&c->read_mu_);
+    MutexLock write_lock(&c->write_mu_);
     c->in_.emplace(std::move(*in));
     c->out_.emplace(std::move(*out));
   }
@@ -225,7 +225,7 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
       return absl::Status(s.code(), absl::StrCat("device \"", device, "\": ", s.message()));
     }
   }
-  std::unique_lock<std::shared_mutex> lock(channels_mu_);
+  WriterMutexLock lock(&channels_mu_);
   if (channels_.contains(relid)) {
     if (c->device_) c->device_->OnClose();
     return absl::AlreadyExistsError(absl::StrCat("relid ", relid, " is already mapped"));
@@ -242,7 +242,7 @@ absl::StatusOr<ChannelCounters> GuestDataPlane::UnmapChannel(uint32_t relid) {
   std::unique_ptr<HostChannel> c;
   {
     // Exclusive: waits for any drain or send on this guest's channels to finish.
-    std::unique_lock<std::shared_mutex> lock(channels_mu_);
+    WriterMutexLock lock(&channels_mu_);
     auto it = channels_.find(relid);
     if (it == channels_.end()) {
       return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
@@ -260,7 +260,7 @@ absl::StatusOr<ChannelCounters> GuestDataPlane::UnmapChannel(uint32_t relid) {
 }
 
 size_t GuestDataPlane::ProcessEvents() {
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   std::bitset<protocol::kRelidCount> seen;
   std::vector<uint32_t> relids;
   host_events_.Scan([&](uint32_t relid) {
@@ -298,7 +298,7 @@ size_t GuestDataPlane::ProcessEvents() {
 }
 
 absl::Status GuestDataPlane::DrainChannel(uint32_t relid) {
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   auto it = channels_.find(relid);
   if (it == channels_.end())
     return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
@@ -308,12 +308,15 @@ absl::Status GuestDataPlane::DrainChannel(uint32_t relid) {
 }
 
 void GuestDataPlane::Drain(HostChannel& c) {
-  std::lock_guard<std::mutex> lock(c.read_mu_);
+  MutexLock lock(&c.read_mu_);
   while (DrainOnce(c) == DrainResult::kAgain) {
   }
 }
 
 GuestDataPlane::DrainResult GuestDataPlane::DrainOnce(HostChannel& c) {
+  // Drain, the only caller, holds it (the header cannot name a member of HostChannel, which
+  // it only declares).
+  c.read_mu_.AssertHeld();
   if (!c.status().ok()) return DrainResult::kDone;
   IncomingRing& in = *c.in_;
 
@@ -410,7 +413,7 @@ absl::StatusOr<bool> GuestDataPlane::SendPacket(uint32_t relid, PacketType type,
     return absl::InvalidArgumentError(absl::StrCat("packet type ", static_cast<int>(type),
                                                    " cannot be sent (in-band 6 or completion 11)"));
   }
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   auto it = channels_.find(relid);
   if (it == channels_.end()) {
     return absl::NotFoundError(absl::StrCat("relid ", relid, " has no open channel"));
@@ -420,7 +423,7 @@ absl::StatusOr<bool> GuestDataPlane::SendPacket(uint32_t relid, PacketType type,
 }
 
 absl::StatusOr<ChannelCounters> GuestDataPlane::Counters(uint32_t relid) const {
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   auto it = channels_.find(relid);
   if (it == channels_.end())
     return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
@@ -428,7 +431,7 @@ absl::StatusOr<ChannelCounters> GuestDataPlane::Counters(uint32_t relid) const {
 }
 
 absl::Status GuestDataPlane::ChannelStatus(uint32_t relid) const {
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   auto it = channels_.find(relid);
   if (it == channels_.end())
     return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
@@ -437,7 +440,7 @@ absl::Status GuestDataPlane::ChannelStatus(uint32_t relid) const {
 
 void GuestDataPlane::FlushSignalEvents() {
   if (!hooks_.on_event) return;
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   for (const auto& [relid, c] : channels_) {
     const ChannelCounters now = c->Counters();
     const std::pair<uint64_t, v1::EventKind> deltas[] = {
@@ -460,7 +463,7 @@ void GuestDataPlane::FlushSignalEvents() {
 }
 
 bool GuestDataPlane::HasMonitoredChannels() const {
-  std::shared_lock<std::shared_mutex> lock(channels_mu_);
+  ReaderMutexLock lock(&channels_mu_);
   return monitored_open_ > 0;
 }
 

@@ -33,9 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -47,6 +45,7 @@
 #include "core/event_page.h"
 #include "core/protocol.h"
 #include "core/ring_buffer.h"
+#include "core/sync.h"
 #include "mock/guest_memory.h"
 #include "mock/host/device.h"
 #include "proto/mock_host.pb.h"
@@ -159,6 +158,7 @@ class GuestDataPlane {
   // Drains one channel; channels_mu_ held (shared).
   void Drain(HostChannel& channel) ABSL_SHARED_LOCKS_REQUIRED(channels_mu_);
   enum class DrainResult { kDone, kAgain };
+  // One pass of Drain; also the channel's read_mu_ held.
   DrainResult DrainOnce(HostChannel& channel) ABSL_SHARED_LOCKS_REQUIRED(channels_mu_);
   // Sets the relid's bit in the guest event page and rings the guest doorbell if it was clear.
   void SignalGuest(uint32_t relid);
@@ -172,9 +172,8 @@ class GuestDataPlane {
   EventPage guest_events_;  // host sets bits (host → guest)
   EventPage host_events_;   // guest sets bits, host scans (guest → host)
 
-  // std::shared_mutex, not absl::Mutex: TSan sees pthread locks (Debian's Abseil is not built
-  // with TSan).
-  mutable std::shared_mutex channels_mu_;
+  // Shared by drains, sends and reads of counters; exclusive to map and unmap a channel.
+  mutable SharedMutex channels_mu_;
   absl::btree_map<uint32_t, std::unique_ptr<HostChannel>> channels_ ABSL_GUARDED_BY(channels_mu_);
   // monitor id → relid (0 = none), for monitored open channels.
   std::array<uint32_t, protocol::kMonitorIdCount> monitor_relid_ ABSL_GUARDED_BY(channels_mu_) = {};

@@ -4,12 +4,12 @@
 #include "mock/host/data_plane.h"
 
 #include <algorithm>
-#include <mutex>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "core/protocol.h"
+#include "core/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/testing/guest_rings.h"
@@ -48,11 +48,11 @@ class DataPlaneTest : public ::testing::Test {
     DataPlaneHooks hooks;
     hooks.wants_packets = [this] { return watch_.load(); };
     hooks.on_packet = [this](v1::GuestPacket p) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       packets_.push_back(std::move(p));
     };
     hooks.on_event = [this](v1::ProtocolEvent e) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       events_.push_back(std::move(e));
     };
     auto plane = GuestDataPlane::Create("guest-1", std::move(*host), nullptr, std::move(hooks));
@@ -81,7 +81,7 @@ class DataPlaneTest : public ::testing::Test {
   std::optional<GuestPages> pages_;
   std::unique_ptr<GuestDataPlane> plane_;
   std::atomic<bool> watch_{true};
-  std::mutex mu_;
+  Mutex mu_;
   std::vector<v1::GuestPacket> packets_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ProtocolEvent> events_ ABSL_GUARDED_BY(mu_);
 };
@@ -107,7 +107,7 @@ TEST_F(DataPlaneTest, EchoAnswersWithTheSameBytesAndSignalsOnce) {
   EXPECT_EQ(c->packets_to_guest, 1u);
   EXPECT_EQ(c->signals_from_guest, 1u);
   EXPECT_EQ(c->signals_to_guest, 1u);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ASSERT_THAT(packets_, SizeIs(1));
   EXPECT_EQ(packets_[0].guest_id(), "guest-1");
   EXPECT_EQ(packets_[0].child_relid(), 3u);
@@ -189,7 +189,7 @@ TEST_F(DataPlaneTest, SinkCountsAndCompletes) {
   EXPECT_TRUE((*p)->payload.empty());
   EXPECT_FALSE(rings->TryReceive()->has_value());
   EXPECT_EQ(plane_->Counters(5)->bytes_from_guest, 104u + 16u);  // 100 padded to 104
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   EXPECT_THAT(packets_, SizeIs(0));  // nobody watching
 }
 
@@ -213,7 +213,7 @@ TEST_F(DataPlaneTest, RawChannelsAreDrivenBySendPacket) {
   plane_->ProcessEvents();
   EXPECT_FALSE(rings->TryReceive()->has_value());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ASSERT_THAT(packets_, SizeIs(1));
     EXPECT_EQ(packets_[0].transaction_id(), 5u);
   }
@@ -285,7 +285,7 @@ TEST_F(DataPlaneTest, CorruptRingFailsOnlyThatChannel) {
   auto p = good->TryReceive();
   ASSERT_TRUE(p.ok() && p->has_value());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ASSERT_THAT(events_, SizeIs(1));
     EXPECT_EQ(events_[0].kind(), v1::EVENT_KIND_ERROR);
     EXPECT_EQ(events_[0].child_relid(), 3u);
@@ -347,7 +347,7 @@ TEST_F(DataPlaneTest, SignalEventsCountSinceTheLastFlush) {
   }
   plane_->FlushSignalEvents();
   plane_->FlushSignalEvents();  // nothing new: no events
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ASSERT_THAT(events_, SizeIs(2));
   EXPECT_EQ(events_[0].kind(), v1::EVENT_KIND_SIGNALS_FROM_GUEST);
   EXPECT_EQ(events_[0].count(), 3u);

@@ -33,7 +33,7 @@ std::unique_ptr<grpc::Service> NewGuestLinkService(MockHost* host) {
 }
 
 bool MockHost::RegisterStream(GuestStream* stream) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (shutting_down_) {
     stream->FinishWith(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "the mock host is shutting down"));
@@ -44,7 +44,7 @@ bool MockHost::RegisterStream(GuestStream* stream) {
 }
 
 void MockHost::ForgetStream(GuestStream* stream) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   unattached_streams_.erase(stream);
   // An attached stream is always detached (and erased from stream_guest_) before it is
   // finished, and OnDone follows Finish.
@@ -53,7 +53,7 @@ void MockHost::ForgetStream(GuestStream* stream) {
 bool MockHost::OnStreamMessage(GuestStream* stream, const v1::GuestToHost& message) {
   std::string guest_id;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = stream_guest_.find(stream);
     if (it != stream_guest_.end()) guest_id = it->second;
   }
@@ -69,7 +69,7 @@ bool MockHost::OnStreamBatch(const std::string& guest_id, const v1::ControlBatch
   std::vector<std::unique_ptr<Session>> dead;
   absl::Status handled;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Actions out;
     absl::StatusOr<bool> well_formed = engine_->CheckBatch(guest_id, batch, absl::Now(), &out);
     Execute(std::move(out), &dead);  // the refusal of a malformed batch
@@ -94,7 +94,7 @@ bool MockHost::OnStreamBatch(const std::string& guest_id, const v1::ControlBatch
 void MockHost::OnStreamEnded(GuestStream* stream) {
   std::vector<std::unique_ptr<Session>> dead;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = stream_guest_.find(stream);
     if (it != stream_guest_.end()) {
       DetachLocked(it->second, "the guest closed its stream", grpc::Status::OK, &dead);
@@ -110,7 +110,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
   auto refuse = [&](const absl::Status& why, const std::string& name) {
     Log(absl::StrCat("attach of \"", name, "\" refused: ", why.message()));
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       unattached_streams_.erase(stream);
     }
     stream->FinishWith(ToGrpc(why));
@@ -127,7 +127,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
   std::vector<std::unique_ptr<Session>> dead;
   absl::Status refused;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (shutting_down_) {
       refused = absl::UnavailableError("the mock host is shutting down");
     } else {
@@ -137,7 +137,7 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
         refused = id.status();
       } else {
         {
-          std::lock_guard<std::mutex> names_lock(names_mu_);
+          MutexLock names_lock(&names_mu_);
           guest_names_[*id] = attach.guest_name();
         }
         DataPlaneHooks hooks;

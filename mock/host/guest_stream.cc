@@ -7,34 +7,34 @@
 namespace vbus::mock {
 
 void GuestStream::StartReading() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!finished_) StartRead(&in_);
 }
 
 void GuestStream::SetAcceptsBatches(bool accepts) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   accepts_batches_ = accepts;
 }
 
 void GuestStream::Enqueue(v1::HostToGuest message) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (finished_) return;
   queue_.push_back(std::move(message));
   if (!writing_ && holds_ == 0) WriteNextLocked();
 }
 
 void GuestStream::Hold() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ++holds_;
 }
 
 void GuestStream::Release() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (--holds_ == 0 && !writing_ && !finished_ && !queue_.empty()) WriteNextLocked();
 }
 
 void GuestStream::FinishWith(grpc::Status status) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (finished_) return;
   finished_ = true;
   queue_.clear();
@@ -59,7 +59,7 @@ void GuestStream::OnReadDone(bool ok) {
 }
 
 void GuestStream::OnWriteDone(bool ok) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   writing_ = false;
   if (finished_) {
     if (finish_status_) {

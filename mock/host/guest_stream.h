@@ -19,10 +19,10 @@
 
 #include <cstddef>
 #include <deque>
-#include <mutex>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
+#include "core/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/mock_host.pb.h"
 
@@ -64,7 +64,7 @@ class GuestStream final : public grpc::ServerBidiReactor<v1::GuestToHost, v1::Ho
 
   MockHost* const host_;
   v1::GuestToHost in_;
-  std::mutex mu_;
+  Mutex mu_;
   std::deque<v1::HostToGuest> queue_ ABSL_GUARDED_BY(mu_);
   v1::HostToGuest current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;

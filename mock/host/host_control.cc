@@ -119,13 +119,13 @@ absl::StatusOr<v1::RescindResponse> MockHost::Rescind(const v1::RescindRequest& 
 }
 
 v1::ListGuestsResponse MockHost::ListGuests() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return engine_->ListGuests();
 }
 
 absl::StatusOr<v1::ListChannelsResponse> MockHost::ListChannels(
     const v1::ListChannelsRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<v1::ListChannelsResponse> r = engine_->ListChannels(request.guest());
   if (!r.ok()) return r;
   for (v1::ChannelInfo& c : *r->mutable_channels()) {
@@ -169,7 +169,7 @@ absl::StatusOr<v1::SendPacketResponse> MockHost::SendPacket(const v1::SendPacket
       return absl::InvalidArgumentError(
           absl::StrCat("packet type ", request.type(), " cannot be sent (in-band or completion)"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<std::string> id = engine_->ResolveGuest(request.guest());
   if (!id.ok()) return id.status();
   absl::StatusOr<HostEngine::ChannelSnapshot> channel =
@@ -202,7 +202,7 @@ absl::Status MockHost::InjectFault(const v1::InjectFaultRequest& request) {
 }
 
 absl::StatusOr<v1::HostSettings> MockHost::Configure(const v1::ConfigureRequest& request) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   absl::StatusOr<v1::HostSettings> s = engine_->Configure(request);
   if (s.ok()) monitor_latency_us_.store(s->monitor_latency_us(), std::memory_order_relaxed);
   return s;

@@ -67,14 +67,14 @@ void MockHost::Log(absl::string_view line) {
 }
 
 void MockHost::Shutdown() {
-  std::lock_guard<std::mutex> shutdown_lock(shutdown_mu_);
+  MutexLock shutdown_lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
   std::vector<std::unique_ptr<Session>> dead;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     shutting_down_ = true;
-    timer_cv_.notify_one();
+    timer_cv_.Signal();
     std::vector<std::string> ids = engine_->GuestIds();
     for (const std::string& id : ids) {
       DetachLocked(id, "the host is shutting down",
@@ -140,7 +140,7 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
   }
   if (engine_->NextTimer().has_value()) {
     timer_dirty_ = true;
-    timer_cv_.notify_one();
+    timer_cv_.Signal();
   }
 }
 
@@ -191,7 +191,7 @@ void MockHost::PublishEvent(v1::ProtocolEvent event) {
 }
 
 std::string MockHost::NameOf(const std::string& guest_id) {
-  std::lock_guard<std::mutex> lock(names_mu_);
+  MutexLock lock(&names_mu_);
   auto it = guest_names_.find(guest_id);
   return it == guest_names_.end() ? std::string() : it->second;
 }
@@ -222,27 +222,27 @@ void MockHost::DoorbellLoop(Session* session) {
 
 void MockHost::TimerLoop() {
   std::vector<std::unique_ptr<Session>> dead;
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!shutting_down_) {
-    const std::optional<absl::Time> next = engine_->NextTimer();
-    const absl::Time now = absl::Now();
-    if (next.has_value() && *next <= now) {
-      Actions out;
-      SyncMessageEventsLocked();
-      engine_->AdvanceTime(now, &out);
-      Execute(std::move(out), &dead);
-      if (!dead.empty()) {
-        lock.unlock();
-        dead.clear();
-        lock.lock();
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (shutting_down_) return;
+      const std::optional<absl::Time> next = engine_->NextTimer();
+      const absl::Time now = absl::Now();
+      if (next.has_value() && *next <= now) {
+        Actions out;
+        SyncMessageEventsLocked();
+        engine_->AdvanceTime(now, &out);
+        Execute(std::move(out), &dead);
+      } else {
+        timer_dirty_ = false;
+        const absl::Time wake =
+            next.has_value() ? std::min(*next, now + absl::Seconds(1)) : now + absl::Seconds(1);
+        timer_cv_.AwaitWithDeadline(&mu_, wake, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return timer_dirty_ || shutting_down_;
+        });
       }
-      continue;
     }
-    timer_dirty_ = false;
-    const absl::Time wake =
-        next.has_value() ? std::min(*next, now + absl::Seconds(1)) : now + absl::Seconds(1);
-    timer_cv_.wait_until(lock, absl::ToChronoTime(wake),
-                         [this] { return timer_dirty_ || shutting_down_; });
+    dead.clear();  // joins doorbell threads outside the lock
   }
 }
 

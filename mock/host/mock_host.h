@@ -41,10 +41,8 @@
 #define VBUS_MOCK_HOST_MOCK_HOST_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +53,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/device.h"
@@ -164,10 +163,8 @@ class MockHost {
   // Relaxed: read by doorbell threads as their scan period; written by Configure.
   std::atomic<uint32_t> monitor_latency_us_;
 
-  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with TSan, which then
-  // cannot see absl::Mutex's happens-before edges; pthread mutexes are intercepted.
-  std::mutex mu_;
-  std::condition_variable timer_cv_;  // with mu_: timer_dirty_ or shutting_down_ changed
+  Mutex mu_;
+  CondVar timer_cv_;  // with mu_: timer_dirty_ or shutting_down_ changed
   std::unique_ptr<HostEngine> engine_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<GuestStream*, std::string> stream_guest_ ABSL_GUARDED_BY(mu_);
@@ -178,9 +175,9 @@ class MockHost {
   std::thread timer_thread_;
   // Guest id → name, for watch filters that name a guest (a leaf lock: taken inside the
   // watch hubs' locks).
-  std::mutex names_mu_;
+  Mutex names_mu_;
   absl::flat_hash_map<std::string, std::string> guest_names_ ABSL_GUARDED_BY(names_mu_);
-  std::mutex shutdown_mu_;  // serialises Shutdown
+  Mutex shutdown_mu_;  // serialises Shutdown
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 

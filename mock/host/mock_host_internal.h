@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -67,14 +66,14 @@ struct MockHost::Session {
 // MockHost::Run (declared in mock_host.h), defined here for the source files that call it.
 template <typename Fn>
 auto MockHost::Run(Fn&& fn) -> decltype(fn(absl::Time(), static_cast<Actions*>(nullptr))) {
+  // Declared before `lock`, so destroyed after it: the doorbell threads of sessions detached
+  // meanwhile are joined outside the lock.
   std::vector<std::unique_ptr<Session>> dead;
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Actions out;
   SyncMessageEventsLocked();
   auto result = fn(absl::Now(), &out);
   Execute(std::move(out), &dead);
-  lock.unlock();
-  dead.clear();  // joins doorbell threads outside the lock
   return result;
 }
 

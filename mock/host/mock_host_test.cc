@@ -3,13 +3,13 @@
 // HostControl stub drives the rest.
 #include "mock/host/mock_host.h"
 
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/protocol.h"
+#include "core/sync.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
@@ -50,7 +50,7 @@ class MockHostTest : public ::testing::Test {
       options.engine.default_offers.emplace_back().set_device(kind);
     }
     options.log = [this](absl::string_view line) {
-      std::lock_guard<std::mutex> lock(log_mu_);
+      MutexLock lock(&log_mu_);
       log_.emplace_back(line);
     };
     auto server = MockHostServer::Start(std::move(options), "127.0.0.1:0");
@@ -133,7 +133,7 @@ class MockHostTest : public ::testing::Test {
   std::unique_ptr<MockHostServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::HostControl::Stub> control_;
-  std::mutex log_mu_;
+  Mutex log_mu_;
   std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };
 
@@ -152,7 +152,7 @@ TEST_F(MockHostTest, AttachListAndDetachOnDisconnect) {
   ASSERT_TRUE(watch.ReadUntil([](const auto&) { return true; }, &detached));
   EXPECT_EQ(detached.guest_id(), "guest-1");
   EXPECT_THAT(ListGuests().guests(), SizeIs(0));
-  std::lock_guard<std::mutex> lock(log_mu_);
+  MutexLock lock(&log_mu_);
   ASSERT_THAT(log_, SizeIs(2));
   EXPECT_THAT(log_[0], HasSubstr("guest-1 attached"));
   EXPECT_THAT(log_[1], HasSubstr("guest-1 detached"));

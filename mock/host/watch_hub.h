@@ -13,20 +13,16 @@
 //   hub.Publish(event);
 //   absl::StatusOr<std::optional<v1::ProtocolEvent>> e = sub->Next(absl::Now() + absl::Seconds(1));
 //
-// Thread-safe: every method may be called from any thread. The mock host uses std::mutex rather
-// than absl::Mutex: Debian's Abseil is not built with TSan, which then cannot see absl::Mutex's
-// happens-before edges; pthread mutexes are intercepted.
+// Thread-safe: every method may be called from any thread.
 #ifndef VBUS_MOCK_HOST_WATCH_HUB_H_
 #define VBUS_MOCK_HOST_WATCH_HUB_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <utility>
 
@@ -34,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/sync.h"
 
 namespace vbus::mock {
 
@@ -48,9 +45,10 @@ class WatchHub {
     // The next item, nullopt if none arrived before `deadline`, or Unavailable once the hub
     // is closed (after the queued items were taken) or the subscription cancelled.
     absl::StatusOr<std::optional<T>> Next(absl::Time deadline) {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_until(lock, absl::ToChronoTime(deadline),
-                     [this] { return !queue_.empty() || closed_; });
+      MutexLock lock(&mu_);
+      cv_.AwaitWithDeadline(&mu_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || closed_;
+      });
       if (!queue_.empty()) {
         T item = std::move(queue_.front());
         queue_.pop_front();
@@ -62,7 +60,7 @@ class WatchHub {
 
     // Items dropped because this watcher fell behind.
     size_t dropped() const {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       return dropped_;
     }
 
@@ -73,7 +71,7 @@ class WatchHub {
     void Offer(const T& item) {
       if (filter_ && !filter_(item)) return;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         if (closed_) return;
         if (queue_.size() >= limit_) {
           queue_.pop_front();
@@ -81,20 +79,20 @@ class WatchHub {
         }
         queue_.push_back(item);
       }
-      cv_.notify_all();
+      cv_.SignalAll();
     }
     void Close() {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         closed_ = true;
       }
-      cv_.notify_all();
+      cv_.SignalAll();
     }
 
     const Filter filter_;
     const size_t limit_;
-    mutable std::mutex mu_;
-    std::condition_variable cv_;
+    mutable Mutex mu_;
+    CondVar cv_;
     std::deque<T> queue_ ABSL_GUARDED_BY(mu_);
     size_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
     bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -107,7 +105,7 @@ class WatchHub {
   // On a closed hub the subscription is closed at once.
   std::shared_ptr<Subscription> Subscribe(Filter filter) {
     auto sub = std::shared_ptr<Subscription>(new Subscription(std::move(filter), queue_limit_));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (closed_) {
       sub->Close();
     } else {
@@ -120,7 +118,7 @@ class WatchHub {
   // Unsubscribe: stops delivering to `sub` (a watcher that went away) and closes it.
   void Unsubscribe(const std::shared_ptr<Subscription>& sub) {
     sub->Close();
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     subscribers_.remove(sub);
     count_.store(subscribers_.size(), std::memory_order_relaxed);
   }
@@ -129,7 +127,7 @@ class WatchHub {
   // called once under the hub's lock before delivery (e.g. to assign a sequence number, so
   // every watcher sees the numbers in order).
   void Publish(T item, const std::function<void(T&)>& stamp = nullptr) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stamp) stamp(item);
     for (const auto& sub : subscribers_) sub->Offer(item);
   }
@@ -139,7 +137,7 @@ class WatchHub {
 
   // Close: ends every subscription (and refuses later ones).
   void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     closed_ = true;
     for (const auto& sub : subscribers_) sub->Close();
     subscribers_.clear();
@@ -148,7 +146,7 @@ class WatchHub {
 
  private:
   const size_t queue_limit_;
-  std::mutex mu_;
+  Mutex mu_;
   std::list<std::shared_ptr<Subscription>> subscribers_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   // Relaxed: only a hint for HasWatchers.

@@ -46,11 +46,11 @@ absl::StatusOr<std::unique_ptr<GuestRings>> GuestRings::Create(const GuestMemory
   absl::StatusOr<IncomingRing> in = IncomingRing::Attach(inbound, absl::MakeSpan(rings->scratch_));
   if (!in.ok()) return in.status();
   {
-    std::lock_guard<std::mutex> lock(rings->send_mu_);
+    MutexLock lock(&rings->send_mu_);
     rings->out_.emplace(std::move(*out));
   }
   {
-    std::lock_guard<std::mutex> lock(rings->receive_mu_);
+    MutexLock lock(&rings->receive_mu_);
     rings->in_.emplace(std::move(*in));
   }
   return rings;
@@ -74,7 +74,7 @@ void GuestRings::SignalHost() {
 
 absl::StatusOr<bool> GuestRings::Send(PacketType type, uint16_t flags, uint64_t trans_id,
                                       absl::Span<const uint8_t> payload) {
-  std::lock_guard<std::mutex> lock(send_mu_);
+  MutexLock lock(&send_mu_);
   absl::StatusOr<WriteResult> r = out_->Write(type, flags, trans_id, payload);
   if (!r.ok()) return r.status();
   if (*r == WriteResult::kFull) return absl::ResourceExhaustedError("outbound ring full");
@@ -95,7 +95,7 @@ absl::StatusOr<bool> GuestRings::SendWaiting(PacketType type, uint16_t flags, ui
     const uint32_t seen = memory_.DoorbellValue(Doorbell::kGuest);
     absl::StatusOr<bool> ready;
     {
-      std::lock_guard<std::mutex> lock(send_mu_);
+      MutexLock lock(&send_mu_);
       ready = out_->ArmPendingSend(PacketRingBytes(0, payload.size()));
     }
     if (!ready.ok()) return ready.status();
@@ -108,7 +108,7 @@ absl::StatusOr<bool> GuestRings::SendWaiting(PacketType type, uint16_t flags, ui
 }
 
 absl::StatusOr<std::optional<ReceivedPacket>> GuestRings::TryReceive() {
-  std::lock_guard<std::mutex> lock(receive_mu_);
+  MutexLock lock(&receive_mu_);
   absl::StatusOr<std::optional<PacketView>> next = in_->Next();
   if (!next.ok()) return next.status();
   if (!next->has_value()) return std::optional<ReceivedPacket>();

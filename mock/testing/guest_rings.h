@@ -24,16 +24,17 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "core/event_page.h"
 #include "core/ring_buffer.h"
+#include "core/sync.h"
 #include "mock/guest_memory.h"
 
 namespace vbus::mock::testing {
@@ -109,9 +110,9 @@ class GuestRings {
   EventPage host_events_;
   std::vector<uint8_t> scratch_;
 
-  std::mutex send_mu_;
+  Mutex send_mu_;
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(send_mu_);
-  std::mutex receive_mu_;
+  Mutex receive_mu_;
   std::optional<IncomingRing> in_ ABSL_GUARDED_BY(receive_mu_);
 };
 

@@ -62,22 +62,22 @@ void RawGuestClient::ReadLoop() {
   v1::HostToGuest message;
   while (stream_->Read(&message)) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       inbox_.push_back(std::move(message));
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     message.Clear();
   }
   grpc::Status status;
   {
-    std::lock_guard<std::mutex> lock(write_mu_);
+    MutexLock lock(&write_mu_);
     status = stream_->Finish();
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     final_status_ = std::move(status);
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 absl::Status RawGuestClient::Send(const v1::ControlMessage& message) {
@@ -88,20 +88,21 @@ absl::Status RawGuestClient::Send(const v1::ControlMessage& message) {
 
 absl::Status RawGuestClient::SendRaw(const v1::GuestToHost& message) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (final_status_.has_value()) {
       return absl::FailedPreconditionError("the GuestLink stream has ended");
     }
   }
-  std::lock_guard<std::mutex> lock(write_mu_);
+  MutexLock lock(&write_mu_);
   if (!stream_->Write(message)) return absl::UnavailableError("GuestLink write failed");
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::HostToGuest> RawGuestClient::Receive(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_until(lock, absl::ToChronoTime(deadline),
-                 [this] { return !inbox_.empty() || final_status_.has_value(); });
+  MutexLock lock(&mu_);
+  cv_.AwaitWithDeadline(&mu_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !inbox_.empty() || final_status_.has_value();
+  });
   if (!inbox_.empty()) {
     v1::HostToGuest m = std::move(inbox_.front());
     inbox_.pop_front();
@@ -128,9 +129,10 @@ absl::StatusOr<v1::ControlMessage> RawGuestClient::ReceiveControl(absl::Time dea
 }
 
 absl::StatusOr<grpc::Status> RawGuestClient::WaitForEnd(absl::Time deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_until(lock, absl::ToChronoTime(deadline),
-                      [this] { return final_status_.has_value(); })) {
+  MutexLock lock(&mu_);
+  if (!cv_.AwaitWithDeadline(&mu_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return final_status_.has_value();
+      })) {
     return absl::DeadlineExceededError("the GuestLink stream is still open");
   }
   inbox_.clear();

@@ -17,20 +17,20 @@
 #ifndef VBUS_MOCK_TESTING_RAW_GUEST_CLIENT_H_
 #define VBUS_MOCK_TESTING_RAW_GUEST_CLIENT_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/protocol.h"
+#include "core/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/guest_memory.h"
 #include "mock/testing/guest_rings.h"
@@ -97,9 +97,9 @@ class RawGuestClient {
   uint32_t next_gpadl_ = protocol::kFirstGpadlHandle;
   std::thread reader_;
 
-  std::mutex write_mu_;  // Write and Finish are not thread-safe against each other
-  std::mutex mu_;
-  std::condition_variable cv_;  // with mu_: inbox_ or final_status_ changed
+  Mutex write_mu_;  // Write and Finish are not thread-safe against each other
+  Mutex mu_;
+  CondVar cv_;  // with mu_: inbox_ or final_status_ changed
   std::deque<v1::HostToGuest> inbox_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> final_status_ ABSL_GUARDED_BY(mu_);
 };
