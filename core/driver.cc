@@ -17,7 +17,7 @@ absl::Status DriverRegistry::Register(DriverSpec spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("driver registration of ", spec.name, ": no factory"));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = by_class_.find(spec.device_class);
   if (it != by_class_.end()) {
     return absl::AlreadyExistsError(absl::StrCat("driver registration of ", spec.name,
@@ -35,13 +35,13 @@ const DriverSpec* DriverRegistry::Match(const OfferInfo& offer) const {
 }
 
 const DriverSpec* DriverRegistry::Find(const Guid& device_class) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = by_class_.find(device_class);
   return it == by_class_.end() ? nullptr : it->second.get();
 }
 
 std::vector<std::string> DriverRegistry::Names() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<std::string> names;
   for (const auto& [cls, spec] : by_class_) names.push_back(spec->name);
   return names;

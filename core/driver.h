@@ -30,15 +30,16 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "core/bus_ids.h"
 #include "core/guid.h"
 #include "core/offer_validation.h"
+#include "core/sync.h"
 
 namespace vbus {
 
@@ -106,9 +107,8 @@ class DriverRegistry {
   std::vector<std::string> Names() const;
 
  private:
-  // std::mutex: TSan sees it (Debian's Abseil is not TSan-instrumented).
-  mutable std::mutex mu_;
-  std::map<Guid, std::unique_ptr<DriverSpec>> by_class_;  // guarded by mu_
+  mutable Mutex mu_;
+  std::map<Guid, std::unique_ptr<DriverSpec>> by_class_ ABSL_GUARDED_BY(mu_);
 };
 
 // Where an offer stands with respect to drivers.
