@@ -5,7 +5,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -31,14 +30,11 @@ absl::StatusOr<std::unique_ptr<E2eHost>> E2eHost::Start(Mode mode, absl::Time de
   auto host = std::unique_ptr<E2eHost>(new E2eHost());
   host->mode_ = mode;
   if (mode == Mode::kInProcess) {
-    host->log_lines_ = std::make_shared<std::vector<std::string>>();
-    host->log_mu_ = std::make_shared<std::mutex>();
-    auto lines = host->log_lines_;
-    auto mu = host->log_mu_;
+    host->log_ = std::make_shared<LogLines>();
     mock::MockHostOptions options;
-    options.log = [lines, mu](absl::string_view line) {
-      std::lock_guard<std::mutex> lock(*mu);
-      lines->emplace_back(line);
+    options.log = [log = host->log_](absl::string_view line) {
+      MutexLock lock(&log->mu);
+      log->lines.emplace_back(line);
     };
     absl::StatusOr<std::unique_ptr<mock::MockHostServer>> server =
         mock::MockHostServer::Start(std::move(options), "");
@@ -91,8 +87,8 @@ absl::Status E2eHost::Kill() {
 
 std::string E2eHost::log() const {
   if (process_ != nullptr) return process_->log();
-  std::lock_guard<std::mutex> lock(*log_mu_);
-  return absl::StrJoin(*log_lines_, "\n");
+  MutexLock lock(&log_->mu);
+  return absl::StrJoin(log_->lines, "\n");
 }
 
 absl::StatusOr<v1::OfferResponse> E2eHost::Offer(const std::string& guest,

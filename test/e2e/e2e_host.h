@@ -19,14 +19,15 @@
 #define VBUS_TEST_E2E_E2E_HOST_H_
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/channel_bus.h"
+#include "core/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/guest/mock_backend.h"
 #include "mock/host/mock_host.h"
@@ -68,10 +69,15 @@ class E2eHost {
   E2eHost() = default;
   absl::Status StartProcess(absl::Time deadline);
 
+  // The in-process host's log lines; shared with the host's log callback.
+  struct LogLines {
+    Mutex mu;
+    std::vector<std::string> lines ABSL_GUARDED_BY(mu);
+  };
+
   Mode mode_ = Mode::kInProcess;
   std::unique_ptr<mock::MockHostServer> server_;             // kInProcess
-  std::shared_ptr<std::mutex> log_mu_;                       // kInProcess
-  std::shared_ptr<std::vector<std::string>> log_lines_;      // kInProcess
+  std::shared_ptr<LogLines> log_;                            // kInProcess
   std::unique_ptr<mock::testing::MockHostProcess> process_;  // kProcess
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::HostControl::Stub> control_;

@@ -2,13 +2,13 @@
 #ifndef VBUS_TEST_STRESS_STRESS_UTIL_H_
 #define VBUS_TEST_STRESS_STRESS_UTIL_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "core/sync.h"
 
 namespace vbus::stress {
 
@@ -37,21 +37,18 @@ constexpr bool kSanitized =
 // Doorbell: an edge-triggered interrupt latch between two threads. Ring() latches; Wait()
 // returns once latched (and clears the latch) or at the deadline. Stands in for the SINT /
 // futex doorbell a real backend uses, so a lost wake-up shows up as a missed deadline.
-//
-// Built on std::mutex / std::condition_variable rather than absl::Mutex on purpose: Debian's
-// libabsl is not built with TSan, so TSan cannot see absl::Mutex's happens-before edges and
-// reports false races on the data it guards; pthread mutexes are intercepted by TSan.
 class Doorbell {
  public:
   void Ring() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     latched_ = true;
-    cv_.notify_one();
+    cv_.Signal();
   }
   // True if rung, false at the deadline.
   bool Wait(absl::Time deadline) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_until(lock, absl::ToChronoTime(deadline), [this] { return latched_; })) {
+    MutexLock lock(&mu_);
+    if (!cv_.AwaitWithDeadline(&mu_, deadline,
+                               [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return latched_; })) {
       return false;
     }
     latched_ = false;
@@ -59,9 +56,9 @@ class Doorbell {
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool latched_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool latched_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace vbus::stress
