@@ -111,13 +111,17 @@ TEST_F(MockBackendHostBytesTest, MessagesThatDoNotParseAreCountedAndDroppedAndTh
   EXPECT_EQ(backend_->guest_id(), "guest-1");
 
   // The good message after the three bad ones arrives; nothing of the bad ones does.
-  ASSERT_TRUE(recorder_.WaitFor([&] { return !recorder_.messages_.empty(); }, absl::Seconds(10)));
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return !recorder_.messages_.empty(); },
+      absl::Seconds(10)));
   ASSERT_TRUE(recorder_.messages()[0].has_version_response());
   // The link still works both ways.
   v1::ControlMessage request;
   request.mutable_request_offers();
   ASSERT_TRUE(backend_->PostMessage(request).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 2; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 2;
+  }));
   EXPECT_TRUE(recorder_.messages()[1].has_all_offers_delivered());
   EXPECT_TRUE(recorder_.lost().empty());
 
@@ -143,8 +147,9 @@ TEST_F(MockBackendHostBytesTest, ABatchThatDoesNotParseIsDroppedWhole) {
                          RawFrame(good)};
   Serve(std::move(script));
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
-  ASSERT_TRUE(
-      recorder_.WaitFor([&] { return recorder_.messages_.size() == 2; }, absl::Seconds(10)));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(
+                                    recorder_.mu_) { return recorder_.messages_.size() == 2; },
+                                absl::Seconds(10)));
   std::vector<v1::ControlMessage> m = recorder_.messages();
   EXPECT_EQ(m[0].offer().child_relid(), 7u);  // nothing of the bad batches (relid 5) came
   EXPECT_TRUE(m[1].has_all_offers_delivered());
@@ -192,7 +197,8 @@ TEST_F(MockBackendHostBytesTest, HostTextIsEscapedAndBoundedInLogsAndInTheLostSt
       grpc::Status(grpc::StatusCode::UNAVAILABLE, "going\naway\x07" + std::string(3000, 'y'));
   Serve(std::move(script));
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return !recorder_.lost_.empty(); }));
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return !recorder_.lost_.empty(); }));
   const absl::Status lost = recorder_.lost()[0];
   EXPECT_EQ(lost.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(lost.message()), HasSubstr("going\\x0aaway\\x07yyy"));

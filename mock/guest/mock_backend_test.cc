@@ -83,12 +83,16 @@ TEST_F(MockBackendHostTest, AttachesAndCarriesControlMessagesBothWays) {
             backend_->memory().layout().monitor_page2_pfn * protocol::kPageSize);
 
   ASSERT_TRUE(backend_->PostMessage(Contact(protocol::kVersion5_3)).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 1; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 1;
+  }));
   EXPECT_TRUE(recorder_.messages()[0].version_response().version_supported());
   v1::ControlMessage request;
   request.mutable_request_offers();
   ASSERT_TRUE(backend_->PostMessage(request).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 2; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 2;
+  }));
   EXPECT_TRUE(recorder_.messages()[1].has_all_offers_delivered());
 
   // A hot-added device reaches the guest as an Offer.
@@ -97,7 +101,9 @@ TEST_F(MockBackendHostTest, AttachesAndCarriesControlMessagesBothWays) {
   offer.mutable_spec()->set_device("echo");
   absl::StatusOr<v1::OfferResponse> offered = server_->host().Offer(offer);
   ASSERT_TRUE(offered.ok()) << offered.status();
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 3; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 3;
+  }));
   EXPECT_EQ(recorder_.messages()[2].offer().child_relid(), offered->child_relid());
 
   v1::ListGuestsResponse guests = server_->host().ListGuests();
@@ -116,7 +122,8 @@ TEST_F(MockBackendHostTest, HostShutdownIsALostLink) {
   MakeBackend();
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
   server_->Shutdown();
-  ASSERT_TRUE(recorder_.WaitFor([&] { return !recorder_.lost_.empty(); }));
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return !recorder_.lost_.empty(); }));
   std::vector<absl::Status> lost = recorder_.lost();
   ASSERT_EQ(lost.size(), 1u);
   EXPECT_EQ(lost[0].code(), absl::StatusCode::kUnavailable) << lost[0];
@@ -287,7 +294,8 @@ TEST_F(MockBackendScriptTest, JunkFromTheHostIsIgnoredAndTheLinkLossReported) {
   });
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
   EXPECT_EQ(backend_->guest_id(), "guest-9");
-  ASSERT_TRUE(recorder_.WaitFor([&] { return !recorder_.lost_.empty(); }));
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return !recorder_.lost_.empty(); }));
   // Only the control message after `attached` was delivered, before the loss.
   std::vector<v1::ControlMessage> messages = recorder_.messages();
   ASSERT_EQ(messages.size(), 1u);
@@ -347,14 +355,17 @@ TEST_F(MockBackendScriptTest, GuestDoorbellRaisesEvents) {
     return grpc::Status::OK;
   });
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.events_ >= 1; }));  // the first scan
+  // The first scan.
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return recorder_.events_ >= 1; }));
   const int before = recorder_.events();
   // What the host does: set the bit, ring the guest's doorbell.
   absl::StatusOr<EventPage> page = EventPage::Attach(backend_->ReceiveEventFlags());
   ASSERT_TRUE(page.ok());
   ASSERT_TRUE(page->Set(11).ok());
   backend_->memory().Ring(Doorbell::kGuest);
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.events_ > before; }));
+  ASSERT_TRUE(recorder_.WaitFor(
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return recorder_.events_ > before; }));
   EXPECT_GE(backend_->stats().doorbell_wakeups, 1u);
 }
 
@@ -386,7 +397,9 @@ TEST_F(MockBackendScriptTest, PausedMessagesAreHeldThenDeliveredInOrder) {
   ASSERT_EQ(backend_->held_messages(), 3u);
   EXPECT_EQ(recorder_.message_count(), 0u);
   backend_->ResumeDelivery();
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 3; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 3;
+  }));
   std::vector<v1::ControlMessage> m = recorder_.messages();
   EXPECT_EQ(m[0].offer().child_relid(), 4u);
   EXPECT_EQ(m[1].offer().child_relid(), 5u);
@@ -423,7 +436,9 @@ TEST_F(MockBackendScriptTest, HostBatchesAreDeliveredInOrderAndMalformedOnesDrop
     return grpc::Status::OK;
   });
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
-  ASSERT_TRUE(recorder_.WaitFor([&] { return recorder_.messages_.size() == 6; }));
+  ASSERT_TRUE(recorder_.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) {
+    return recorder_.messages_.size() == 6;
+  }));
   std::vector<v1::ControlMessage> m = recorder_.messages();
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(m[i].offer().child_relid(), 4 + i) << i;
   EXPECT_TRUE(m[5].has_all_offers_delivered());
@@ -477,10 +492,10 @@ class FakeStream final : public GuestLinkStream {
   }
   bool Read(grpc::ByteBuffer* bytes) override {
     MutexLock lock(&link_->mu);
-    link_->cv.AwaitWithDeadline(&link_->mu, Deadline(), [&] {
-      link_->mu.AssertHeld();
-      return !link_->to_guest.empty() || link_->closed;
-    });
+    link_->cv.AwaitWithDeadline(&link_->mu, Deadline(),
+                                [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+                                  return !link_->to_guest.empty() || link_->closed;
+                                });
     if (link_->to_guest.empty()) return false;
     grpc::Slice slice(link_->to_guest.front().SerializeAsString());
     *bytes = grpc::ByteBuffer(&slice, 1);
@@ -492,10 +507,10 @@ class FakeStream final : public GuestLinkStream {
     if (!message.has_attach()) {
       ++link_->held_writes;
       link_->cv.SignalAll();
-      link_->cv.AwaitWithDeadline(&link_->mu, Deadline(), [&] {
-        link_->mu.AssertHeld();
-        return link_->gate_open || link_->closed;
-      });
+      link_->cv.AwaitWithDeadline(&link_->mu, Deadline(),
+                                  [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
+                                    return link_->gate_open || link_->closed;
+                                  });
       --link_->held_writes;
     }
     if (link_->closed) return false;
@@ -554,17 +569,14 @@ class MockBackendFakeStreamTest : public ::testing::Test {
   std::vector<v1::GuestToHost> PostBehindAHeldWrite(const std::vector<v1::ControlMessage>& later) {
     link_->SetGate(false);
     EXPECT_TRUE(backend_->PostMessage(Released(1)).ok());
-    EXPECT_TRUE(link_->WaitFor([&] {
-      link_->mu.AssertHeld();
-      return link_->held_writes == 1;
-    }));
+    EXPECT_TRUE(link_->WaitFor(
+        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) { return link_->held_writes == 1; }));
     for (const v1::ControlMessage& m : later) EXPECT_TRUE(backend_->PostMessage(m).ok());
     link_->SetGate(true);
     // Wait until every posted message has reached the host (counting a batch's members), then
     // stop the backend so its counters are final.
     const size_t total = 1 + later.size();
-    EXPECT_TRUE(link_->WaitFor([&] {
-      link_->mu.AssertHeld();
+    EXPECT_TRUE(link_->WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu) {
       size_t seen = 0;
       for (const v1::GuestToHost& m : link_->from_guest) {
         if (m.has_batch()) seen += static_cast<size_t>(m.batch().messages_size());

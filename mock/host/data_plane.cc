@@ -9,6 +9,18 @@
 
 namespace vbus::mock {
 
+// A guest packet kept for a device that could not answer it yet (HostChannel::pending_).
+// At namespace scope: clang does not take a nested struct with default member initializers
+// as default-constructible before its enclosing class is complete, which std::optional's
+// emplace() needs.
+struct PendingPacket {
+  uint16_t type = 0;
+  uint16_t flags = 0;
+  uint64_t trans_id = 0;
+  std::vector<uint8_t> sub_header;
+  std::vector<uint8_t> payload;
+};
+
 // One open channel: the two mapped rings, the device, counters. The incoming (guest → host)
 // ring and the device are used under read_mu_, the outgoing ring under write_mu_: draining and
 // sending never block each other.
@@ -112,14 +124,7 @@ class HostChannel final : public ChannelPort {
   std::optional<IncomingRing> in_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<Device> device_;  // called under read_mu_ (and once at open/close)
   // A packet the device asked to see again (the inbound ring was full).
-  struct Pending {
-    uint16_t type = 0;
-    uint16_t flags = 0;
-    uint64_t trans_id = 0;
-    std::vector<uint8_t> sub_header;
-    std::vector<uint8_t> payload;
-  };
-  std::optional<Pending> pending_ ABSL_GUARDED_BY(read_mu_);
+  std::optional<PendingPacket> pending_ ABSL_GUARDED_BY(read_mu_);
 
   // Writer side.
   Mutex write_mu_;

@@ -59,7 +59,7 @@ bool MockHost::OnStreamMessage(GuestStream* stream, const v1::GuestToHost& messa
   }
   if (guest_id.empty()) return Attach(stream, message);
   if (message.has_batch()) return OnStreamBatch(guest_id, message.batch());
-  absl::Status handled = Run([&](absl::Time now, Actions* out) {
+  absl::Status handled = Run([&](absl::Time now, Actions* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return engine_->HandleGuestMessage(guest_id, message, now, out);
   });
   return handled.ok();  // NotFound: detached meanwhile, the stream is finishing

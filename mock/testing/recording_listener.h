@@ -5,10 +5,13 @@
 // Example:
 //   RecordingListener recorder;
 //   ASSERT_TRUE(backend->Start(&recorder).ok());
-//   ASSERT_TRUE(recorder.WaitFor([&] { return recorder.messages_.size() == 2; }));
+//   ASSERT_TRUE(recorder.WaitFor([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder.mu_) {
+//     return recorder.messages_.size() == 2;
+//   }));
 //
 // Thread-safe: the backend's threads call the listener methods; conditions passed to WaitFor
-// run with mu_ held and may read the fields directly.
+// run with mu_ held and may read the fields directly (annotated as requiring mu_, so clang
+// checks that they read nothing else unlocked).
 #ifndef VBUS_MOCK_TESTING_RECORDING_LISTENER_H_
 #define VBUS_MOCK_TESTING_RECORDING_LISTENER_H_
 
@@ -16,6 +19,7 @@
 #include <functional>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -68,12 +72,12 @@ class RecordingListener : public BackendListener {
     return lost_;
   }
 
-  // What was recorded, guarded by mu_ (WaitFor's conditions read them directly).
+  // What was recorded (WaitFor's conditions read it directly).
   Mutex mu_;
   CondVar cv_;
-  std::vector<v1::ControlMessage> messages_;
-  int events_ = 0;
-  std::vector<absl::Status> lost_;
+  std::vector<v1::ControlMessage> messages_ ABSL_GUARDED_BY(mu_);
+  int events_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<absl::Status> lost_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace vbus::mock

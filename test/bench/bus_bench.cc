@@ -212,7 +212,9 @@ void BM_ChannelLifecycle(benchmark::State& state) {
   };
   auto await_all = [](Pending& p) {
     MutexLock lock(&p.mu);
-    return p.cv.AwaitWithDeadline(&p.mu, Deadline(), [&] { return p.left == 0; }) && p.failed == 0;
+    return p.cv.AwaitWithDeadline(&p.mu, Deadline(), [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(p.mu) {
+      return p.left == 0;
+    }) && p.failed == 0;
   };
   // One round: N offered (hot-add), opened (pipelined), closed, rescinded and released.
   // Returns "" or what went wrong. Adds the time from the first OpenAsync to the last open
@@ -236,8 +238,9 @@ void BM_ChannelLifecycle(benchmark::State& state) {
     std::vector<std::shared_ptr<Channel>> channels;
     {
       MutexLock lock(&counter.mu);
-      counter.cv.AwaitWithDeadline(&counter.mu, Deadline(),
-                                   [&] { return counter.added.size() == n; });
+      counter.cv.AwaitWithDeadline(
+          &counter.mu, Deadline(),
+          [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(counter.mu) { return counter.added.size() == n; });
       channels.swap(counter.added);
     }
     if (channels.size() != n) {
@@ -288,7 +291,9 @@ void BM_ChannelLifecycle(benchmark::State& state) {
     }
     {
       MutexLock lock(&counter.mu);
-      counter.cv.AwaitWithDeadline(&counter.mu, Deadline(), [&] { return counter.removed == n; });
+      counter.cv.AwaitWithDeadline(
+          &counter.mu, Deadline(),
+          [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(counter.mu) { return counter.removed == n; });
       counter.removed = 0;
     }
     // The guest has posted every RelidReleased; the next round needs the host to have read
