@@ -137,7 +137,9 @@ absl::Time BusRuntime::Now() { return absl::Now(); }
 // ---------------------------------------------------------------------------------------------
 
 void BusRuntime::OnHostMessage(const v1::ControlMessage& message) {
-  PostControl([this, message] { executor_->OnHostMessage(message); });
+  // The backend's delivery thread holds no locks of ours or an application's: it may run the
+  // executor itself (no hand-off for a reply to an idle bus).
+  runner_.Post([this, message] { executor_->OnHostMessage(message); }, /*may_run_here=*/true);
 }
 
 void BusRuntime::OnEventsPending() { dispatch_->Raise(); }

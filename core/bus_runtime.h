@@ -6,9 +6,8 @@
 //   - the backend's listener: host messages and link loss go to the control thread, event
 //     raises to the EventDispatch;
 //   - the executor's runner (core/serial_runner.h): every input and the executor's timers, one
-//     at a time, on the thread that brings the input when the executor is idle (an application
-//     thread calling Open, the backend's delivery thread with a host message) and otherwise on
-//     the runner's own "vbus-control" thread — so an input to an idle bus costs no hand-off;
+//     at a time — a host message on the backend's delivery thread when the executor is idle
+//     (no hand-off for a reply), everything else on the runner's own "vbus-control" thread;
 //   - the ChannelLink every Channel uses to reach the executor;
 //   - the executor's listener: offers go to their drivers on DriverStrands, removed offers are
 //     released once their drivers let go.
@@ -83,7 +82,10 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   void Log(absl::string_view line) override { LogLine(line); }
 
   void LogLine(absl::string_view line) const;
-  bool PostControl(std::function<void()> work) { return runner_.Post(std::move(work)); }
+  // Queues work for the executor (run by the runner's thread, or by the one running now).
+  bool PostControl(std::function<void()> work) {
+    return runner_.Post(std::move(work), /*may_run_here=*/false);
+  }
   // Whether the calling thread is running executor work now (a completion callback).
   bool InExecutor() const { return runner_.InRunner(); }
   // Waits until the executor has done everything queued before, and the driver strands

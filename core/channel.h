@@ -217,9 +217,9 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
 
   // OpenAsync
   // Open without waiting: `done` runs once with Open's result, where the bus's executor runs
-  // (this thread, the backend's delivery thread or the bus's control thread; see
-  // core/channel_bus.h). It must not block and must not call blocking Channel or ChannelBus
-  // methods (they return FailedPrecondition there).
+  // (the bus's control thread or the backend's delivery thread; see core/channel_bus.h). It
+  // must not block and must not call blocking Channel or ChannelBus methods (they return
+  // FailedPrecondition there).
   void OpenAsync(const ChannelOpenOptions& options, absl::Time deadline,
                  std::function<void(absl::Status)> done);
 

@@ -6,10 +6,10 @@
 //     takes every input in order — host messages, calls from drivers and applications, timer
 //     expiries, the loss of the link — one at a time, and carries out BusState's actions in
 //     list order (post messages, publish/unpublish channels, list offers, free GPADL memory,
-//     complete waiting calls, arm timers). It runs on the thread that brings an input when it
-//     is idle (no thread hand-off: the caller of Open, the backend's delivery thread for a host
-//     message) and otherwise on the bus's "vbus-control" thread, which also runs its timers
-//     (core/serial_runner.h). Completion callbacks (OpenAsync, CloseAsync) run there too;
+//     complete waiting calls, arm timers). A host message runs on the backend's delivery thread
+//     when the executor is idle (no thread hand-off for a reply); everything else, and the
+//     executor's timers, on the bus's "vbus-control" thread (core/serial_runner.h).
+//     Completion callbacks (OpenAsync, CloseAsync) run where the executor runs;
 //   - drivers run on driver strands (core/driver_strands.h): Driver::Probe / Driver::Remove and
 //     the on_offer / on_offer_removed callbacks of one device run in the order its offer came
 //     and went, on a thread of that device's own, so a driver may block (an Open inside Probe

@@ -36,12 +36,16 @@ void SerialRunner::Start(std::shared_ptr<void> keep_alive) {
   thread_ = std::thread([this, keep_alive = std::move(keep_alive)] { ThreadLoop(); });
 }
 
-bool SerialRunner::Post(std::function<void()> work) {
+bool SerialRunner::Post(std::function<void()> work, bool may_run_here) {
   {
     MutexLock lock(&mu_);
     if (closed_) return false;
     queue_.push_back(std::move(work));
     if (running_) return true;  // the thread running now (perhaps this one) takes it
+    if (!may_run_here) {
+      changed_.SignalAll();  // the runner's thread takes it
+      return true;
+    }
     running_ = true;
   }
   RunBursts(/*dedicated=*/false);

@@ -1,20 +1,22 @@
 // SerialRunner: runs posted work one item at a time and in posting order, preferably on the
 // thread that posts it — how the bus runs its executor without a thread hand-off per input.
 //
-// A Post that finds the runner idle runs its item at once on the posting thread (and anything
-// posted meanwhile, up to the batch that was queued when it started); a Post that finds it busy
-// queues the item for whoever is running. A posting thread that leaves work behind hands the
-// role to the runner's own thread, which goes on until the queue is empty. That thread also
-// runs the `due` hook whenever `next_due()` says it is time (the executor's timers) and nobody
-// else is running. So an input from an idle bus — a call from an application thread, a host
-// message from the backend's delivery thread — costs no thread hand-off at all, while the order
-// of inputs and the one-at-a-time rule are kept.
+// A Post that may run here and finds the runner idle runs its item at once on the posting thread
+// (and anything posted meanwhile, up to the batch that was queued when it started); otherwise
+// the item is queued for whoever is running, or for the runner's own thread. A posting thread
+// that leaves work behind hands the role to the runner's own thread, which goes on until the
+// queue is empty. That thread also runs the `due` hook whenever `next_due()` says it is time
+// (the executor's timers) and nobody else is running. So an input that arrives on a thread
+// allowed to run it — a host message on the backend's delivery thread — costs no thread
+// hand-off, while the order of inputs and the one-at-a-time rule are kept. (Threads that may
+// hold their own locks, such as an application's, post with may_run_here = false: work run
+// inline would run other callers' completion callbacks inside their call.)
 //
 // Example:
 //   SerialRunner runner("vbus-control", {[&] { executor.RunDue(); },
 //                                        [&] { return executor.next_wakeup(); }});
 //   runner.Start();
-//   runner.Post([&] { executor.OnHostMessage(m); });  // maybe right here, maybe later
+//   runner.Post([&] { executor.OnHostMessage(m); }, /*may_run_here=*/true);  // maybe right here
 //   ...
 //   runner.Close();
 //   absl::Status s = runner.Join(deadline);
@@ -57,9 +59,9 @@ class SerialRunner {
   // runner's owner, so that a thread left running by a Join that timed out stays safe).
   void Start(std::shared_ptr<void> keep_alive);
 
-  // Post: runs `work` now on this thread if the runner is idle, otherwise queues it. False
-  // (dropped) once closed.
-  bool Post(std::function<void()> work);
+  // Post: runs `work` now on this thread if `may_run_here` and the runner is idle, otherwise
+  // queues it. False (dropped) once closed.
+  bool Post(std::function<void()> work, bool may_run_here);
 
   // Whether the calling thread is running this runner's work right now.
   bool InRunner() const;

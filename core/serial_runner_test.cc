@@ -42,13 +42,35 @@ TEST(SerialRunnerTest, AnIdleRunnerRunsWorkOnThePostingThread) {
   Fixture f;
   std::thread::id ran_on;
   bool in_runner = false;
-  ASSERT_TRUE(f.runner.Post([&] {
-    ran_on = std::this_thread::get_id();
-    in_runner = f.runner.InRunner();
-  }));
+  ASSERT_TRUE(f.runner.Post(
+      [&] {
+        ran_on = std::this_thread::get_id();
+        in_runner = f.runner.InRunner();
+      },
+      /*may_run_here=*/true));
   EXPECT_EQ(ran_on, std::this_thread::get_id());  // no hand-off
   EXPECT_TRUE(in_runner);
   EXPECT_FALSE(f.runner.InRunner());
+}
+
+TEST(SerialRunnerTest, WorkThatMayNotRunHereRunsOnTheRunnersThread) {
+  Fixture f;
+  Mutex mu;
+  CondVar cv;
+  std::thread::id ran_on;
+  bool done = false;
+  ASSERT_TRUE(f.runner.Post(
+      [&] {
+        MutexLock lock(&mu);
+        ran_on = std::this_thread::get_id();
+        done = true;
+        cv.SignalAll();
+      },
+      /*may_run_here=*/false));
+  MutexLock lock(&mu);
+  ASSERT_TRUE(cv.AwaitWithDeadline(&mu, Deadline(),
+                                   [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return done; }));
+  EXPECT_NE(ran_on, std::this_thread::get_id());
 }
 
 TEST(SerialRunnerTest, WorkRunsOneAtATimeInPostingOrder) {
@@ -65,14 +87,16 @@ TEST(SerialRunnerTest, WorkRunsOneAtATimeInPostingOrder) {
       for (int i = 0; i < 500; ++i) {
         MutexLock lock(&post_mu);
         const int n = next.fetch_add(1);
-        f.runner.Post([&, n] {
-          if (inside.fetch_add(1) != 0) overlapped.store(true);
-          {
-            MutexLock l(&mu);
-            order.push_back(n);
-          }
-          inside.fetch_sub(1);
-        });
+        f.runner.Post(
+            [&, n] {
+              if (inside.fetch_add(1) != 0) overlapped.store(true);
+              {
+                MutexLock l(&mu);
+                order.push_back(n);
+              }
+              inside.fetch_sub(1);
+            },
+            /*may_run_here=*/n % 3 != 0);
       }
     });
   }
@@ -88,10 +112,12 @@ TEST(SerialRunnerTest, WorkRunsOneAtATimeInPostingOrder) {
 TEST(SerialRunnerTest, WorkPostedFromWorkRunsAfterIt) {
   Fixture f;
   std::vector<int> order;
-  ASSERT_TRUE(f.runner.Post([&] {
-    f.runner.Post([&] { order.push_back(2); });
-    order.push_back(1);
-  }));
+  ASSERT_TRUE(f.runner.Post(
+      [&] {
+        f.runner.Post([&] { order.push_back(2); }, /*may_run_here=*/true);
+        order.push_back(1);
+      },
+      /*may_run_here=*/true));
   f.runner.Close();
   ASSERT_TRUE(f.runner.Join(Deadline()).ok());
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
@@ -103,7 +129,7 @@ TEST(SerialRunnerTest, TheDueHookRunsOnTheRunnersThreadWhenItIsTime) {
     MutexLock lock(&f.mu);
     f.due = absl::Now() + absl::Milliseconds(5);
   }
-  f.runner.Post([] {});  // the runner learns the new due time after a burst
+  f.runner.Post([] {}, /*may_run_here=*/true);  // the runner learns the new due time
   const absl::Time deadline = Deadline();
   while (f.due_runs.load() == 0 && absl::Now() < deadline) std::this_thread::yield();
   EXPECT_EQ(f.due_runs.load(), 1);
@@ -116,13 +142,15 @@ TEST(SerialRunnerTest, BusyWorkIsQueuedAndJoinReportsItAtTheDeadline) {
   bool release = false;
   bool started = false;
   std::thread blocker([&] {
-    f.runner.Post([&] {
-      MutexLock lock(&mu);
-      started = true;
-      cv.SignalAll();
-      cv.AwaitWithDeadline(&mu, Deadline(),
-                           [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return release; });
-    });
+    f.runner.Post(
+        [&] {
+          MutexLock lock(&mu);
+          started = true;
+          cv.SignalAll();
+          cv.AwaitWithDeadline(&mu, Deadline(),
+                               [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return release; });
+        },
+        /*may_run_here=*/true);
   });
   {
     MutexLock lock(&mu);
@@ -130,10 +158,11 @@ TEST(SerialRunnerTest, BusyWorkIsQueuedAndJoinReportsItAtTheDeadline) {
                          [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return started; });
   }
   std::atomic<bool> second{false};
-  ASSERT_TRUE(f.runner.Post([&] { second.store(true); }));  // queued: the runner is busy
+  // Queued: the runner is busy.
+  ASSERT_TRUE(f.runner.Post([&] { second.store(true); }, /*may_run_here=*/true));
   EXPECT_FALSE(second.load());
   f.runner.Close();
-  EXPECT_FALSE(f.runner.Post([] {}));
+  EXPECT_FALSE(f.runner.Post([] {}, /*may_run_here=*/true));
   EXPECT_EQ(f.runner.Join(absl::Now() + absl::Milliseconds(20)).code(),
             absl::StatusCode::kDeadlineExceeded);
   {
