@@ -1,5 +1,6 @@
 #include "test/sim/sim_scheduler.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace vbus::sim {
@@ -36,6 +37,11 @@ bool SimScheduler::RunNext(const std::function<void(absl::string_view label)>& b
   if (before) before(entry.label);
   entry.fn();
   return true;
+}
+
+void SimScheduler::AdvanceTo(absl::Time when) {
+  if (!queue_.empty()) when = std::min(when, queue_.begin()->first.first);
+  now_ = std::max(now_, when);
 }
 
 std::optional<absl::Time> SimScheduler::NextTime() const {

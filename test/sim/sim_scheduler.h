@@ -11,12 +11,15 @@
 // simulation is idle when no work is scheduled; only periodic events then remain, and they
 // alone cannot keep a run going past its progress deadline.
 //
+// An event's function may itself run events (RunNext, AdvanceTo): a guest callback that blocks
+// lets the world go on around it in nested steps, with the clock moving forward as usual.
+//
 // Example:
 //   SimScheduler s(absl::UnixEpoch());
 //   s.After(absl::Microseconds(5), SimScheduler::kWork, "deliver", [&] { ... });
 //   while (s.HasWork()) s.RunNext();
 //
-// Thread-compatible; an event's function may schedule and cancel other events.
+// Thread-compatible; an event's function may schedule, cancel and run other events.
 #ifndef VBUS_TEST_SIM_SIM_SCHEDULER_H_
 #define VBUS_TEST_SIM_SIM_SCHEDULER_H_
 
@@ -64,6 +67,11 @@ class SimScheduler {
   // e.g. to trace the step before its effects) and runs it. Returns false (doing nothing)
   // when the queue is empty.
   bool RunNext(const std::function<void(absl::string_view label)>& before = nullptr);
+
+  // AdvanceTo
+  // Moves the clock forward to `when` without running anything; never backwards, and never
+  // past the earliest pending event (it stops there).
+  void AdvanceTo(absl::Time when);
 
   // Whether any work event (as opposed to periodic ones) is pending.
   bool HasWork() const { return work_ > 0; }
