@@ -1,6 +1,6 @@
 // The simulation's invariants: after every step (CheckStep), at every settle point
-// (CheckSettled), at the end (CheckFinal), on every host reply (the ledger) and on every
-// packet (ExpectPacket).
+// (CheckSettled), at the end (CheckFinal), on every free of guest memory (BackendFree), on
+// every host reply (the ledger and CheckIgnored) and on every packet (ExpectPacket).
 #include <algorithm>
 #include <map>
 #include <utility>
@@ -39,35 +39,58 @@ std::string Identity(const OfferInfo& o) {
                       o.sub_channel_index);
 }
 
+bool IsStaleReply(IgnoreReason r) {
+  switch (r) {
+    case IgnoreReason::kOpenResultUnknownRelid:
+    case IgnoreReason::kOpenResultUnexpected:
+    case IgnoreReason::kGpadlCreatedUnknown:
+    case IgnoreReason::kGpadlCreatedUnexpected:
+    case IgnoreReason::kGpadlTorndownUnknown:
+    case IgnoreReason::kGpadlTorndownUnexpected:
+    case IgnoreReason::kModifyResponseUnexpected:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string Describe(const SimAllocation& a) {
+  if (a.gpadl != 0)
+    return absl::StrCat("GPADL 0x", absl::Hex(a.gpadl), "'s ", a.pfns.size(), " pages");
+  return absl::StrCat(a.pfns.size(), " pages (",
+                      a.tag.session != 0 ? absl::StrCat("rings of session ", a.tag.session)
+                                         : absl::StrCat("call ", a.tag.call),
+                      ", never described)");
+}
+
 }  // namespace
+
+std::set<uint32_t> World::LiveGpadls() const {
+  std::set<uint32_t> live;
+  for (const GpadlStatus& g : bus().Gpadls()) live.insert(g.handle);
+  return live;
+}
+
+bool World::Retiring(OfferId offer) const {
+  const std::vector<OfferId> retiring = executor_->RetiringOffers();
+  return std::find(retiring.begin(), retiring.end(), offer) != retiring.end();
+}
 
 // ---- After every step ----------------------------------------------------------------------
 
 void World::CheckStep() {
-  if (absl::Status s = bus_->CheckInvariants(); !s.ok()) {
+  if (absl::Status s = bus().CheckInvariants(); !s.ok()) {
     Fail(std::string(s.message()));
     return;
   }
-  // The channel table holds exactly the channels BusState has published.
-  for (const auto& [offer, channel] : channels_) {
-    std::optional<ChannelStatus> st = bus_->GetChannel(offer);
-    if (!st || !st->published || st->offer.relid != channel->relid_) {
-      Fail(absl::StrCat("table slot ", channel->relid_, " still holds offer ", offer.value(),
-                        "'s channel, but BusState has ",
-                        st ? absl::StrCat(OfferStateName(st->offer_state), "/",
-                                          ChannelStateName(st->channel_state), " (not published)")
-                           : std::string("released it")));
-      return;
-    }
-    if (table_.Lookup(channel->relid_) != channel.get()) {
-      Fail(absl::StrCat("table slot ", channel->relid_, " does not hold offer ", offer.value(),
-                        "'s published channel"));
-      return;
-    }
-  }
-  const bool unloading = bus_->phase() == BusPhase::kUnloading;
+  CheckIgnored(/*host_reply=*/false);
+  if (!failed_) CheckTable();
+  if (!failed_) CheckMemory();
+  if (!failed_) CheckStuck();
+  if (failed_) return;
+  const bool unloading = bus().phase() == BusPhase::kUnloading;
   for (const auto& [id, offer] : offers_) {
-    std::optional<ChannelStatus> st = bus_->GetChannel(id);
+    std::optional<ChannelStatus> st = bus().GetChannel(id);
     if (!st) {
       Fail(absl::StrCat("offer ", id.value(), " vanished from BusState before ReleaseOffer"));
       return;
@@ -75,11 +98,9 @@ void World::CheckStep() {
     const uint32_t relid = st->offer.relid;
     // No channel both open and rescinded.
     if (st->offer_state == OfferState::kRescinded &&
-        (st->channel_state != ChannelState::kClosed || st->published ||
-         table_.Lookup(relid) != nullptr)) {
+        (st->channel_state != ChannelState::kClosed || st->published)) {
       Fail(absl::StrCat("relid ", relid, " is rescinded and ", ChannelStateName(st->channel_state),
-                        st->published ? " (published)" : "",
-                        table_.Lookup(relid) != nullptr ? " (in the table)" : "", " at once"));
+                        st->published ? " (published)" : "", " at once"));
       return;
     }
     if (st->offer_state == OfferState::kDetached || unloading) continue;
@@ -123,13 +144,14 @@ void World::CheckStep() {
   // The host's GPADL table: only handles the guest created; a released one only while a
   // message that drops it is on its way.
   if (const mock::GpadlTable* table = engine_->Gpadls(guest_id_); table != nullptr) {
+    const std::set<uint32_t> live = LiveGpadls();
     for (const auto& [handle, g] : table->all()) {
       if (!created_handles_.contains(handle)) {
         Fail(absl::StrCat("the host holds GPADL 0x", absl::Hex(handle),
                           ", which the guest never created"));
         return;
       }
-      if (released_handles_.contains(handle)) {
+      if (!live.contains(handle)) {
         const uint32_t relid = g.relid;
         const bool dropping = InFlightToHost([&](const v1::ControlMessage& m) {
           return m.has_unload() ||
@@ -144,13 +166,129 @@ void World::CheckStep() {
       }
     }
   }
-  // Memory: every page out of the pool is filed under a live GPADL, and nothing else is.
-  size_t filed_pages = 0;
-  for (const auto& [handle, f] : filed_) filed_pages += f.pages.page_count();
-  const size_t used = pool_->total_pages() - pool_->free_pages();
-  if (used != filed_pages) {
-    Fail(absl::StrCat("the page pool has ", used, " pages in use but ", filed_pages,
-                      " are filed under live GPADLs"));
+}
+
+void World::CheckIgnored(bool host_reply) {
+  // A correct host sends nothing the guest must ignore, except replies that went stale on the
+  // way (the call timed out, was cancelled by a close, or crossed a rescind). The ledger has
+  // already checked that such a reply answers a request the host really received.
+  const BusCounters& counters = bus().counters();
+  for (size_t i = 0; i < kIgnoreReasonCount; ++i) {
+    const uint64_t now = counters.ignored[i];
+    if (now == ignored_seen_[i]) continue;
+    const IgnoreReason reason = static_cast<IgnoreReason>(i);
+    const uint64_t more = now - ignored_seen_[i];
+    ignored_seen_[i] = now;
+    if (host_reply && IsStaleReply(reason)) {
+      stats_.stale_replies_ignored += more;
+      continue;
+    }
+    Fail(absl::StrCat("the guest ignored host input (", IgnoreReasonName(reason),
+                      host_reply ? ")" : ") outside a host reply", ": see the executor's log"));
+    return;
+  }
+}
+
+void World::CheckTable() {
+  // The channel table holds exactly the channels BusState has published.
+  for (uint32_t relid : relids_seen_) {
+    const bool in_table = table_.Lookup(relid) != nullptr;
+    std::optional<OfferId> holder = bus().FindOfferByRelid(relid);
+    std::optional<ChannelStatus> st;
+    if (holder.has_value()) st = bus().GetChannel(*holder);
+    const bool published = st.has_value() && st->published;
+    if (in_table == published) continue;
+    if (in_table) {
+      Fail(absl::StrCat(
+          "table slot ", relid, " still holds a channel, but BusState has ",
+          st ? absl::StrCat("offer ", holder->value(), " ", OfferStateName(st->offer_state), "/",
+                            ChannelStateName(st->channel_state), " (not published)")
+             : std::string("no offer there")));
+    } else {
+      Fail(absl::StrCat("BusState has relid ", relid, " published but its table slot is empty"));
+    }
+    return;
+  }
+}
+
+void World::CheckMemory() {
+  // Every run the executor holds is described by a GPADL BusState has live (and filed under
+  // it), or held back by a retiring channel; every live GPADL's memory is there.
+  const std::set<uint32_t> live = LiveGpadls();
+  for (const auto& [data, a] : backend_->allocations()) {
+    if (a.gpadl != 0 && live.contains(a.gpadl)) {
+      if (!executor_->HoldsGpadlMemory(a.gpadl)) {
+        Fail(absl::StrCat("GPADL 0x", absl::Hex(a.gpadl),
+                          " is live but the executor no longer files its memory"));
+        return;
+      }
+      continue;
+    }
+    if (!Retiring(a.tag.offer)) {
+      Fail(absl::StrCat(Describe(a), " of offer ", a.tag.offer.value(),
+                        " are still allocated, but BusState has no GPADL for them and no ",
+                        "retiring channel holds them (a leak)"));
+      return;
+    }
+  }
+  for (uint32_t handle : live) {
+    if (created_handles_.contains(handle) && backend_->FindByGpadl(handle) == nullptr) {
+      Fail(absl::StrCat("GPADL 0x", absl::Hex(handle),
+                        " is live but its memory went back to the pool"));
+      return;
+    }
+  }
+}
+
+void World::CheckStuck() {
+  if (!stuck_.has_value()) return;
+  // Receive quiescence: the blocked callback's channel keeps its receive side.
+  const Session& s = sessions_.at(stuck_->session);
+  if (s.guest_ended && !Retiring(s.offer)) {
+    Fail(absl::StrCat("relid ", s.relid, " was retired while its receive callback still runs, ",
+                      "but the executor let go of its receive side (it is not retiring)"));
+  }
+}
+
+void World::BackendFree(const SimAllocation& a) {
+  if (tearing_down_ || failed_) return;
+  // Nothing the blocked callback's drain may still read is freed under it, nor any GPADL
+  // memory of its channel while the channel retires (the executor holds all of it back).
+  if (stuck_.has_value() &&
+      (a.tag.session == stuck_->session ||
+       (a.gpadl != 0 && a.tag.offer == stuck_->offer && Retiring(a.tag.offer)))) {
+    Fail(absl::StrCat(Describe(a), " of relid ", stuck_->relid,
+                      " were freed while a receive callback of the channel still runs"));
+    return;
+  }
+  if (a.gpadl == 0) return;  // never shown to the host
+  ++stats_.gpadls_released;
+  if (LiveGpadls().contains(a.gpadl)) {
+    Fail(absl::StrCat(Describe(a), " were freed while BusState still has the GPADL live"));
+    return;
+  }
+  for (const auto& [relid, mapped] : host_mapped_pfns_) {
+    for (uint64_t pfn : mapped) {
+      if (std::find(a.pfns.begin(), a.pfns.end(), pfn) != a.pfns.end()) {
+        Fail(absl::StrCat(Describe(a), " were freed while the host still maps PFN ", pfn,
+                          " as a ring of relid ", relid));
+        return;
+      }
+    }
+  }
+  if (const mock::GpadlTable* table = engine_->Gpadls(guest_id_); table != nullptr) {
+    if (const mock::Gpadl* g = table->Find(a.gpadl); g != nullptr) {
+      const uint32_t relid = g->relid;
+      const bool dropping = InFlightToHost([&](const v1::ControlMessage& m) {
+        return m.has_unload() ||
+               (m.has_relid_released() && m.relid_released().child_relid() == relid);
+      });
+      if (!dropping) {
+        Fail(absl::StrCat(Describe(a), " were freed while the host's table still holds the ",
+                          "GPADL and no RelidReleased or Unload is on its way"));
+        return;
+      }
+    }
   }
 }
 
@@ -158,19 +296,23 @@ void World::CheckStep() {
 
 void World::CheckSettled() {
   if (failed_) return;
-  for (const auto& [id, issued] : issued_) {
-    if (!issued.completed) {
-      Fail(absl::StrCat("settled, but request ", id.value(), " (", RequestKindName(issued.kind),
+  for (const auto& [id, call] : calls_) {
+    if (!call.completed && !call.abandoned) {
+      Fail(absl::StrCat("settled, but call ", id, " (", RequestKindName(call.kind),
                         ") never completed"));
       return;
     }
   }
-  if (bus_->pending_requests() != 0) {
-    Fail(absl::StrCat("settled with ", bus_->pending_requests(), " BusState requests pending"));
+  if (bus().pending_requests() != 0) {
+    Fail(absl::StrCat("settled with ", bus().pending_requests(), " BusState requests pending"));
+    return;
+  }
+  if (std::vector<OfferId> retiring = executor_->RetiringOffers(); !retiring.empty()) {
+    Fail(absl::StrCat("settled, but offer ", retiring.front().value(), " is still retiring"));
     return;
   }
   std::map<uint32_t, uint32_t> guest_gpadls;  // handle → relid
-  for (const GpadlStatus& g : bus_->Gpadls()) {
+  for (const GpadlStatus& g : bus().Gpadls()) {
     if (g.state != GpadlState::kCreated) {
       Fail(absl::StrCat("settled, but GPADL 0x", absl::Hex(g.handle), " is ",
                         GpadlStateName(g.state)));
@@ -178,24 +320,53 @@ void World::CheckSettled() {
     }
     guest_gpadls[g.handle] = g.relid;
   }
-  for (const auto& [handle, f] : filed_) {
-    if (!guest_gpadls.contains(handle)) {
-      Fail(absl::StrCat("memory is filed under GPADL 0x", absl::Hex(handle),
-                        ", which BusState no longer has (never released: a leak)"));
+  for (const auto& [data, a] : backend_->allocations()) {
+    if (a.gpadl == 0 || !guest_gpadls.contains(a.gpadl)) {
+      Fail(absl::StrCat("settled, but ", Describe(a),
+                        " are still allocated with no live GPADL (never freed: a leak)"));
       return;
     }
   }
-  if (bus_->phase() != BusPhase::kConnected) {
+  // What callers gave up on is undone: the channel closed again (unless that open never got
+  // going, or a later one did), the GPADL gone.
+  for (uint64_t sid : abandoned_opens_) {
+    const OfferId offer = sessions_.at(sid).offer;
+    if (sessions_.at(sid).ring_gpadl == 0 || AttachedSession(offer) != sid) continue;
+    std::optional<ChannelStatus> st = bus().GetChannel(offer);
+    if (!st || st->offer_state != OfferState::kActive) continue;
+    if (st->channel_state != ChannelState::kClosed) {
+      Fail(absl::StrCat("the open of relid ", st->offer.relid, " (session ", sid,
+                        ") was given up by its caller, but the channel is ",
+                        ChannelStateName(st->channel_state), " on the guest"));
+      return;
+    }
+  }
+  const mock::GpadlTable* table = engine_->Gpadls(guest_id_);
+  for (const auto& [id, call] : calls_) {
+    if (!call.abandoned || call.kind != RequestKind::kGpadlCreate || call.gpadl == 0) continue;
+    if (guest_gpadls.contains(call.gpadl) ||
+        (table != nullptr && table->Find(call.gpadl) != nullptr)) {
+      Fail(absl::StrCat("the creation of GPADL 0x", absl::Hex(call.gpadl), " (call ", id,
+                        ") was given up by its caller, but the GPADL is live on the ",
+                        guest_gpadls.contains(call.gpadl) ? "guest" : "host"));
+      return;
+    }
+  }
+  if (bus().phase() != BusPhase::kConnected) {
     if (!offers_.empty() || !guest_gpadls.empty()) {
       Fail(absl::StrCat("disconnected with ", offers_.size(), " offers and ", guest_gpadls.size(),
                         " GPADLs not released"));
     }
     return;
   }
+  CheckAgreement();
+}
+
+void World::CheckAgreement() {
   // Guest and host agree on every channel: offered, open or closed.
   std::map<uint32_t, ChannelStatus> guest;
   for (const auto& [id, offer] : offers_) {
-    std::optional<ChannelStatus> st = bus_->GetChannel(id);
+    std::optional<ChannelStatus> st = bus().GetChannel(id);
     if (st->offer_state != OfferState::kActive) {
       Fail(absl::StrCat("settled, but offer ", id.value(), " (relid ", st->offer.relid, ") is ",
                         OfferStateName(st->offer_state), " and not released"));
@@ -235,8 +406,10 @@ void World::CheckSettled() {
     const bool host_open = c.state() == v1::CHANNEL_STATE_OPEN;
     const bool guest_open = g->second.channel_state == ChannelState::kOpen;
     if (host_open != guest_open) {
+      const uint64_t last = AttachedSession(g->second.offer.id);
       Fail(absl::StrCat("relid ", relid, " is ", guest_open ? "open" : "closed",
-                        " on the guest but ", host_open ? "open" : "closed", " on the host"));
+                        " on the guest but ", host_open ? "open" : "closed", " on the host",
+                        abandoned_opens_.contains(last) ? " (its last open was given up)" : ""));
       return;
     }
     if (guest_open && c.ring_gpadl() != g->second.ring_gpadl) {
@@ -283,39 +456,41 @@ void World::CheckSettled() {
   // Live GPADLs agree, page for page.
   const mock::GpadlTable* table = engine_->Gpadls(guest_id_);
   const size_t host_count = table == nullptr ? 0 : table->size();
-  for (const auto& [handle, relid] : guest_gpadls) {
-    const mock::Gpadl* h = table == nullptr ? nullptr : table->Find(handle);
+  size_t guest_count = 0;
+  for (const GpadlStatus& g : bus().Gpadls()) {
+    ++guest_count;
+    const mock::Gpadl* h = table == nullptr ? nullptr : table->Find(g.handle);
     if (h == nullptr) {
-      Fail(absl::StrCat("GPADL 0x", absl::Hex(handle), " of relid ", relid,
+      Fail(absl::StrCat("GPADL 0x", absl::Hex(g.handle), " of relid ", g.relid,
                         " is live on the guest but unknown to the host"));
       return;
     }
-    const auto pfns = filed_.at(handle).pages.pfns();
-    if (h->relid != relid ||
-        !std::equal(pfns.begin(), pfns.end(), h->pfns.begin(), h->pfns.end())) {
-      Fail(absl::StrCat("GPADL 0x", absl::Hex(handle), " differs between guest and host"));
+    const SimAllocation* a = backend_->FindByGpadl(g.handle);
+    if (a == nullptr || h->relid != g.relid || a->pfns != h->pfns) {
+      Fail(absl::StrCat("GPADL 0x", absl::Hex(g.handle), " differs between guest and host"));
       return;
     }
   }
-  if (host_count != guest_gpadls.size()) {
-    Fail(
-        absl::StrCat("the host holds ", host_count, " GPADLs but the guest ", guest_gpadls.size()));
+  if (host_count != guest_count) {
+    Fail(absl::StrCat("the host holds ", host_count, " GPADLs but the guest ", guest_count));
   }
 }
 
 void World::CheckFinal() {
   CheckSettled();
   if (failed_) return;
-  if (!channels_.empty()) {
-    Fail(absl::StrCat(channels_.size(), " channels still published at the end"));
-    return;
+  for (uint32_t relid : relids_seen_) {
+    if (table_.Lookup(relid) != nullptr) {
+      Fail(absl::StrCat("relid ", relid, " is still published in the channel table at the end"));
+      return;
+    }
   }
   if (!host_mapped_pfns_.empty()) {
     Fail(absl::StrCat("the host still maps the rings of relid ", host_mapped_pfns_.begin()->first,
                       " at the end"));
     return;
   }
-  if (pool_->free_pages() != pool_->total_pages()) {
+  if (!backend_->allocations().empty() || pool_->free_pages() != pool_->total_pages()) {
     Fail(absl::StrCat(pool_->total_pages() - pool_->free_pages(),
                       " pages never went back to the pool"));
     return;

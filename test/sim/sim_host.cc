@@ -149,16 +149,15 @@ void World::MapRings(const mock::MapRings& map) {
     }
   }
   // The host may touch only memory the guest still lends it.
-  auto f = filed_.find(map.gpadl);
-  if (f == filed_.end() || released_handles_.contains(map.gpadl)) {
+  const SimAllocation* a = backend_->FindByGpadl(map.gpadl);
+  if (a == nullptr || !LiveGpadls().contains(map.gpadl)) {
     Fail(absl::StrCat("the host maps the rings of relid ", map.relid, " from GPADL 0x",
                       absl::Hex(map.gpadl), ", which the guest has already released"));
     return;
   }
   std::vector<uint64_t> all = map.outbound_pfns;
   all.insert(all.end(), map.inbound_pfns.begin(), map.inbound_pfns.end());
-  const auto filed = f->second.pages.pfns();
-  if (!std::equal(all.begin(), all.end(), filed.begin(), filed.end())) {
+  if (all != a->pfns) {
     Fail(absl::StrCat("the host maps relid ", map.relid, " rings on PFNs that are not GPADL 0x",
                       absl::Hex(map.gpadl), "'s"));
     return;
@@ -280,7 +279,13 @@ void World::OpRescind() {
     if (c.state() != v1::CHANNEL_STATE_RESCINDED) candidates.push_back(c.child_relid());
   }
   if (candidates.empty()) return;
-  const uint32_t relid = rng_.Pick(candidates);
+  uint32_t relid = rng_.Pick(candidates);
+  // While a guest callback blocks, rescind its channel now and then.
+  if (stuck_.has_value() &&
+      std::find(candidates.begin(), candidates.end(), stuck_->relid) != candidates.end() &&
+      rng_.Chance(0.3)) {
+    relid = stuck_->relid;
+  }
   v1::RescindRequest request;
   request.set_guest(guest_id_);
   request.set_child_relid(relid);
@@ -391,18 +396,18 @@ void World::OpLinkLoss() {
   ledger_requests_.clear();
   ledger_replies_.clear();
   released_relids_.clear();
-  Actions guest_actions;
-  bus_->OnLinkLost(absl::UnavailableError("the GuestLink stream broke"), &guest_actions);
-  ExecuteGuest(std::move(guest_actions));
+  executor_->OnLinkLost(absl::UnavailableError("the GuestLink stream broke"));
   sched_.After(absl::Microseconds(rng_.Range(0, 500)), SimScheduler::kWork,
                "the guest attaches again and connects", [this] {
                  if (absl::Status s = AttachHost(); !s.ok()) {
                    Fail(absl::StrCat("re-attach: ", s.ToString()));
                    return;
                  }
-                 const absl::Time deadline = sched_.now() + absl::Seconds(10);
-                 GuestCall(RequestKind::kConnect, OfferId(), deadline,
-                           [&](Actions* out) { return bus_->Connect(deadline, out); });
+                 const absl::Time deadline = sched_.now() + kGenerousDeadline;
+                 IssueCall(RequestKind::kConnect, OfferId(), deadline, 0,
+                           [deadline](BusExecutor& executor, CallDone done) {
+                             executor.Connect(deadline, std::move(done));
+                           });
                });
 }
 

@@ -3,7 +3,7 @@
 //
 //   bazel run //test/sim:sim_replay -- --seed=123 --verbose          # one seed, every step
 //   bazel run -c opt //test/sim:sim_replay -- --seed=1 --count=20000 # a sweep
-//   bazel run //test/sim:sim_replay -- --seed=5 --fault=skip_retire  # a planted bug
+//   bazel run //test/sim:sim_replay -- --seed=5 --fault=skip_unpublish  # a planted bug
 //
 // Exit status: 0 if every seed passed, 1 otherwise (the first failures' reports are printed).
 #include <cstdio>
@@ -22,7 +22,9 @@ ABSL_FLAG(uint64_t, count, 1, "number of consecutive seeds to run");
 ABSL_FLAG(bool, verbose, false, "print every trace line as it happens");
 ABSL_FLAG(std::string, fault, "",
           "comma-separated planted bugs: drop_relid_released, duplicate_open_result, "
-          "early_relid_reuse, lose_wakeups, skip_retire, skip_unmask_recheck, blind_async_map");
+          "early_relid_reuse, lose_wakeups, blind_async_map (host and link side); "
+          "skip_unpublish, ignore_in_use, free_held_memory, complete_abandoned, "
+          "skip_unmask_recheck (planted in the production executor and channels)");
 ABSL_FLAG(int, max_failures, 5, "stop a sweep after this many failing seeds");
 
 int main(int argc, char** argv) {
@@ -38,12 +40,18 @@ int main(int argc, char** argv) {
       faults.early_relid_reuse = true;
     } else if (f == "lose_wakeups") {
       faults.lose_wakeups = true;
-    } else if (f == "skip_retire") {
-      faults.skip_retire = true;
-    } else if (f == "skip_unmask_recheck") {
-      faults.skip_unmask_recheck = true;
     } else if (f == "blind_async_map") {
       faults.blind_async_map = true;
+    } else if (f == "skip_unpublish") {
+      faults.skip_unpublish = true;
+    } else if (f == "ignore_in_use") {
+      faults.ignore_in_use = true;
+    } else if (f == "free_held_memory") {
+      faults.free_held_memory = true;
+    } else if (f == "complete_abandoned") {
+      faults.complete_abandoned = true;
+    } else if (f == "skip_unmask_recheck") {
+      faults.skip_unmask_recheck = true;
     } else {
       std::fprintf(stderr, "unknown --fault %s\n", std::string(f).c_str());
       return 2;
@@ -75,40 +83,27 @@ int main(int argc, char** argv) {
                    failures, absl::FormatDuration(absl::Now() - start).c_str());
     }
   }
+  const vbus::sim::SimStats& t = total;
+  auto n = [](uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
       "%llu seeds (%llu..%llu), %d failed, %s wall, %s virtual: %llu steps, %llu messages, "
-      "%llu packets verified (%llu bytes), %llu opens (%llu failed), %llu closes, %llu rescinds, "
-      "%llu hot-adds, %llu GPADLs released, %llu timeouts, %llu interrupts (%llu dropped), "
-      "%llu polls, %llu stale replies, %llu host refusals, %llu unloads, %llu settle points, "
-      "%llu relid reuses, %llu/%llu full rings (guest/host), %llu host waits for room, "
-      "%llu unmask re-checks with data, %llu link losses\n",
-      static_cast<unsigned long long>(ran), static_cast<unsigned long long>(first),
-      static_cast<unsigned long long>(first + ran - 1), failures,
+      "%llu packets verified (%llu bytes, %llu completions, %llu polled), %llu opens (%llu "
+      "failed), %llu closes, %llu rescinds, %llu hot-adds, %llu GPADLs released, %llu timeouts, "
+      "%llu interrupts (%llu dropped), %llu polls, %llu stale replies, %llu host refusals, "
+      "%llu unloads, %llu settle points, %llu relid reuses, %llu/%llu full rings (guest/host), "
+      "%llu WhenWritable wake-ups, %llu host waits for room, %llu unmask re-checks with data, "
+      "%llu inline host reactions, %llu link losses, %llu blocked callbacks (%llu over a "
+      "retire), %llu calls given up (%llu undone)\n",
+      n(ran), n(first), n(first + ran - 1), failures,
       absl::FormatDuration(absl::Now() - start).c_str(),
-      absl::FormatDuration(total.virtual_time).c_str(),
-      static_cast<unsigned long long>(total.steps),
-      static_cast<unsigned long long>(total.messages_to_host + total.messages_to_guest),
-      static_cast<unsigned long long>(total.packets_verified),
-      static_cast<unsigned long long>(total.bytes_verified),
-      static_cast<unsigned long long>(total.opens_ok),
-      static_cast<unsigned long long>(total.open_failures),
-      static_cast<unsigned long long>(total.closes),
-      static_cast<unsigned long long>(total.rescinds),
-      static_cast<unsigned long long>(total.hot_adds),
-      static_cast<unsigned long long>(total.gpadls_released),
-      static_cast<unsigned long long>(total.deadlines_exceeded),
-      static_cast<unsigned long long>(total.interrupts),
-      static_cast<unsigned long long>(total.interrupts_dropped),
-      static_cast<unsigned long long>(total.polls),
-      static_cast<unsigned long long>(total.stale_replies_ignored),
-      static_cast<unsigned long long>(total.host_refusals),
-      static_cast<unsigned long long>(total.unloads),
-      static_cast<unsigned long long>(total.settles),
-      static_cast<unsigned long long>(total.relid_reuses),
-      static_cast<unsigned long long>(total.guest_ring_full),
-      static_cast<unsigned long long>(total.host_ring_full),
-      static_cast<unsigned long long>(total.host_waits_for_room),
-      static_cast<unsigned long long>(total.unmask_rechecks_found_data),
-      static_cast<unsigned long long>(total.link_losses));
+      absl::FormatDuration(t.virtual_time).c_str(), n(t.steps),
+      n(t.messages_to_host + t.messages_to_guest), n(t.packets_verified), n(t.bytes_verified),
+      n(t.completions_verified), n(t.polled_packets), n(t.opens_ok), n(t.open_failures),
+      n(t.closes), n(t.rescinds), n(t.hot_adds), n(t.gpadls_released), n(t.deadlines_exceeded),
+      n(t.interrupts), n(t.interrupts_dropped), n(t.polls), n(t.stale_replies_ignored),
+      n(t.host_refusals), n(t.unloads), n(t.settles), n(t.relid_reuses), n(t.guest_ring_full),
+      n(t.host_ring_full), n(t.writable_wakeups), n(t.host_waits_for_room),
+      n(t.unmask_rechecks_found_data), n(t.inline_host_reactions), n(t.link_losses),
+      n(t.stuck_callbacks), n(t.stuck_over_retire), n(t.calls_abandoned), n(t.calls_undone));
   return failures == 0 ? 0 : 1;
 }

@@ -1,5 +1,5 @@
-// The simulated world: setup, the step loop and settling, the scenario, the two control-message
-// transports, interrupts (doorbells) and the trace.
+// The simulated world: setup, the step loop (nested steps of a blocked callback included) and
+// settling, the scenario's phases, and the trace.
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -14,11 +14,7 @@ namespace vbus::sim {
 namespace {
 
 constexpr uint64_t kMemoryBytes = 4 << 20;  // 1024 pages of "guest memory"
-// A deadline no answer can miss: the longest message delay is a few milliseconds.
-constexpr absl::Duration kGenerousDeadline = absl::Seconds(10);
-// Settling may take at most this much virtual time while work is scheduled...
-constexpr absl::Duration kSettleBudget = absl::Seconds(60);
-// ...and this long with only polls left (which must then finish the job).
+// Settling may take this long with only polls left (which must then finish the job).
 constexpr absl::Duration kIdleBudget = absl::Milliseconds(200);
 
 const char* DelayName(DelayMode m) {
@@ -39,9 +35,12 @@ std::string FaultFlags(const SimFaults& f) {
   if (f.duplicate_open_result) absl::StrAppend(&flags, " --fault=duplicate_open_result");
   if (f.early_relid_reuse) absl::StrAppend(&flags, " --fault=early_relid_reuse");
   if (f.lose_wakeups) absl::StrAppend(&flags, " --fault=lose_wakeups");
-  if (f.skip_retire) absl::StrAppend(&flags, " --fault=skip_retire");
-  if (f.skip_unmask_recheck) absl::StrAppend(&flags, " --fault=skip_unmask_recheck");
   if (f.blind_async_map) absl::StrAppend(&flags, " --fault=blind_async_map");
+  if (f.skip_unpublish) absl::StrAppend(&flags, " --fault=skip_unpublish");
+  if (f.ignore_in_use) absl::StrAppend(&flags, " --fault=ignore_in_use");
+  if (f.free_held_memory) absl::StrAppend(&flags, " --fault=free_held_memory");
+  if (f.complete_abandoned) absl::StrAppend(&flags, " --fault=complete_abandoned");
+  if (f.skip_unmask_recheck) absl::StrAppend(&flags, " --fault=skip_unmask_recheck");
   return flags;
 }
 
@@ -75,6 +74,15 @@ void SimStats::Add(const SimStats& o) {
   host_waits_for_room += o.host_waits_for_room;
   unmask_rechecks_found_data += o.unmask_rechecks_found_data;
   link_losses += o.link_losses;
+  completions_verified += o.completions_verified;
+  polled_packets += o.polled_packets;
+  writable_wakeups += o.writable_wakeups;
+  stuck_callbacks += o.stuck_callbacks;
+  stuck_over_retire += o.stuck_over_retire;
+  calls_abandoned += o.calls_abandoned;
+  calls_undone += o.calls_undone;
+  inline_host_reactions += o.inline_host_reactions;
+  executor_stalls += o.executor_stalls;
 }
 
 std::string ReplayCommand(uint64_t seed) {
@@ -82,10 +90,11 @@ std::string ReplayCommand(uint64_t seed) {
 }
 
 std::string SimConfig::Describe() const {
-  std::string s = absl::StrCat("guest<=", protocol::VersionName(guest_max_version),
-                               " host<=", protocol::VersionName(host_max_version),
-                               " to_host=", DelayName(to_host), " to_guest=", DelayName(to_guest),
-                               " irq=", DelayName(interrupts));
+  std::string s =
+      absl::StrCat("guest<=", protocol::VersionName(guest_max_version),
+                   " host<=", protocol::VersionName(host_max_version),
+                   " to_host=", DelayName(to_host), " to_guest=", DelayName(to_guest),
+                   " irq=", DelayName(interrupts), " executor_lag=", DelayName(executor_lag));
   if (drops) {
     absl::StrAppend(&s, " drops=", static_cast<int>(drop_probability * 100), "%");
   }
@@ -93,20 +102,27 @@ std::string SimConfig::Describe() const {
     absl::StrAppend(&s, " poll(guest=", absl::FormatDuration(guest_poll),
                     ",host=", absl::FormatDuration(host_poll), ")");
   }
+  if (stalls) absl::StrAppend(&s, " executor_stalls");
   absl::StrAppend(&s, " map=", async_map ? "async" : "sync",
                   " deadlines=", tight_deadlines ? "tight" : "generous");
   if (monitored_offers) absl::StrAppend(&s, " monitored(", monitor_latency_us, "us)");
-  if (drain_budget != 0) absl::StrAppend(&s, " drain_budget=", drain_budget);
-  if (split_unmask) absl::StrAppend(&s, " split_unmask");
   if (link_loss) absl::StrAppend(&s, " link_loss");
-  absl::StrAppend(&s, " remap=", remap_relids ? "yes" : "no", " rounds=", rounds,
+  absl::StrAppend(&s, " polling_opens=", static_cast<int>(polling_opens * 100),
+                  "% small_budgets=", static_cast<int>(small_budgets * 100), "%");
+  if (stuck_chance > 0) {
+    absl::StrAppend(&s, " stuck=", static_cast<int>(stuck_chance * 100),
+                    "%(<=", absl::FormatDuration(max_stuck), ")");
+  }
+  if (blocking_calls > 0) {
+    absl::StrAppend(&s, " blocking_calls=", static_cast<int>(blocking_calls * 100),
+                    "%(grace<=", absl::FormatDuration(max_grace), ")");
+  }
+  if (inline_host > 0)
+    absl::StrAppend(&s, " inline_host=", static_cast<int>(inline_host * 100), "%");
+  absl::StrAppend(&s, " stall_report=", absl::FormatDuration(stall_report),
+                  " remap=", remap_relids ? "yes" : "no", " rounds=", rounds,
                   " ops=", ops_per_round, " gap<=", op_gap_us, "us");
   return s;
-}
-
-void SimChannel::OnEvent(uint32_t relid) {
-  (void)relid;
-  world_->OnChannelEvent(*this);
 }
 
 // ---- Construction and the run ------------------------------------------------------------
@@ -115,10 +131,17 @@ World::World(const SimOptions& options)
     : options_(options), rng_(options.seed), link_rng_(rng_.Fork()), sched_(absl::UnixEpoch()) {}
 
 World::~World() {
-  // The table must be empty when it goes; the channels' memory goes with filed_.
-  for (auto& [offer, channel] : channels_) (void)table_.Retire(channel->relid_, absl::Now());
-  channels_.clear();
-  dispatcher_.reset();
+  // The executor stops first (every waiting call fails, channels forget the bus, its memory
+  // goes back); nothing is checked any more.
+  tearing_down_ = true;
+  if (backend_ != nullptr) backend_->set_quiet(true);
+  if (executor_ != nullptr) executor_->Stop();
+  executor_.reset();
+  offers_.clear();
+  sessions_.clear();
+  calls_.clear();
+  dispatch_.reset();
+  backend_.reset();
 }
 
 void World::ChooseConfig() {
@@ -126,8 +149,8 @@ void World::ChooseConfig() {
     return rng_.Chance(0.5) ? protocol::kNewestVersion
                             : protocol::kGuestVersions[rng_.Below(protocol::kGuestVersions.size())];
   };
-  auto delay = [&] {
-    switch (rng_.Weighted({2, 5, 3})) {
+  auto delay = [&](uint32_t zero, uint32_t small, uint32_t wide) {
+    switch (rng_.Weighted({zero, small, wide})) {
       case 0:
         return DelayMode::kZero;
       case 1:
@@ -138,40 +161,65 @@ void World::ChooseConfig() {
   };
   config_.guest_max_version = version();
   config_.host_max_version = version();
-  config_.to_host = delay();
-  config_.to_guest = delay();
-  config_.interrupts = delay();
+  config_.to_host = delay(2, 5, 3);
+  config_.to_guest = delay(2, 5, 3);
+  config_.interrupts = delay(2, 5, 3);
+  config_.executor_lag = delay(5, 3, 2);
+  config_.stalls = rng_.Chance(0.5);
   config_.drops = rng_.Chance(0.3);
   config_.drop_probability = config_.drops ? static_cast<double>(rng_.Range(5, 50)) / 100 : 0;
   config_.polling = config_.drops;
   config_.guest_poll = absl::Microseconds(rng_.Range(100, 2000));
   config_.host_poll = absl::Microseconds(rng_.Range(100, 2000));
   config_.async_map = rng_.Chance(0.2);
-  config_.tight_deadlines = rng_.Chance(0.25);
+  config_.tight_deadlines = rng_.Chance(0.35);
   config_.monitored_offers = rng_.Chance(0.3);
   config_.monitor_latency_us = static_cast<uint32_t>(rng_.Range(20, 500));
   config_.remap_relids = rng_.Chance(0.5);
   config_.link_loss = rng_.Chance(0.25);
-  config_.drain_budget = rng_.Chance(0.3) ? rng_.Range(1, 8) : 0;
-  config_.split_unmask = rng_.Chance(0.3);
+  static constexpr double kShares[] = {0, 0.3, 0.7, 1};
+  config_.polling_opens = kShares[rng_.Weighted({4, 3, 2, 1})];
+  config_.small_budgets = kShares[rng_.Below(3)];
+  config_.stuck_chance = rng_.Chance(0.5) ? static_cast<double>(rng_.Range(1, 10)) / 100 : 0;
+  config_.max_stuck = absl::Microseconds(rng_.Range(50, 3000));
+  config_.blocking_calls = kShares[rng_.Weighted({3, 3, 3, 1})];
+  config_.max_grace = absl::Microseconds(rng_.Range(0, 1000));
+  config_.inline_host = rng_.Chance(0.3) ? static_cast<double>(rng_.Range(10, 60)) / 100 : 0;
+  config_.stall_report =
+      rng_.Chance(0.5) ? absl::Microseconds(rng_.Range(100, 2000)) : absl::Seconds(5);
   config_.rounds = static_cast<int>(rng_.Range(1, 4));
   static constexpr uint32_t kGaps[] = {30, 150, 400};
   config_.op_gap_us = kGaps[rng_.Below(3)];
   config_.ops_per_round = static_cast<int>(rng_.Range(15, 50));
-  if (options_.faults.blind_async_map) config_.async_map = true;
-  if (options_.faults.skip_unmask_recheck) {
-    // Only the re-check can find packets written inside the unmask window; nobody polls.
-    config_.split_unmask = true;
+  const SimFaults& f = options_.faults;
+  if (f.blind_async_map) config_.async_map = true;
+  if (f.skip_unmask_recheck) {
+    // Only the re-check can find packets the host wrote while the drain was about to unmask
+    // (the host reacts inside the guest's signal); nobody polls, so a skipped one stalls.
+    config_.inline_host = 0.6;
     config_.drops = false;
     config_.polling = false;
     config_.monitored_offers = false;
+    config_.polling_opens = 0;
   }
-  if (options_.faults.lose_wakeups) {
+  if (f.lose_wakeups) {
     // Lose interrupts with nobody polling: a dropped wakeup that matters must stall the run.
     config_.drops = true;
     config_.drop_probability = 0.5;
     config_.polling = false;
     config_.monitored_offers = false;
+  }
+  if (f.ignore_in_use || f.free_held_memory) {
+    // Retires while a receive callback blocks.
+    config_.stuck_chance = 0.3;
+    config_.polling_opens = 0;
+  }
+  if (f.complete_abandoned) {
+    // Callers that give up before a held-up executor answers.
+    config_.tight_deadlines = true;
+    config_.blocking_calls = 1;
+    config_.executor_lag = DelayMode::kWide;
+    config_.stalls = true;
   }
 }
 
@@ -184,23 +232,30 @@ absl::Status World::Setup() {
   absl::StatusOr<uint8_t*> base = memory_->Translate(layout.first_data_pfn);
   if (!base.ok()) return base.status();
   pool_.emplace(*base, layout.first_data_pfn, memory_->page_count() - layout.first_data_pfn);
-  absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan(memory_->GuestEventPage(), protocol::kPageSize));
-  absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan(memory_->HostEventPage(), protocol::kPageSize));
-  if (!guest_events.ok()) return guest_events.status();
-  if (!host_events.ok()) return host_events.status();
-  guest_events_.emplace(*guest_events);
-  host_events_.emplace(*host_events);
-  absl::StatusOr<ChannelTable::Dispatcher> dispatcher = table_.RegisterDispatcher();
-  if (!dispatcher.ok()) return dispatcher.status();
-  dispatcher_.emplace(*std::move(dispatcher));
 
+  // The guest: the production executor on the simulated backend.
+  SimBackendPeer* peer = this;
+  backend_ = std::make_unique<SimBackend>(memory_.get(), &*pool_, peer);
+  if (absl::Status s = backend_->Start(nullptr); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<EventDispatch>> dispatch = EventDispatch::Create(&table_);
+  if (!dispatch.ok()) return dispatch.status();
+  dispatch_ = *std::move(dispatch);
+  if (absl::Status s = dispatch_->Attach(backend_->ReceiveEventFlags()); !s.ok()) return s;
+  const ContactInfo contact = backend_->contact_info();
   BusConfig bus_config;
   bus_config.max_version = config_.guest_max_version;
-  bus_config.monitor_page1 = layout.monitor_page1_pfn * protocol::kPageSize;
-  bus_config.monitor_page2 = layout.monitor_page2_pfn * protocol::kPageSize;
-  bus_ = std::make_unique<BusState>(bus_config);
+  bus_config.target_vcpu = contact.target_vcpu;
+  bus_config.message_sint = contact.message_sint;
+  bus_config.monitor_page1 = contact.monitor_page1_gpa;
+  bus_config.monitor_page2 = contact.monitor_page2_gpa;
+  ExecutorOptions executor_options;
+  executor_options.stall_report = config_.stall_report;
+  executor_options.fault = [this](PlantedFault f) { return OnFaultPoint(f); };
+  ChannelLink* link = this;
+  ExecutorListener* listener = this;
+  executor_ = std::make_unique<BusExecutor>(backend_.get(), &table_, link, listener, bus_config,
+                                            std::move(executor_options));
+  post_tail_ = sched_.now();
 
   mock::EngineOptions engine_options;
   engine_options.settings.set_max_version(config_.host_max_version);
@@ -274,6 +329,7 @@ SimResult World::Run() {
   result.config = config_.Describe();
   result.fault_fired = fault_fired_;
   stats_.virtual_time = sched_.elapsed();
+  if (executor_ != nullptr) stats_.calls_undone = executor_->counters().calls_undone;
   result.stats = stats_;
   if (failed_) {
     result.report = absl::StrCat(
@@ -315,10 +371,12 @@ void World::Scenario() {
 
 bool World::Connect() {
   const absl::Time deadline = sched_.now() + kGenerousDeadline;
-  const RequestId id = GuestCall(RequestKind::kConnect, OfferId(), deadline,
-                                 [&](Actions* out) { return bus_->Connect(deadline, out); });
+  const uint64_t id = IssueCall(RequestKind::kConnect, OfferId(), deadline, 0,
+                                [deadline](BusExecutor& executor, CallDone done) {
+                                  executor.Connect(deadline, std::move(done));
+                                });
   if (!RunUntilSettled("connect", kSettleBudget)) return false;
-  if (!issued_.at(id).completed) Fail("connect never completed");
+  if (!calls_.at(id).completed) Fail("connect never completed");
   CheckSettled();
   return !failed_;
 }
@@ -335,8 +393,10 @@ bool World::Unload(absl::string_view phase) {
     }
   }
   const absl::Time deadline = sched_.now() + kGenerousDeadline;
-  GuestCall(RequestKind::kUnload, OfferId(), deadline,
-            [&](Actions* out) { return bus_->Unload(deadline, out); });
+  IssueCall(RequestKind::kUnload, OfferId(), deadline, 0,
+            [deadline](BusExecutor& executor, CallDone done) {
+              executor.Unload(deadline, std::move(done));
+            });
   const int crossing = static_cast<int>(rng_.Range(0, 5));
   if (crossing > 0) ScheduleChaos(crossing);
   in_unload_ = true;
@@ -350,43 +410,11 @@ bool World::Unload(absl::string_view phase) {
 bool World::UnloadAndReconnect() {
   if (!CloseEverything() || !Unload("unload")) return false;
   if (failed_) return false;
-  if (bus_->phase() != BusPhase::kDisconnected) {
-    Fail(absl::StrCat("after unload the bus is ", BusPhaseName(bus_->phase())));
+  if (executor_->phase() != BusPhase::kDisconnected) {
+    Fail(absl::StrCat("after unload the bus is ", BusPhaseName(executor_->phase())));
     return false;
   }
   return Connect();
-}
-
-bool World::CloseEverything() {
-  for (int pass = 0; pass < 8; ++pass) {
-    if (!RunUntilSettled("closing everything", kSettleBudget)) return false;
-    bool busy = false;
-    for (const auto& [id, offer] : offers_) {
-      std::optional<ChannelStatus> st = bus_->GetChannel(id);
-      if (!st || st->offer_state != OfferState::kActive) continue;
-      if (st->channel_state == ChannelState::kClosed) continue;
-      busy = true;
-      const OfferId target = id;
-      const absl::Time deadline = Deadline();
-      GuestCall(RequestKind::kClose, target, deadline,
-                [&](Actions* out) { return bus_->Close(target, deadline, out); });
-      if (failed_) return false;
-    }
-    for (const GpadlStatus& g : bus_->Gpadls()) {
-      if (g.ring || g.state != GpadlState::kCreated || g.abandoned) continue;
-      std::optional<ChannelStatus> st = bus_->GetChannel(g.offer);
-      if (!st || st->offer_state != OfferState::kActive) continue;
-      busy = true;
-      const absl::Time deadline = Deadline();
-      GuestCall(RequestKind::kGpadlTeardown, g.offer, deadline, [&](Actions* out) {
-        return bus_->TeardownGpadl(g.offer, g.handle, deadline, out);
-      });
-      if (failed_) return false;
-    }
-    if (!busy) return true;
-  }
-  Fail("channels or GPADLs still open after 8 rounds of closing everything");
-  return false;
 }
 
 void World::ScheduleChaos(int ops) {
@@ -409,9 +437,11 @@ void World::RunOp() {
     kHotAdd,
     kRefuse,
     kLinkLoss,
+    kStall,
   };
   const size_t op =
-      rng_.Weighted({18, 8, 7, 5, 4, 30, 12, 5, 4, 2, config_.link_loss && !in_unload_ ? 2u : 0u});
+      rng_.Weighted({18, 8, 7, 5, 4, 30, 12, 5, 4, 2, config_.link_loss && !in_unload_ ? 2u : 0u,
+                     config_.stalls ? 8u : 0u});
   switch (op) {
     case kOpen:
       OpOpen();
@@ -443,8 +473,11 @@ void World::RunOp() {
     case kRefuse:
       OpRefuse();
       break;
-    default:
+    case kLinkLoss:
       OpLinkLoss();
+      break;
+    default:
+      OpStall();
       break;
   }
   if (ops_left_ > 0) {
@@ -462,7 +495,7 @@ bool World::RunUntilSettled(absl::string_view phase, absl::Duration budget) {
     if (!sched_.HasWork()) {
       if (DataQuiescent()) {
         ++stats_.settles;
-        Trace(absl::StrCat("settled (", phase, ") at +", Now()));
+        Trace(absl::StrCat("settled (", phase, ") at +", Elapsed()));
         return true;
       }
       if (!idle_since) idle_since = sched_.now();
@@ -498,18 +531,46 @@ void World::RunStep() {
     Fail(absl::StrCat("more than ", options_.max_steps, " steps"));
     return;
   }
-  sched_.RunNext([this](absl::string_view label) {
-    Trace(absl::StrCat("#", stats_.steps, " +", Now(), " ", label));
-  });
+  try {
+    sched_.RunNext([this](absl::string_view label) {
+      Trace(absl::StrCat("#", stats_.steps, nest_depth_ > 0 ? " (nested) +" : " +", Elapsed(), " ",
+                         label));
+    });
+  } catch (const SimAbort&) {
+    // A check failed inside a blocked receive callback, which unwound the production drain
+    // around it: the run is over (see OnCallbackPacket).
+    return;
+  }
+  if (!late_failure_.empty()) Fail(late_failure_);
   if (failed_) return;
   CheckDoorbells();
+  SyncWakeup();
+  ObserveSessions();
   if (!failed_) CheckStep();
 }
 
+void World::RunNested(absl::Duration duration) {
+  const absl::Time until = sched_.now() + duration;
+  ++nest_depth_;
+  while (!failed_) {
+    const std::optional<absl::Time> next = sched_.NextTime();
+    if (!next || *next > until) break;
+    RunStep();
+  }
+  if (!failed_) sched_.AdvanceTo(until);
+  --nest_depth_;
+}
+
 bool World::DataQuiescent() const {
-  if (bus_->pending_requests() != 0) return false;
-  for (const auto& [offer, channel] : channels_) {
-    if (!channel->send_queue_.empty()) return false;
+  if (bus().pending_requests() != 0) return false;
+  if (!executor_->RetiringOffers().empty()) return false;
+  for (const auto& [id, call] : calls_) {
+    if (!call.completed && !call.abandoned) return false;
+  }
+  for (uint64_t sid : live_sessions_) {
+    for (const auto& queue : sessions_.at(sid).senders) {
+      if (!queue.empty()) return false;
+    }
   }
   for (const auto& [relid, queue] : host_raw_queue_) {
     if (!queue.empty()) return false;
@@ -524,19 +585,27 @@ bool World::DataQuiescent() const {
 }
 
 std::string World::Unsettled() const {
-  if (bus_->pending_requests() != 0) {
-    for (const auto& [id, issued] : issued_) {
-      if (!issued.completed) {
-        return absl::StrCat("request ", id.value(), " (", RequestKindName(issued.kind),
-                            ") has not completed");
-      }
+  for (const auto& [id, call] : calls_) {
+    if (!call.completed && !call.abandoned) {
+      return absl::StrCat("call ", id, " (", RequestKindName(call.kind), " of offer ",
+                          call.offer.value(), ") has not completed",
+                          call.started ? "" : " (the executor has not run it)");
     }
-    return absl::StrCat(bus_->pending_requests(), " requests pending");
   }
-  for (const auto& [offer, channel] : channels_) {
-    if (!channel->send_queue_.empty()) {
-      return absl::StrCat("relid ", channel->relid_, " has ", channel->send_queue_.size(),
-                          " guest packets waiting for ring space");
+  if (bus().pending_requests() != 0) {
+    return absl::StrCat(bus().pending_requests(), " BusState requests pending");
+  }
+  if (std::vector<OfferId> retiring = executor_->RetiringOffers(); !retiring.empty()) {
+    return absl::StrCat("the receive side of offer ", retiring.front().value(),
+                        " is still retiring");
+  }
+  for (uint64_t sid : live_sessions_) {
+    const Session& s = sessions_.at(sid);
+    for (int k = 0; k < Session::kSenders; ++k) {
+      if (!s.senders[k].empty()) {
+        return absl::StrCat("sender ", k, " of relid ", s.relid, " has ", s.senders[k].size(),
+                            " packets waiting for ring space");
+      }
     }
   }
   for (const auto& [relid, queue] : host_raw_queue_) {
@@ -547,8 +616,9 @@ std::string World::Unsettled() const {
   }
   for (const auto& [id, s] : sessions_) {
     if (!s.both_open()) continue;
+    const char* mode = s.callback_mode ? "callback mode" : "polling mode";
     if (!s.echo_expect.empty()) {
-      return absl::StrCat("relid ", s.relid, " (open on both sides) still owes ",
+      return absl::StrCat("relid ", s.relid, " (open on both sides, ", mode, ") still owes ",
                           s.echo_expect.size(), " echo replies (first trans_id ",
                           s.echo_expect.front().trans_id, ")");
     }
@@ -557,8 +627,8 @@ std::string World::Unsettled() const {
                           s.host_expect.size(), " guest packets");
     }
     if (!s.guest_expect.empty()) {
-      return absl::StrCat("relid ", s.relid, " (open on both sides): the guest has not read ",
-                          s.guest_expect.size(), " host packets");
+      return absl::StrCat("relid ", s.relid, " (open on both sides, ", mode,
+                          "): the guest has not read ", s.guest_expect.size(), " host packets");
     }
   }
   return "nothing outstanding";
@@ -572,13 +642,13 @@ void World::Fail(std::string what) {
   failure_ = std::move(what);
 }
 
-void World::Trace(std::string line) {
+void World::Trace(std::string line) const {
   if (options_.verbose) std::fprintf(stderr, "%s\n", line.c_str());
   trace_.push_back(std::move(line));
   while (trace_.size() > options_.trace_tail) trace_.pop_front();
 }
 
-std::string World::Now() const { return absl::FormatDuration(sched_.elapsed()); }
+std::string World::Elapsed() const { return absl::FormatDuration(sched_.elapsed()); }
 
 absl::Duration World::Delay(DelayMode mode) {
   switch (mode) {
@@ -591,171 +661,6 @@ absl::Duration World::Delay(DelayMode mode) {
                                    : absl::Microseconds(link_rng_.Range(100, 3000));
   }
   return absl::ZeroDuration();
-}
-
-// ---- Control-message transports (in order per direction) -------------------------------------
-
-void World::SendToHost(v1::ControlMessage message) {
-  if (options_.faults.drop_relid_released && message.has_relid_released() && !fault_fired_) {
-    fault_fired_ = true;
-    Trace(absl::StrCat("    fault: the link loses ", DescribeControlMessage(message)));
-    return;
-  }
-  // Order is kept: a message never overtakes the one sent before it.
-  const absl::Time at = std::max(sched_.now() + Delay(config_.to_host), to_host_tail_);
-  to_host_tail_ = at;
-  std::string label = absl::StrCat("deliver to host: ", DescribeControlMessage(message));
-  to_host_.push_back(std::move(message));
-  sched_.At(at, SimScheduler::kWork, std::move(label), [this, epoch = link_epoch_] {
-    if (epoch == link_epoch_) DeliverToHost();  // else the link broke with it in flight
-  });
-}
-
-void World::DeliverToHost() {
-  v1::ControlMessage m = std::move(to_host_.front());
-  to_host_.pop_front();
-  ++stats_.messages_to_host;
-  LedgerRequest(m);
-  if (m.has_relid_released()) host_rescinded_.erase(m.relid_released().child_relid());
-  if (m.has_unload()) host_rescinded_.clear();  // the host forgets rescinded relids on unload
-  const uint32_t relid = mock::RelidOf(m);
-  host_input_active_ = true;
-  host_input_ = DescribeControlMessage(m);
-  host_input_relid_ = relid;
-  host_input_fault_ = false;
-  host_input_prior_.reset();
-  if (relid != 0) {
-    absl::StatusOr<mock::HostEngine::ChannelSnapshot> c = engine_->FindChannel(guest_id_, relid);
-    if (c.ok()) host_input_prior_ = c->state;
-  }
-  v1::GuestToHost g;
-  *g.mutable_control() = std::move(m);
-  mock::Actions actions;
-  if (absl::Status s = engine_->HandleGuestMessage(guest_id_, g, sched_.now(), &actions); !s.ok()) {
-    Fail(absl::StrCat("host engine rejected a guest message: ", s.ToString()));
-  }
-  ExecuteHost(std::move(actions));
-  host_input_active_ = false;
-}
-
-void World::SendToGuest(v1::ControlMessage message) {
-  int copies = 1;
-  if (options_.faults.duplicate_open_result && message.has_open_result() &&
-      message.open_result().status() == 0 && !fault_fired_) {
-    fault_fired_ = true;
-    copies = 2;
-    Trace(absl::StrCat("    fault: the link duplicates ", DescribeControlMessage(message)));
-  }
-  for (int i = 0; i < copies; ++i) {
-    const absl::Time at = std::max(sched_.now() + Delay(config_.to_guest), to_guest_tail_);
-    to_guest_tail_ = at;
-    std::string label = absl::StrCat("deliver to guest: ", DescribeControlMessage(message));
-    to_guest_.push_back(message);
-    sched_.At(at, SimScheduler::kWork, std::move(label), [this, epoch = link_epoch_] {
-      if (epoch == link_epoch_) DeliverToGuest();
-    });
-  }
-}
-
-void World::DeliverToGuest() {
-  v1::ControlMessage m = std::move(to_guest_.front());
-  to_guest_.pop_front();
-  ++stats_.messages_to_guest;
-  if (m.has_offer()) {
-    const uint32_t relid = m.offer().child_relid();
-    if (std::optional<OfferId> held = bus_->FindOfferByRelid(relid); held.has_value()) {
-      std::optional<ChannelStatus> st = bus_->GetChannel(*held);
-      Fail(absl::StrCat("the host offered relid ", relid, " while the guest still holds it (offer ",
-                        held->value(), ", ", st ? OfferStateName(st->offer_state) : "?", ")"));
-      return;
-    }
-  }
-  if (m.has_offer() && released_relids_.erase(m.offer().child_relid()) > 0) {
-    ++stats_.relid_reuses;  // a relid the guest released is offered again
-  }
-  guest_input_is_reply_ = LedgerReply(m);
-  if (failed_) return;
-  Actions actions;
-  bus_->OnHostMessage(m, &actions);
-  ExecuteGuest(std::move(actions));
-  guest_input_is_reply_ = false;
-}
-
-// ---- Interrupts ---------------------------------------------------------------------------
-
-void World::CheckDoorbells() {
-  // A doorbell that moved since the last step was rung: that side raised an interrupt.
-  const uint32_t guest_bell = memory_->DoorbellValue(mock::Doorbell::kGuest);
-  if (guest_bell != guest_bell_seen_) {
-    guest_bell_seen_ = guest_bell;
-    RaiseInterrupt(/*to_guest=*/true);
-  }
-  const uint32_t host_bell = memory_->DoorbellValue(mock::Doorbell::kHost);
-  if (host_bell != host_bell_seen_) {
-    host_bell_seen_ = host_bell;
-    RaiseInterrupt(/*to_guest=*/false);
-  }
-}
-
-void World::RaiseInterrupt(bool to_guest) {
-  ++stats_.interrupts;
-  const char* side = to_guest ? "guest" : "host";
-  if (config_.drops && link_rng_.Chance(config_.drop_probability)) {
-    ++stats_.interrupts_dropped;
-    if (options_.faults.lose_wakeups) fault_fired_ = true;
-    Trace(absl::StrCat("    interrupt to the ", side, " dropped"));
-    return;
-  }
-  bool& pending = to_guest ? guest_irq_pending_ : host_irq_pending_;
-  if (pending) return;  // one is on its way; its scan sees every bit set by then
-  pending = true;
-  sched_.After(Delay(config_.interrupts), SimScheduler::kWork, absl::StrCat(side, " interrupt"),
-               [this, to_guest] {
-                 if (to_guest) {
-                   guest_irq_pending_ = false;
-                   GuestInterrupt("interrupt");
-                 } else {
-                   host_irq_pending_ = false;
-                   HostInterrupt("interrupt");
-                 }
-               });
-}
-
-void World::GuestInterrupt(absl::string_view why) {
-  const DispatchStats d = dispatcher_->Dispatch(*guest_events_);
-  if (d.delivered + d.spurious > 0) {
-    Trace(absl::StrCat("    guest ", why, ": ", d.delivered, " channel events, ", d.spurious,
-                       " spurious"));
-  }
-}
-
-void World::HostInterrupt(absl::string_view why) {
-  if (plane_ == nullptr) return;  // detached
-  const size_t drained = plane_->ProcessEvents();
-  if (drained > 0) Trace(absl::StrCat("    host ", why, ": drained ", drained, " channels"));
-}
-
-void World::SchedulePoll(bool guest) {
-  const absl::Duration period = guest ? config_.guest_poll : config_.host_poll;
-  sched_.After(period, SimScheduler::kPeriodic, guest ? "guest poll" : "host poll", [this, guest] {
-    ++stats_.polls;
-    if (guest) {
-      GuestInterrupt("poll");
-    } else {
-      HostInterrupt("poll");
-    }
-    SchedulePoll(guest);
-  });
-}
-
-void World::ScheduleHostMonitorScan() {
-  sched_.After(absl::Microseconds(config_.monitor_latency_us), SimScheduler::kPeriodic,
-               "host monitor scan", [this] {
-                 if (plane_ != nullptr && plane_->HasMonitoredChannels()) {
-                   HostInterrupt("monitor scan");
-                 }
-                 ScheduleHostMonitorScan();
-               });
 }
 
 }  // namespace vbus::sim

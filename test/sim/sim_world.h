@@ -1,42 +1,69 @@
-// Deterministic simulation of a whole channel bus: the guest's BusState plus a small guest
-// runtime on one side, the mock host's real HostEngine and GuestDataPlane (echo and raw
-// devices over core rings) on the other, wired through a seeded in-memory scheduler with a
-// virtual clock. No threads, no real clocks: a seed reproduces a run exactly.
+// Deterministic simulation of a whole channel bus: the guest's PRODUCTION runtime — BusExecutor
+// (with its BusState), Channels, EventDispatch and ChannelTable, on a SimBackend — against the
+// mock host's real HostEngine and GuestDataPlane (echo and raw devices over core rings), wired
+// through a seeded in-memory scheduler with a virtual clock. No threads, no real clocks: a seed
+// reproduces a run exactly. The simulation's own guest code is only the application: the
+// scenario's calls, drivers that release removed offers, senders and receivers.
 //
 // What one seed chooses (see SimConfig, printed by Describe()):
 //   - guest and host maximum protocol versions (negotiation must land on the lower);
 //   - control-message delays in each direction (order within a direction is kept, as the
-//     real transports keep it; the protocol relies on it);
+//     real transports keep it; the protocol relies on it), how long work posted to the
+//     executor waits, and whether the executor's thread is sometimes held up (its inputs —
+//     host messages, calls, timers — wait, then run in order);
 //   - interrupt (doorbell) delays, and whether interrupts may be dropped — then both sides
-//     poll their event pages periodically, the way real drivers recover (the mock host's
-//     doorbell loop scans on a timer; a guest's event loop would too). Without drops there is
-//     no polling at all, so a lost wakeup (a missed signal-suppression case) stalls the run
-//     and is reported;
-//   - whether the host maps rings synchronously (as MockHost does) or after a delay (the
-//     engine's CompleteOpen contract allows it);
-//   - generous deadlines (then no call may time out) or tight ones (timeouts are exercised);
+//     poll their event pages periodically, the way real drivers recover. Without drops there
+//     is no polling at all, so a lost wakeup (a missed signal-suppression case) stalls the
+//     run and is reported;
+//   - whether the host maps rings synchronously (as MockHost does) or after a delay, and
+//     whether it sometimes reacts to a guest signal at once, inside the signalling call (so it
+//     writes into a ring the guest is in the middle of draining);
+//   - generous deadlines (then no call may time out) or tight ones (timeouts are exercised),
+//     and which callers wait on a CallTicket and give up at their deadline plus a grace —
+//     sometimes before the executor has answered (the executor must then undo the call);
+//   - per open: ring sizes, target VP, user data, drain budget, and callback or polling mode
+//     (polling channels are polled with Channel::Poll after interrupts, in seeded batches);
+//   - receive callbacks that block: a seeded share of deliveries runs the world on (nested
+//     steps) for a while from inside the callback, so closes, rescinds, reopen attempts, link
+//     losses and unloads land while the channel's drain is in progress;
 //   - the initial offers (echo and raw devices, sub-channels, monitored or not), and a stream
 //     of scenario steps at random times: opens, closes, GPADL creates and teardowns, modify,
-//     packet bursts both ways, host rescinds, hot-adds, injected host refusals, unload and
-//     reconnect (with or without relid remapping).
+//     packets both ways (two senders per channel, mixed sizes, requests whose echo comes back
+//     as a completion, WhenWritable when the ring is full), host rescinds, hot-adds, injected
+//     host refusals, link losses, unload and reconnect (with or without relid remapping).
 //
-// What is checked after EVERY step (an event), with the failing step's number:
+// What is checked after EVERY step (an event, nested ones included), with its number:
 //   - BusState::CheckInvariants();
-//   - no channel both open and rescinded (guest table, guest state, host mapping);
-//   - every GPADL released exactly once by the guest, never while the host still maps its
-//     pages, and its pages freed only then; the host's GPADL table never holds a handle the
-//     guest released unless a message that drops it is on its way;
-//   - every packet delivered in order with its exact bytes (echo: guest → host → guest;
-//     raw: both directions), none duplicated or invented;
+//   - the channel table holds exactly the channels BusState has published; no channel both
+//     open and rescinded (guest state, table, host mapping);
+//   - guest memory: every run the executor holds is described by a GPADL BusState has live
+//     (and the executor files it) or held by a retiring channel; every free happens only once
+//     the host no longer maps its pages and BusState released its GPADL; the host's GPADL
+//     table never holds a handle the guest released unless a message that drops it is on its
+//     way;
+//   - every packet delivered in order with its exact bytes (echo: guest → host → guest,
+//     replies and completions in one order; raw: both directions), none duplicated or
+//     invented;
 //   - relids: the host never re-offers a relid the guest still holds, the guest releases a
-//     relid only after retiring its channel, and the host forgets it only when told;
-//   - every call completes exactly once, never after its deadline (virtual time), with a
-//     status that fits what happened; every host reply answers a request the host received
-//     (no duplicates); the host refuses nothing that a correct guest could not have caused,
-//     and the guest ignores no host input except stale replies.
+//     relid only after its table slot is clear, and the host forgets it only when told;
+//   - receive quiescence: while a receive callback blocks, its channel keeps its receive side
+//     (a retired one is listed by RetiringOffers), its memory stays allocated, no Close of it
+//     returns OK and its OfferRemoved is not passed on; no callback runs after its Close
+//     returned OK or its offer was removed;
+//   - every call is claimed and completed exactly once, never after its deadline unless the
+//     executor got to it late, with a status that fits what happened; a call whose caller gave
+//     up is never completed; every host reply answers a request the host received (no
+//     duplicates); the host refuses nothing that a correct guest could not have caused, and the
+//     guest ignores no host input except stale replies.
 // And at every settle point (no work left): guest and host agree on which channels are
 // open and on the live GPADLs, every packet sent on an open channel has arrived, every call
-// has completed; at the end all memory is back in the page pool.
+// has completed or was given up, no channel is retiring, a channel whose last open was given
+// up is closed on both sides and a GPADL whose creation was given up is live on neither; at
+// the end all memory is back in the page pool.
+//
+// Planted bugs (SimFaults) prove the checks work: host- and link-side ones planted by the
+// simulation, guest-side ones planted in the production code through its fault points
+// (ExecutorOptions::fault, core/runtime_internal.h).
 //
 // Replaying a seed:
 //   bazel run //test/sim:sim_replay -- --seed=123 --verbose
@@ -64,17 +91,20 @@ struct SimFaults {
   bool early_relid_reuse = false;
   // Interrupts are dropped although nobody polls (a lost wakeup the protocol cannot survive).
   bool lose_wakeups = false;
-  // The guest runtime does not clear the channel table on RetireChannel.
-  bool skip_retire = false;
-  // The guest's drain ignores what the re-check after unmasking interrupts finds.
-  bool skip_unmask_recheck = false;
   // The host runtime maps rings asynchronously without re-checking that the channel is still
   // opening (the engine's MapRings contract allows it; the memory may be freed by then).
   bool blind_async_map = false;
+  // Planted in the production executor and channels (PlantedFault, core/runtime_internal.h):
+  bool skip_unpublish = false;       // a retired channel stays in the channel table
+  bool ignore_in_use = false;        // a receive side goes while a callback still runs
+  bool free_held_memory = false;     // a retiring channel's memory is freed at ReleaseGpadl
+  bool complete_abandoned = false;   // a call whose caller gave up is completed, not undone
+  bool skip_unmask_recheck = false;  // a drain ignores what its re-check after unmasking finds
 
   bool any() const {
     return drop_relid_released || duplicate_open_result || early_relid_reuse || lose_wakeups ||
-           skip_retire || skip_unmask_recheck || blind_async_map;
+           blind_async_map || skip_unpublish || ignore_in_use || free_held_memory ||
+           complete_abandoned || skip_unmask_recheck;
   }
 };
 
@@ -115,9 +145,18 @@ struct SimStats {
   uint64_t relid_reuses = 0;                // offers of a relid an earlier offer held
   uint64_t guest_ring_full = 0;             // guest writes that found the ring full
   uint64_t host_ring_full = 0;              // host raw sends that found the ring full
-  uint64_t host_waits_for_room = 0;         // guest drains that found pending_send_sz armed
+  uint64_t host_waits_for_room = 0;         // guest signals to a host waiting for room
   uint64_t unmask_rechecks_found_data = 0;  // re-checks after unmasking that found packets
   uint64_t link_losses = 0;                 // GuestLink streams broken mid-round
+  uint64_t completions_verified = 0;        // echo completions matched to their requests
+  uint64_t polled_packets = 0;              // packets received by Channel::Poll
+  uint64_t writable_wakeups = 0;            // WhenWritable callbacks after the ring drained
+  uint64_t stuck_callbacks = 0;             // receive callbacks that blocked
+  uint64_t stuck_over_retire = 0;           // ... while their channel was retired
+  uint64_t calls_abandoned = 0;             // callers that gave up before the result
+  uint64_t calls_undone = 0;                // results the executor undid for them
+  uint64_t inline_host_reactions = 0;       // host reactions inside a guest signal
+  uint64_t executor_stalls = 0;             // times the executor's thread was held up
 
   void Add(const SimStats& o);
 };

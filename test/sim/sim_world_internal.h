@@ -1,13 +1,24 @@
 // The simulated world behind RunSimulation (sim_world.h). Private to test/sim.
 //
 // Source files:
-//   sim_world.cc   setup, the step loop, settling, the scenario, transports, interrupts, trace
-//   sim_guest.cc   the guest runtime: calls into BusState, its actions, channels and packets
-//   sim_host.cc    the host runtime: HostEngine actions, ring mapping, HostControl steps
-//   sim_checks.cc  the invariants (after every step, at settle points, at the end)
+//   sim_world.cc      setup, the step loop (nested steps too), settling, the scenario's phases,
+//                     the trace
+//   sim_executor.cc   the production executor's wiring: ChannelLink, its logs, its wake-ups,
+//                     its sometimes held-up thread, fault points
+//   sim_transport.cc  the two control-message transports, interrupts and polls, and what the
+//                     guest's backend reports (posts, the connection, signals)
+//   sim_backend.cc    SimBackend: the vbus::Backend the production executor runs on
+//   sim_calls.cc      the scenario's calls into the executor: CallDone, tickets that give up,
+//                     and the checks on every result
+//   sim_guest.cc      the guest application: offers, opens and closes, GPADLs, senders,
+//                     receive callbacks (some of which block), polling
+//   sim_host.cc       the host runtime: HostEngine actions, ring mapping, HostControl steps
+//   sim_checks.cc     the invariants (after every step, at settle points, at the end, on every
+//                     free of guest memory)
 #ifndef VBUS_TEST_SIM_SIM_WORLD_INTERNAL_H_
 #define VBUS_TEST_SIM_SIM_WORLD_INTERNAL_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -23,24 +34,32 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "backends/page_pool.h"
-#include "backends/pages.h"
-#include "core/bus_actions.h"
+#include "core/bus_executor.h"
 #include "core/bus_ids.h"
 #include "core/bus_state.h"
+#include "core/call_ticket.h"
+#include "core/channel.h"
 #include "core/channel_table.h"
-#include "core/event_page.h"
+#include "core/event_dispatch.h"
 #include "core/guid.h"
-#include "core/ring_buffer.h"
+#include "core/ignore_reason.h"
+#include "core/runtime_internal.h"
 #include "mock/guest_memory.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/engine.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"
+#include "test/sim/sim_backend.h"
 #include "test/sim/sim_rng.h"
 #include "test/sim/sim_scheduler.h"
 #include "test/sim/sim_world.h"
 
 namespace vbus::sim {
+
+// A deadline no answer can miss: the longest message delay is a few milliseconds.
+inline constexpr absl::Duration kGenerousDeadline = absl::Seconds(10);
+// Settling may take at most this much virtual time while work is scheduled.
+inline constexpr absl::Duration kSettleBudget = absl::Seconds(60);
 
 // How long something takes, per seed.
 enum class DelayMode { kZero, kSmall, kWide };
@@ -52,6 +71,11 @@ struct SimConfig {
   DelayMode to_host = DelayMode::kSmall;
   DelayMode to_guest = DelayMode::kSmall;
   DelayMode interrupts = DelayMode::kSmall;
+  // How long work posted to the executor waits in its queue.
+  DelayMode executor_lag = DelayMode::kZero;
+  // The executor's thread is sometimes held up for a while (scenario steps): its inputs —
+  // host messages, posted calls, timers — wait and then run in order.
+  bool stalls = false;
   // Interrupts may be dropped (with this probability each); then both sides poll.
   bool drops = false;
   double drop_probability = 0;
@@ -68,10 +92,22 @@ struct SimConfig {
   bool remap_relids = false;
   // The GuestLink may break mid-round (both sides see it end; the guest re-attaches).
   bool link_loss = false;
-  // Packets the guest reads per step before continuing in a later step (0 = all).
-  size_t drain_budget = 0;
-  // The guest unmasks (and re-checks) in a step of its own after finding its ring empty.
-  bool split_unmask = false;
+  // Share of opens in polling mode (no receive callback: the application polls).
+  double polling_opens = 0;
+  // Share of opens with a small drain budget (1..8 packets per delivery).
+  double small_budgets = 0;
+  // Chance that a receive callback blocks (runs the world on for a while) and for how long.
+  double stuck_chance = 0;
+  absl::Duration max_stuck;
+  // Share of calls whose caller waits with a ticket and gives up at its deadline plus a grace
+  // of up to max_grace (otherwise the caller takes the result whenever it comes).
+  double blocking_calls = 0;
+  absl::Duration max_grace;
+  // Chance that the host reacts to a guest signal at once, inside the signalling call (a host
+  // on another CPU): it then writes into rings the guest is in the middle of reading.
+  double inline_host = 0;
+  // ExecutorOptions::stall_report.
+  absl::Duration stall_report;
   int rounds = 1;
   int ops_per_round = 30;
   // Scenario steps come at most this many microseconds apart (small: many at once in flight).
@@ -95,27 +131,48 @@ struct SimPacket {
   uint64_t trans_id = 0;
   uint16_t type = 0;
   uint16_t flags = 0;
-  std::vector<uint8_t> payload;  // as sent (unpadded) in send queues; padded in expectations
+  std::vector<uint8_t> payload;
+};
+
+// A packet one of the application's senders has queued.
+struct QueuedPacket {
+  std::vector<uint8_t> payload;
+  bool request = false;  // SendRequest (echo answers with a completion)
+  bool gather = false;   // SendGather in two pieces
 };
 
 // Session: one open attempt of one channel, from the Open call until both sides let go.
 struct Session {
+  static constexpr int kSenders = 2;
+
   uint64_t id = 0;
   OfferId offer;
   uint32_t relid = 0;
   uint32_t ring_gpadl = 0;
   DeviceKind device = DeviceKind::kOther;
+  std::shared_ptr<Channel> channel;
+  bool callback_mode = true;
+  size_t poll_batch = SIZE_MAX;  // polling mode: max_packets per Poll
+  bool poll_pending = false;
+  // The rings (outbound first), once the executor attached them.
+  uint8_t* rings = nullptr;
+  uint32_t outbound_pages = 0;
+  bool started = false;      // the executor ran the Open
   bool guest_open = false;   // the Open completed OK
-  bool guest_ended = false;  // retired (or the open failed before publishing)
+  bool guest_ended = false;  // retired (or the open failed)
   bool host_mapped = false;
   bool host_ended = false;
-  std::deque<SimPacket> echo_expect;   // guest → echo device → guest
+  // A Close of the channel returned OK after this open, or its offer was removed: no receive
+  // callback of it may run any more.
+  bool receive_closed = false;
+  std::deque<SimPacket> echo_expect;   // guest → echo device → guest (replies and completions)
   std::deque<SimPacket> host_expect;   // guest → raw host
   std::deque<SimPacket> guest_expect;  // raw host → guest
-  uint64_t next_trans_id = 1;
+  std::array<std::deque<QueuedPacket>, kSenders> senders;
+  std::array<bool, kSenders> sender_waits{};  // WhenWritable armed
   uint64_t next_host_trans_id = 1;
-  // Largest payload the host may write into the guest's inbound ring.
-  size_t max_host_payload = 0;
+  size_t max_payload = 0;       // largest payload a sender queues
+  size_t max_host_payload = 0;  // largest payload the host writes into the inbound ring
   // What the host's data plane must count for this channel once everything has arrived.
   uint64_t guest_packets = 0;  // written by the guest
   uint64_t guest_bytes = 0;    // (padded, as the host reads them)
@@ -128,75 +185,57 @@ struct Session {
   bool both_open() const { return guest_open && !guest_ended && host_mapped && !host_ended; }
 };
 
-class World;
-
-// SimChannel: the guest runtime's channel object, published in the ChannelTable.
-class SimChannel final : public EventTarget {
- public:
-  SimChannel(World* world, OfferId offer, uint32_t relid, uint64_t session)
-      : world_(world), offer_(offer), relid_(relid), session_(session) {}
-  void OnEvent(uint32_t relid) override;
-
-  World* const world_;
-  const OfferId offer_;
-  const uint32_t relid_;
-  const uint64_t session_;
-  DeviceKind device_ = DeviceKind::kOther;
-  std::optional<uint32_t> monitor_id_;
-  std::optional<OutgoingRing> out_;
-  std::optional<IncomingRing> in_;
-  std::vector<uint8_t> scratch_;
-  std::deque<SimPacket> send_queue_;
-  size_t max_payload_ = 0;
-  // The inbound ring's control page (to see the host's pending_send_sz).
-  RingControlPage* inbound_control_ = nullptr;
-  // A drain continuation (budget or split unmask) is scheduled; interrupts stay masked.
-  bool continuation_pending_ = false;
+// SimCall: a call the scenario made into the executor, until its caller has its result.
+struct SimCall {
+  uint64_t id = 0;
+  RequestKind kind = RequestKind::kConnect;
+  OfferId offer;
+  uint64_t session = 0;  // kOpen
+  absl::Time deadline;
+  // The deadline was short enough to expire (only then may the call time out).
+  bool tight = false;
+  // The caller waits on a ticket and gives up at its deadline plus a grace.
+  bool blocking = false;
+  std::shared_ptr<CallTicket> ticket;
+  SimScheduler::EventId give_up = 0;
+  bool started = false;  // the executor ran the call
+  absl::Time started_at;
+  bool retiring_at_start = false;  // the offer's last receive side was still retiring
+  int claims = 0;
+  bool claim_refused = false;
+  bool completed = false;
+  bool abandoned = false;  // the caller gave up first (told DeadlineExceeded)
+  uint32_t gpadl = 0;      // kGpadlCreate: the handle its GpadlCreate named
+  uint32_t target_vp = 0;  // kModifyChannel
 };
 
-class World {
+// A receive callback that is blocked right now (running the world on).
+struct StuckCallback {
+  uint64_t session = 0;
+  OfferId offer;
+  uint32_t relid = 0;
+  bool overlapped_retire = false;
+};
+
+// Thrown from a blocked receive callback after a check failed inside it: unwinds the
+// production drain so that nothing runs on after the failure (the run is over).
+struct SimAbort {};
+
+class World final : private ChannelLink, private ExecutorListener, private SimBackendPeer {
  public:
   explicit World(const SimOptions& options);
-  ~World();
+  ~World() override;
   World(const World&) = delete;
   World& operator=(const World&) = delete;
 
   SimResult Run();
 
-  // From SimChannel::OnEvent (inside a dispatch section).
-  void OnChannelEvent(SimChannel& channel);
-
  private:
-  // A call the guest made, until its Complete.
-  struct Issued {
-    RequestKind kind = RequestKind::kConnect;
-    OfferId offer;
-    absl::Time deadline;
-    bool completed = false;
-    // The deadline was short enough to expire (only then may the call time out).
-    bool tight = false;
-    uint32_t filed_gpadl = 0;  // memory filed for this call's new GPADL
-    uint32_t target_vp = 0;    // ModifyChannel
-  };
-  // Memory the guest runtime handed to a GPADL, until its ReleaseGpadl.
-  struct FiledGpadl {
-    Pages pages;
-    OfferId offer;
-    uint32_t relid = 0;
-    bool ring = false;
-  };
-  // An Open in progress: where its rings are, until PublishChannel.
-  struct PendingOpen {
-    uint8_t* base = nullptr;
-    uint32_t outbound_pages = 0;
-    uint32_t inbound_pages = 0;
-    uint64_t session = 0;
-    RequestId request;
-  };
-  // A guest offer the runtime knows (OfferAdded until ReleaseOffer).
+  // A guest offer the application knows (OfferAdded until ReleaseOffer).
   struct GuestOffer {
     OfferInfo info;
     DeviceKind device = DeviceKind::kOther;
+    std::shared_ptr<Channel> channel;
     bool removed = false;
   };
   // Reply ledger keys: (kind, a, b).
@@ -211,7 +250,7 @@ class World {
   };
   using LedgerKey = std::tuple<int, uint32_t, uint32_t>;
 
-  // ---- sim_world.cc: loop, transports, interrupts, scenario, trace ----
+  // ---- sim_world.cc: loop, scenario phases, executor wiring, trace ----
   void ChooseConfig();
   absl::Status Setup();
   // Attaches the guest to the host engine (again after a link loss): a new host mapping of
@@ -220,13 +259,39 @@ class World {
   void Scenario();
   bool RunUntilSettled(absl::string_view phase, absl::Duration budget);
   void RunStep();
+  // Runs the world on for `duration` from inside a step (a blocked callback).
+  void RunNested(absl::Duration duration);
+  // Keeps exactly one scheduled event at the executor's next wake-up.
+  void SyncWakeup();
   bool DataQuiescent() const;
   std::string Unsettled() const;
   void Fail(std::string what);
-  void Trace(std::string line);
-  std::string Now() const;
+  void Trace(std::string line) const;
+  std::string Elapsed() const;
   absl::Duration Delay(DelayMode mode);
-  void SendToHost(v1::ControlMessage message);
+  void ScheduleChaos(int ops);
+  void RunOp();
+  bool Connect();
+  bool Unload(absl::string_view phase);
+  bool UnloadAndReconnect();
+  bool OnFaultPoint(PlantedFault fault);
+  // Runs an input of the executor now, or in order after the stall in progress.
+  void ExecutorInput(std::function<void()> input);
+  void OpStall();
+  const BusState& bus() const { return executor_->state(); }
+  // ChannelLink.
+  bool Post(std::function<void(BusExecutor&)> work) override;
+  absl::Status CheckBlockingAllowed(absl::string_view what) const override;
+  absl::Duration call_grace() const override { return absl::Milliseconds(1); }
+  void Log(absl::string_view line) const override;
+  // ExecutorListener.
+  absl::Time Now() override { return sched_.now(); }
+  void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
+  void OfferRemoved(const OfferInfo& offer, const absl::Status& reason) override;
+  void Log(absl::string_view line) override;
+
+  // ---- sim_transport.cc: transports, interrupts, the backend's reports ----
+  absl::Status SendToHost(v1::ControlMessage message);
   void DeliverToHost();
   void SendToGuest(v1::ControlMessage message);
   void DeliverToGuest();
@@ -236,36 +301,38 @@ class World {
   void HostInterrupt(absl::string_view why);
   void SchedulePoll(bool guest);
   void ScheduleHostMonitorScan();
-  void ScheduleChaos(int ops);
-  void RunOp();
-  bool CloseEverything();
-  bool Unload(absl::string_view phase);
-  bool UnloadAndReconnect();
-  bool Connect();
+  // SimBackendPeer.
+  absl::Status BackendPost(const v1::ControlMessage& message) override;
+  void BackendConnection(const NegotiatedConnection& connection) override;
+  void BackendSignal(const ChannelSignal& signal) override;
+  void BackendFree(const SimAllocation& allocation) override;
 
-  // ---- sim_guest.cc: the guest runtime ----
+  // ---- sim_calls.cc: calls into the executor ----
   absl::Time Deadline();
-  // Makes a BusState call: records it, files `memory` under the GPADL it creates (if any),
-  // then carries out its actions.
-  RequestId GuestCall(RequestKind kind, OfferId offer, absl::Time deadline,
-                      const std::function<RequestId(Actions*)>& call, Pages memory = Pages(),
-                      std::optional<PendingOpen> open = std::nullopt);
-  void ExecuteGuest(Actions actions);
-  void OnPublish(const PublishChannel& p);
-  void OnRetire(const RetireChannel& r);
-  void OnReleaseGpadl(const ReleaseGpadl& r);
-  void OnComplete(const Complete& c);
-  void OnIgnored(const InputIgnored& i);
-  void ReleaseLater(OfferId offer);
-  void GuestDrain(SimChannel& channel);
-  bool GuestCommitRead(SimChannel& channel);
-  bool GuestUnmask(SimChannel& channel);
-  void ContinueDrainLater(SimChannel& channel, bool unmask);
-  void GuestHandlePacket(SimChannel& channel, const PacketView& packet);
-  void GuestTrySend(SimChannel& channel);
-  void GuestSignal(SimChannel& channel);
+  // Posts `start` to the executor with a CallDone for a new call; a blocking caller gives up
+  // at its deadline plus a grace. Returns the call's id.
+  uint64_t IssueCall(RequestKind kind, OfferId offer, absl::Time deadline, uint64_t session,
+                     std::function<void(BusExecutor&, CallDone)> start);
+  bool OnClaim(uint64_t id);
+  void OnCallComplete(uint64_t id, const CallResult& result);
+  void CheckResult(SimCall& call, const CallResult& result);
+  void GiveUp(uint64_t id);
+  bool CloseEverything();
+
+  // ---- sim_guest.cc: the guest application ----
   DeviceKind DeviceOf(const Guid& type) const;
   std::vector<OfferId> ActiveOffers() const;
+  std::shared_ptr<Channel> ChannelOf(OfferId offer) const;
+  void ReleaseLater(OfferId offer);
+  // Whether BusState still has `s`'s open in progress or open.
+  bool GuestLive(const Session& s) const;
+  // Ends sessions whose channel BusState retired (senders drop what is queued).
+  void ObserveSessions();
+  void EndSession(Session& s);
+  // The session whose rings the offer's channel has attached now (0: none known).
+  uint64_t AttachedSession(OfferId offer) const;
+  // The executor ran `session`'s Open: note whether it attached the rings.
+  void OpenStarted(uint64_t session);
   void OpOpen();
   void OpClose();
   void OpCreateGpadl();
@@ -273,6 +340,13 @@ class World {
   void OpModify();
   void OpTraffic();
   std::vector<uint8_t> RandomPayload(size_t max);
+  void TrySend(uint64_t session, int sender);
+  void OnCompletion(uint64_t session, const Completion& completion);
+  // A data packet the channel delivered (callback or poll).
+  void OnGuestPacket(uint64_t session, const PacketView& packet, bool polled);
+  void OnCallbackPacket(uint64_t session, const PacketView& packet);
+  void SchedulePolls();
+  void PollSession(uint64_t session);
 
   // ---- sim_host.cc: the host runtime ----
   void ExecuteHost(mock::Actions actions);
@@ -291,12 +365,20 @@ class World {
 
   // ---- sim_checks.cc: invariants ----
   void CheckStep();
+  void CheckTable();
+  void CheckMemory();
+  void CheckStuck();
   void CheckSettled();
+  void CheckAgreement();
   void CheckFinal();
+  void CheckIgnored(bool host_reply);
   void LedgerRequest(const v1::ControlMessage& message);
   bool LedgerReply(const v1::ControlMessage& message);
   bool ExpectPacket(std::deque<SimPacket>& expect, const SimPacket& got, absl::string_view what);
   bool InFlightToHost(const std::function<bool(const v1::ControlMessage&)>& match) const;
+  // GPADL handles BusState has live now.
+  std::set<uint32_t> LiveGpadls() const;
+  bool Retiring(OfferId offer) const;
 
   // ---- State ----
   const SimOptions options_;
@@ -308,30 +390,45 @@ class World {
   bool failed_ = false;
   std::string failure_;
   uint64_t failed_step_ = 0;
-  std::deque<std::string> trace_;
+  mutable std::deque<std::string> trace_;
+  // A failure reported through a const path (a channel's log line), taken up after the step.
+  mutable std::string late_failure_;
   bool fault_fired_ = false;
+  bool tearing_down_ = false;
 
-  // Guest side. Member order matters for destruction: pages before the pool before memory.
+  // Guest side, in destruction order (reverse): the executor before the dispatch, the table,
+  // the backend (which gets the executor's pages back), the pool and the memory.
   std::unique_ptr<mock::GuestMemory> memory_;  // the guest's mapping
   std::optional<PagePool> pool_;
-  std::optional<EventPage> guest_events_;  // host → guest bits
-  std::optional<EventPage> host_events_;   // guest → host bits
-  std::unique_ptr<BusState> bus_;
+  std::unique_ptr<SimBackend> backend_;
   ChannelTable table_;
-  std::optional<ChannelTable::Dispatcher> dispatcher_;
+  std::unique_ptr<EventDispatch> dispatch_;
+  std::unique_ptr<BusExecutor> executor_;
+  SimScheduler::EventId wakeup_event_ = 0;
+  absl::Time wakeup_at_ = absl::InfiniteFuture();
+  absl::Time post_tail_;  // posted work runs in order
+  int nest_depth_ = 0;
+  // The executor's thread is held up: its inputs wait here, in order.
+  bool stalled_ = false;
+  bool catching_up_ = false;  // running what waited
+  std::deque<std::function<void()>> held_inputs_;
+  std::optional<StuckCallback> stuck_;
   std::map<OfferId, GuestOffer> offers_;
-  std::map<OfferId, PendingOpen> pending_opens_;
-  std::map<OfferId, std::unique_ptr<SimChannel>> channels_;  // published
-  std::map<uint32_t, FiledGpadl> filed_;                     // by GPADL handle
-  std::set<uint32_t> created_handles_;                       // sent in a GpadlCreate
-  std::set<uint32_t> released_handles_;
-  std::map<RequestId, Issued> issued_;
-  std::map<RequestId, SimScheduler::EventId> timers_;
+  std::set<uint32_t> relids_seen_;      // every relid an offer ever had (table checks)
+  std::set<uint32_t> created_handles_;  // sent in a GpadlCreate
+  std::map<uint64_t, SimCall> calls_;
+  uint64_t next_call_ = 1;
+  // Sessions whose open its caller gave up on.
+  std::set<uint64_t> abandoned_opens_;
+  std::array<uint64_t, kIgnoreReasonCount> ignored_seen_{};
   uint32_t negotiated_version_ = 0;
+  bool in_when_writable_ = false;
 
   // Sessions (both sides).
   uint64_t next_session_ = 1;
   std::map<uint64_t, Session> sessions_;
+  std::set<uint64_t> live_sessions_;      // started and not guest_ended
+  std::map<OfferId, uint64_t> attached_;  // the session whose rings each channel attached last
   std::map<uint32_t, uint64_t> session_by_ring_gpadl_;
   std::map<uint32_t, uint64_t> host_session_by_relid_;
 
@@ -363,8 +460,7 @@ class World {
   std::optional<mock::HostEngine::ChannelState> host_input_prior_;
   uint32_t host_input_relid_ = 0;
   bool host_input_fault_ = false;  // an injected refusal fired while handling it
-  // The host message the guest is handling: whether it is a reply the ledger accepted.
-  bool guest_input_is_reply_ = false;
+  bool host_busy_ = false;         // the host is processing (no inline reaction inside it)
 
   // Reply ledger: requests the host received, replies the guest received.
   std::map<LedgerKey, uint64_t> ledger_requests_;
