@@ -51,6 +51,15 @@ uint64_t World::IssueCall(RequestKind kind, OfferId offer, absl::Time deadline, 
     call.started = true;
     call.started_at = sched_.now();
     call.retiring_at_start = call.offer.valid() && Retiring(call.offer);
+    if (call.kind == RequestKind::kModifyChannel) {
+      // It retargets whatever open the channel has now; the last one run decides.
+      call.session = AttachedSession(call.offer);
+      if (call.session != 0) {
+        Session& s = sessions_.at(call.session);
+        s.last_modify = id;
+        if (call.abandoned) s.target_vp_known = false;  // the host may still apply it
+      }
+    }
     // What the call allocates is tagged with it (and with the open's session).
     backend_->SetTag(AllocationTag{call.offer, call.session, id});
     start(executor, done);
@@ -128,9 +137,10 @@ void World::GiveUp(uint64_t id) {
       abandoned_opens_.insert(c.session);
       break;
     case RequestKind::kModifyChannel:
-      // The executor moves the channel back if the host applied it; below 5.3 nobody knows.
-      if (const uint64_t sid = AttachedSession(c.offer); sid != 0) {
-        sessions_.at(sid).target_vp_known = false;
+      // The executor moves the channel back if the host applied it, but the host may apply it
+      // only after the executor gave up too (an expired modify is not undone): unknown.
+      if (c.started && c.session != 0 && sessions_.at(c.session).last_modify == c.id) {
+        sessions_.at(c.session).target_vp_known = false;
       }
       break;
     default:
@@ -219,8 +229,9 @@ void World::CheckResult(SimCall& c, const CallResult& r) {
       break;
     }
     case RequestKind::kModifyChannel:
-      if (const uint64_t sid = AttachedSession(c.offer); sid != 0) {
-        Session& s = sessions_.at(sid);
+      // Only the last modify run decides (an earlier one may complete after it).
+      if (c.session != 0 && sessions_.at(c.session).last_modify == c.id) {
+        Session& s = sessions_.at(c.session);
         // From 5.3 an OK means the host applied it; below, the host does not answer (and may
         // refuse without the guest knowing).
         if (r.status.ok() && protocol::HasModifyChannelResponse(negotiated_version_)) {

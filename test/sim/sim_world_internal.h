@@ -181,6 +181,7 @@ struct Session {
   // The target VP the host must have (known from 5.3, where ModifyChannel is answered).
   uint32_t target_vp = 0;
   bool target_vp_known = true;
+  uint64_t last_modify = 0;  // the call that decides target_vp (the last one run)
 
   bool both_open() const { return guest_open && !guest_ended && host_mapped && !host_ended; }
 };
@@ -190,7 +191,7 @@ struct SimCall {
   uint64_t id = 0;
   RequestKind kind = RequestKind::kConnect;
   OfferId offer;
-  uint64_t session = 0;  // kOpen
+  uint64_t session = 0;  // kOpen; kModifyChannel: the open it retargets
   absl::Time deadline;
   // The deadline was short enough to expire (only then may the call time out).
   bool tight = false;
