@@ -92,10 +92,9 @@ class EchoStream {
     // [E2E-C1] release: the fields above are complete before the count says so; pairs with
     // [E2E-C2].
     received_.store(next_, std::memory_order_release);
-    if (next_ == target_.load(std::memory_order_relaxed) || (next_ & 1023) == 0) {
-      MutexLock lock(&mu_);
-      cv_.SignalAll();
-    }
+    // Under mu_, so that a WaitFor either sees this packet counted or has set target_ first.
+    MutexLock lock(&mu_);
+    if (next_ == target_) cv_.SignalAll();
   }
 
   // Sends packets [first, first + count) with back-pressure waits. Returns the first error.
@@ -114,8 +113,8 @@ class EchoStream {
 
   // Waits until `count` echoes arrived (or the deadline).
   bool WaitFor(uint64_t count, absl::Time deadline) {
-    target_.store(count, std::memory_order_relaxed);
     MutexLock lock(&mu_);
+    target_ = count;
     return cv_.AwaitWithDeadline(&mu_, deadline, [&] { return received() >= count; });
   }
 
@@ -134,12 +133,13 @@ class EchoStream {
   uint64_t received_sum_ = kFnvBasis;
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> bad_{0};
-  std::atomic<uint64_t> target_{0};
   // Sender side (the sending thread).
   uint64_t sent_ = 0;
   uint64_t sent_sum_ = kFnvBasis;
+  // The waiter's count (WaitFor): the receive callback signals when it reaches it.
   Mutex mu_;
   CondVar cv_;
+  uint64_t target_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 ChannelOpenOptions EchoOptions(EchoStream* stream, uint32_t pages = 16) {
