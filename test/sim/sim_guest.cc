@@ -480,9 +480,20 @@ void World::OnGuestPacket(uint64_t sid, const PacketView& packet, bool polled) {
 
 void World::OnCallbackPacket(uint64_t sid, const PacketView& packet) {
   OnGuestPacket(sid, packet, /*polled=*/false);
+  // A blocked receive callback: the drain it runs in stays in progress, its dispatcher
+  // announces the relid, other raises leave their work to this scan.
+  MaybeBlock(sid);
+}
+
+void World::OnPolledPacket(uint64_t sid, const PacketView& packet) {
+  OnGuestPacket(sid, packet, /*polled=*/true);
+  // A blocked poller: it holds the channel's receive side until it returns.
+  MaybeBlock(sid);
+}
+
+void World::MaybeBlock(uint64_t sid) {
   if (failed_ || nest_depth_ > 0 || !rng_.Chance(config_.stuck_chance)) return;
-  // The callback blocks: the world goes on around it (the drain it runs in stays in progress,
-  // its dispatcher announces the relid, other raises leave their work to this scan).
+  // The world goes on around the blocked callback.
   const Session& s = sessions_.at(sid);
   const absl::Duration blocked = absl::Microseconds(
       rng_.Range(1, static_cast<uint64_t>(absl::ToInt64Microseconds(config_.max_stuck))));
@@ -515,8 +526,8 @@ void World::PollSession(uint64_t sid) {
   Session& s = sessions_.at(sid);
   s.poll_pending = false;
   if (s.guest_ended || AttachedSession(s.offer) != sid) return;
-  absl::StatusOr<size_t> polled = s.channel->Poll(
-      [this, sid](const PacketView& p) { OnGuestPacket(sid, p, /*polled=*/true); }, s.poll_batch);
+  absl::StatusOr<size_t> polled =
+      s.channel->Poll([this, sid](const PacketView& p) { OnPolledPacket(sid, p); }, s.poll_batch);
   if (!polled.ok()) {
     if (polled.status().code() != absl::StatusCode::kFailedPrecondition) {
       Fail(absl::StrCat("Poll on relid ", s.relid, ": ", polled.status().ToString()));

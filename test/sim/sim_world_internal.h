@@ -210,7 +210,7 @@ struct SimCall {
   uint32_t target_vp = 0;  // kModifyChannel
 };
 
-// A receive callback that is blocked right now (running the world on).
+// A receive callback (or a poller's callback) that is blocked right now, running the world on.
 struct StuckCallback {
   uint64_t session = 0;
   OfferId offer;
@@ -346,6 +346,10 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   // A data packet the channel delivered (callback or poll).
   void OnGuestPacket(uint64_t session, const PacketView& packet, bool polled);
   void OnCallbackPacket(uint64_t session, const PacketView& packet);
+  void OnPolledPacket(uint64_t session, const PacketView& packet);
+  // Sometimes blocks the callback running now: runs the world on in nested steps for a while,
+  // and unwinds (SimAbort) if a check failed meanwhile.
+  void MaybeBlock(uint64_t session);
   void SchedulePolls();
   void PollSession(uint64_t session);
 
