@@ -12,7 +12,7 @@
 //   registry.Register({"heartbeat", device_class::kHeartbeat,
 //                      [](const OfferInfo&) { return std::make_unique<HeartbeatDriver>(); }});
 //   DeviceList devices(&registry);
-//   // on OfferAdded(offer), on the bus's driver thread:
+//   // on OfferAdded(offer), on the offer's driver strand:
 //   if (const DriverSpec* spec = devices.Add(offer)) {
 //     std::unique_ptr<Driver> driver = spec->factory(offer);
 //     absl::Status probed = driver->Probe(channel_for(offer));
@@ -47,11 +47,11 @@ namespace vbus {
 class Channel;
 
 // Driver
-// One instance per bound device. Both methods run on the bus's driver thread (ChannelBus runs
-// every Probe and Remove there, in offer order, apart from its control thread, so a Probe may
-// wait for the host — e.g. open its channel). They must not block for long: other devices'
-// probes and removals wait behind them (a driver that needs to wait hands work to its own
-// executor).
+// One instance per bound device. Both methods run on the device's driver strand (ChannelBus
+// runs each device's Probe and Remove in offer order on a thread of that device's own, apart
+// from its executor, so a Probe may wait for the host — e.g. open its channel — without
+// holding up other devices). A Probe that blocks for long delays only its own device (and a
+// Connect waiting for every probe).
 class Driver {
  public:
   virtual ~Driver() = default;
@@ -77,7 +77,7 @@ struct DriverSpec {
   std::string name;
   // Matched against OfferInfo::interface_type.
   Guid device_class;
-  // Makes a driver for one offer; called on the bus's driver thread. Must not return null.
+  // Makes a driver for one offer; called on the offer's driver strand. Must not return null.
   std::function<std::unique_ptr<Driver>(const OfferInfo&)> factory;
 };
 
@@ -132,8 +132,8 @@ struct DeviceEntry {
 
 // DeviceList
 // Every offer the bus has reported and not yet removed, with its binding, and the bound
-// drivers. Thread-compatible: the bus runtime calls it from its driver thread (and guards
-// any reads from other threads itself).
+// drivers. Thread-compatible: the bus runtime calls it from its driver strands under one lock
+// (which also guards its reads from other threads).
 class DeviceList {
  public:
   // `registry` must outlive the list.
