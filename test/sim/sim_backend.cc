@@ -50,6 +50,7 @@ absl::Status SimBackend::SignalHost(const ChannelSignal& signal) {
   if (signal.relid == 0 || signal.relid >= kEventFlagCount) {
     return absl::InvalidArgumentError(absl::StrCat("signal for relid ", signal.relid));
   }
+  if (!peer_->BackendLinkUp()) return absl::UnavailableError("the link to the host is down");
   if (signal.monitor_allocated) {
     // The host scans monitor triggers at its monitor latency: no doorbell.
     if (absl::Status s = memory_->TriggerMonitor(signal.monitor_id); !s.ok()) return s;

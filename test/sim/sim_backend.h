@@ -5,7 +5,7 @@
 //   - SetConnection reports the negotiated connection to the world (which checks it);
 //   - SignalHost sets the relid's bit in the host event page and rings the host's doorbell on
 //     a 0 → 1 transition (or sets the monitor trigger bit of a monitored channel), then tells
-//     the world (which may let the host react at once);
+//     the world (which may let the host react at once); Unavailable while the link is down;
 //   - ReceiveEventFlags is the guest event page of the simulated guest memory;
 //   - AllocatePages hands out runs of the world's PagePool and keeps a record of each run
 //     until the executor destroys its Pages: what it was allocated for (tagged by the world
@@ -58,6 +58,8 @@ class SimBackendPeer {
   // A control message the guest posts; the transport's answer (OK: accepted).
   virtual absl::Status BackendPost(const v1::ControlMessage& message) = 0;
   virtual void BackendConnection(const NegotiatedConnection& connection) = 0;
+  // Whether the link to the host is up (signals fail with Unavailable while it is down).
+  virtual bool BackendLinkUp() const = 0;
   // The guest signalled the host (the event bit or monitor bit is set, the doorbell rung).
   virtual void BackendSignal(const ChannelSignal& signal) = 0;
   // The executor lets go of `allocation`; its pages go back to the pool right after.

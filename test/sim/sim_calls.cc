@@ -51,6 +51,16 @@ uint64_t World::IssueCall(RequestKind kind, OfferId offer, absl::Time deadline, 
     call.started = true;
     call.started_at = sched_.now();
     call.retiring_at_start = call.offer.valid() && Retiring(call.offer);
+    if (call.kind == RequestKind::kClose && !call.offer.valid()) {
+      for (const auto& [offer_id, offer] : offers_) {
+        std::optional<ChannelStatus> st = bus().GetChannel(offer_id);
+        if (st && st->offer_state == OfferState::kActive &&
+            st->channel_state != ChannelState::kClosed &&
+            st->channel_state != ChannelState::kClosing) {
+          call.closing.push_back(offer_id);
+        }
+      }
+    }
     if (call.kind == RequestKind::kModifyChannel) {
       // It retargets whatever open the channel has now; the last one run decides.
       call.session = AttachedSession(call.offer);
@@ -211,20 +221,25 @@ void World::CheckResult(SimCall& c, const CallResult& r) {
     case RequestKind::kClose: {
       ++stats_.closes;
       if (!r.status.ok()) break;
-      if (stuck_.has_value() && stuck_->offer == c.offer) {
-        Fail(absl::StrCat("close of relid ", stuck_->relid,
-                          " returned OK while a receive callback of the channel still runs"));
-        return;
-      }
-      // No callback of any earlier open of the channel may run from now on.
-      for (auto& [sid, s] : sessions_) {
-        if (s.offer != c.offer || !s.started) continue;
-        if (!s.guest_ended && GuestLive(s)) {
-          Fail(absl::StrCat(name, " returned OK but relid ", s.relid, " is still ",
-                            s.guest_open ? "open" : "opening"));
+      // One channel, or every channel a CloseAll closed.
+      const std::vector<OfferId> closed =
+          c.offer.valid() ? std::vector<OfferId>{c.offer} : c.closing;
+      for (OfferId offer : closed) {
+        if (stuck_.has_value() && stuck_->offer == offer) {
+          Fail(absl::StrCat(name, " returned OK while a receive callback of relid ", stuck_->relid,
+                            " still runs"));
           return;
         }
-        s.receive_closed = true;
+        // No callback of any earlier open of the channel may run from now on.
+        for (auto& [sid, s] : sessions_) {
+          if (s.offer != offer || !s.started) continue;
+          if (!s.guest_ended && GuestLive(s)) {
+            Fail(absl::StrCat(name, " returned OK but relid ", s.relid, " is still ",
+                              s.guest_open ? "open" : "opening"));
+            return;
+          }
+          s.receive_closed = true;
+        }
       }
       break;
     }
@@ -272,12 +287,22 @@ bool World::CloseEverything() {
   for (int pass = 0; pass < 8; ++pass) {
     if (!RunUntilSettled("closing everything", kSettleBudget)) return false;
     bool busy = false;
+    // As a shutdown does (BusExecutor::CloseAll), or channel by channel.
+    const bool close_all = rng_.Chance(0.5);
     for (const auto& [id, offer] : offers_) {
       std::optional<ChannelStatus> st = bus().GetChannel(id);
       if (!st || st->offer_state != OfferState::kActive) continue;
       if (st->channel_state == ChannelState::kClosed) continue;
+      if (close_all && busy) continue;
       busy = true;
       const absl::Time deadline = Deadline();
+      if (close_all) {
+        IssueCall(RequestKind::kClose, OfferId(), deadline, 0,
+                  [deadline](BusExecutor& executor, CallDone done) {
+                    executor.CloseAll(deadline, std::move(done));
+                  });
+        continue;
+      }
       IssueCall(RequestKind::kClose, id, deadline, 0,
                 [channel = offer.channel, deadline](BusExecutor& executor, CallDone done) {
                   executor.Close(channel, deadline, std::move(done));

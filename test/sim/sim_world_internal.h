@@ -208,6 +208,8 @@ struct SimCall {
   bool abandoned = false;  // the caller gave up first (told DeadlineExceeded)
   uint32_t gpadl = 0;      // kGpadlCreate: the handle its GpadlCreate named
   uint32_t target_vp = 0;  // kModifyChannel
+  // kClose without an offer (CloseAll): the channels it closes (open or opening when it ran).
+  std::vector<OfferId> closing;
 };
 
 // A receive callback (or a poller's callback) that is blocked right now, running the world on.
@@ -305,6 +307,7 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   // SimBackendPeer.
   absl::Status BackendPost(const v1::ControlMessage& message) override;
   void BackendConnection(const NegotiatedConnection& connection) override;
+  bool BackendLinkUp() const override { return !guest_id_.empty(); }
   void BackendSignal(const ChannelSignal& signal) override;
   void BackendFree(const SimAllocation& allocation) override;
 
