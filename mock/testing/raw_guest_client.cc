@@ -72,6 +72,7 @@ void RawGuestClient::ReadLoop() {
   {
     MutexLock lock(&write_mu_);
     status = stream_->Finish();
+    finished_ = true;
   }
   {
     MutexLock lock(&mu_);
@@ -87,13 +88,9 @@ absl::Status RawGuestClient::Send(const v1::ControlMessage& message) {
 }
 
 absl::Status RawGuestClient::SendRaw(const v1::GuestToHost& message) {
-  {
-    MutexLock lock(&mu_);
-    if (final_status_.has_value()) {
-      return absl::FailedPreconditionError("the GuestLink stream has ended");
-    }
-  }
+  // Checked under write_mu_, with the write: the reader may finish the stream at any moment.
   MutexLock lock(&write_mu_);
+  if (finished_) return absl::FailedPreconditionError("the GuestLink stream has ended");
   if (!stream_->Write(message)) return absl::UnavailableError("GuestLink write failed");
   return absl::OkStatus();
 }

@@ -98,6 +98,7 @@ class RawGuestClient {
   std::thread reader_;
 
   Mutex write_mu_;  // Write and Finish are not thread-safe against each other
+  bool finished_ ABSL_GUARDED_BY(write_mu_) = false;  // Finish was called: no more writes
   Mutex mu_;
   CondVar cv_;  // with mu_: inbox_ or final_status_ changed
   std::deque<v1::HostToGuest> inbox_ ABSL_GUARDED_BY(mu_);
