@@ -11,13 +11,13 @@ namespace vbus {
 
 PagePool::PagePool(uint8_t* base, uint64_t first_pfn, size_t page_count)
     : base_(base), first_pfn_(first_pfn), page_count_(page_count) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (page_count_ > 0) free_runs_.emplace(0, page_count_);
   free_pages_ = page_count_;
 }
 
 PagePool::~PagePool() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   ABSL_RAW_CHECK(allocated_.empty(), "PagePool destroyed while Pages allocated from it live");
 }
 
@@ -25,7 +25,7 @@ absl::StatusOr<Pages> PagePool::Allocate(size_t count) {
   if (count == 0) return absl::InvalidArgumentError("PagePool::Allocate: zero pages requested");
   size_t start = 0;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = free_runs_.begin();
     while (it != free_runs_.end() && it->second < count) ++it;
     if (it == free_runs_.end()) {
@@ -50,12 +50,12 @@ absl::StatusOr<Pages> PagePool::Allocate(size_t count) {
 }
 
 size_t PagePool::free_pages() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return free_pages_;
 }
 
 size_t PagePool::largest_free_run() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   size_t longest = 0;
   for (const auto& [start, len] : free_runs_) longest = std::max(longest, len);
   return longest;
@@ -65,7 +65,7 @@ void PagePool::ReleasePages(uint8_t* data, absl::Span<const uint64_t> pfns) {
   ABSL_RAW_CHECK(data >= base_ && data < base_ + page_count_ * protocol::kPageSize,
                  "PagePool::ReleasePages: pages not from this pool");
   const size_t start = static_cast<size_t>(data - base_) / protocol::kPageSize;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = allocated_.find(start);
   ABSL_RAW_CHECK(it != allocated_.end() && it->second == pfns.size() && !pfns.empty() &&
                      pfns.front() == first_pfn_ + start,

@@ -20,10 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
-#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "backends/pages.h"
+#include "core/sync.h"
 
 namespace vbus {
 
@@ -57,14 +57,12 @@ class PagePool final : public PageReleaser {
   const uint64_t first_pfn_;
   const size_t page_count_;
 
-  // std::mutex rather than absl::Mutex: Debian's prebuilt Abseil is not TSan-instrumented, so
-  // TSan cannot see absl::Mutex's happens-before edges; it does intercept std::mutex.
-  mutable std::mutex mu_;
-  // Guarded by mu_: free runs (start index → length; no two runs touch: they are coalesced),
-  // allocated runs (start index → length), the free page count.
-  std::map<size_t, size_t> free_runs_;
-  std::map<size_t, size_t> allocated_;
-  size_t free_pages_ = 0;
+  mutable Mutex mu_;  // core/sync.h (visible to TSan)
+  // Free runs (start index → length; no two runs touch: they are coalesced), allocated runs
+  // (start index → length), the free page count.
+  std::map<size_t, size_t> free_runs_ ABSL_GUARDED_BY(mu_);
+  std::map<size_t, size_t> allocated_ ABSL_GUARDED_BY(mu_);
+  size_t free_pages_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace vbus

@@ -11,26 +11,6 @@
 namespace vbus {
 namespace {
 
-// A one-shot notification on vbus::Mutex (visible to TSan, unlike Debian's prebuilt Abseil).
-class Notification {
- public:
-  void Notify() {
-    MutexLock lock(&mu_);
-    notified_ = true;
-    cv_.SignalAll();
-  }
-  void WaitForNotification() {
-    MutexLock lock(&mu_);
-    cv_.AwaitWithDeadline(&mu_, absl::Now() + absl::Seconds(60),
-                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return notified_; });
-  }
-
- private:
-  Mutex mu_;
-  CondVar cv_;
-  bool notified_ ABSL_GUARDED_BY(mu_) = false;
-};
-
 class RecordingTarget : public EventTarget {
  public:
   bool OnEvent(uint32_t relid) override {
@@ -161,7 +141,7 @@ class BlockingTarget : public EventTarget {
  public:
   bool OnEvent(uint32_t) override {
     entered.Notify();
-    release.WaitForNotification();
+    release.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(60));
     finished.store(true);
     return false;
   }
@@ -178,7 +158,7 @@ TEST_F(ChannelTableTest, InUseUntilTheDeliveryInProgressEnds) {
     ASSERT_TRUE(d.ok());
     EXPECT_EQ(d->Dispatch(*page_).delivered, 1u);
   });
-  target.entered.WaitForNotification();
+  target.entered.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(60));
   // Unpublishing never waits; the delivery in progress keeps the relid in use.
   ASSERT_TRUE(table_.Unpublish(42, &target).ok());
   EXPECT_EQ(table_.Lookup(42), nullptr);
@@ -208,7 +188,7 @@ TEST_F(ChannelTableTest, ASlowDeliveryHoldsUpOnlyItsOwnRelid) {
     ASSERT_TRUE(d.ok());
     d->Dispatch(*page_);
   });
-  slow.entered.WaitForNotification();
+  slow.entered.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(60));
   ASSERT_TRUE(table_.Unpublish(43, &other).ok());
   EXPECT_FALSE(table_.InUse(43));  // relid 42's delivery does not hold relid 43
   EXPECT_TRUE(table_.WaitUntilUnused(43, absl::InfinitePast()).ok());
@@ -228,7 +208,7 @@ class NestingTarget : public EventTarget {
     nested = (*dispatcher)->Dispatch(other);
     still_set = other.IsSet(43);
     entered.Notify();
-    release.WaitForNotification();
+    release.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(60));
     return false;
   }
   absl::StatusOr<ChannelTable::Dispatcher>* dispatcher = nullptr;
@@ -249,7 +229,7 @@ TEST_F(ChannelTableTest, ANestedDispatchIsRefusedAndTheOuterDeliveryStaysVisible
   ASSERT_TRUE(d.ok());
   outer.dispatcher = &d;
   std::thread t([&] { d->Dispatch(*page_); });
-  outer.entered.WaitForNotification();
+  outer.entered.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(60));
   EXPECT_TRUE(outer.nested.refused_nested);
   EXPECT_EQ(outer.nested.delivered, 0u);
   EXPECT_TRUE(outer.still_set);  // left for a later pass

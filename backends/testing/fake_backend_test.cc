@@ -4,7 +4,8 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "core/sync.h"
 #include "gtest/gtest.h"
 
 namespace vbus::testing {
@@ -91,15 +92,15 @@ TEST(FakeBackendTest, PauseFromAnotherThreadWaitsForTheDeliveryInProgress) {
   FakeBackend backend;
   Recorder r;
   ASSERT_TRUE(backend.Start(&r).ok());
-  absl::Notification inside, release;
+  Notification inside, release;
   std::atomic<bool> delivery_done{false};
   r.hook = [&](const v1::ControlMessage&) {
     inside.Notify();
-    ASSERT_TRUE(release.WaitForNotificationWithTimeout(absl::Seconds(10)));
+    ASSERT_TRUE(release.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(10)));
     delivery_done.store(true);
   };
   std::thread deliverer([&] { ASSERT_TRUE(backend.DeliverToGuest(Rescind(1)).ok()); });
-  ASSERT_TRUE(inside.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(inside.WaitForNotificationWithDeadline(absl::Now() + absl::Seconds(10)));
   std::thread pauser([&] {
     backend.PauseDelivery();
     EXPECT_TRUE(delivery_done.load());  // Pause returned only after the delivery finished
