@@ -3,9 +3,8 @@
 //   - vbus: ChannelTable::Dispatcher::Dispatch (word-at-a-time scan, one atomic exchange per
 //     non-zero word, a lock-free slot load per event, one dispatch section per scan);
 //   - the baseline: the same scan, each relid looked up in an absl::flat_hash_map<relid,
-//     target*> under an absl::Mutex (locked per lookup, as a lock-protected channel list
-//     would be; the comparison docs/performance.md reports, hence not core/sync.h's
-//     vbus::Mutex, which on std::mutex makes this baseline several times faster);
+//     target*> under a vbus::Mutex (core/sync.h, on std::mutex; locked per lookup, as a
+//     lock-protected channel list would be);
 // both calling the same virtual OnEvent. Each iteration sets the bits (plain stores into the
 // page: the signaller's cost is not part of dispatch) and dispatches them; 64 bits are spread two
 // per word so every word is non-zero. A second variant runs two dispatcher threads on two pages
@@ -19,10 +18,10 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
 #include "core/channel_table.h"
 #include "core/event_page.h"
+#include "core/sync.h"
 
 namespace vbus {
 namespace {
@@ -53,7 +52,7 @@ struct World {
   }
   std::vector<CountingTarget> targets;
   ChannelTable table;
-  absl::Mutex mu;
+  Mutex mu;
   absl::flat_hash_map<uint32_t, EventTarget*> map ABSL_GUARDED_BY(mu);
 };
 
@@ -127,7 +126,7 @@ void BM_DispatchMutexHashMap(benchmark::State& state) {
     page.Scan([&](uint32_t relid) {
       EventTarget* target;
       {
-        absl::MutexLock lock(&world.mu);
+        MutexLock lock(&world.mu);
         auto it = world.map.find(relid);
         target = it == world.map.end() ? nullptr : it->second;
       }
