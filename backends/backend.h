@@ -184,7 +184,7 @@ class Backend {
   // ReceiveEventFlags
   // The guest's receive event flags: kEventFlagBytes (256) bytes, 8-byte aligned, shared with
   // the host. Bit k (byte k / 8, bit k % 8) set by the host means "relid k has work"; bit 0 is
-  // never a channel. Readers test-and-clear bits atomically (core/event_page.h:
+  // never a channel. Readers test-and-clear bits atomically (core/data/event_page.h:
   // EventPage::Attach(backend.ReceiveEventFlags())). Valid after Start, for the backend's
   // lifetime.
   virtual absl::Span<uint8_t> ReceiveEventFlags() = 0;

@@ -23,7 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "backends/pages.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 
 namespace vbus {
 
@@ -57,7 +57,7 @@ class PagePool final : public PageReleaser {
   const uint64_t first_pfn_;
   const size_t page_count_;
 
-  mutable Mutex mu_;  // core/sync.h (visible to TSan)
+  mutable Mutex mu_;  // core/runtime/sync.h (visible to TSan)
   // Free runs (start index → length; no two runs touch: they are coalesced), allocated runs
   // (start index → length), the free page count.
   std::map<size_t, size_t> free_runs_ ABSL_GUARDED_BY(mu_);

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
-#include "core/protocol.h"  // protocol::kPageSize: GPADLs, rings and PFNs count 4096-byte pages
+#include "core/data/protocol.h"  // protocol::kPageSize: GPADLs, rings and PFNs count 4096-byte pages
 
 namespace vbus {
 

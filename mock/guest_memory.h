@@ -39,7 +39,7 @@
 //   attach.set_memory_size_bytes((*mem)->size_bytes());
 //   *attach.mutable_layout() = LayoutToProto((*mem)->layout());
 //   ...
-//   absl::StatusOr<EventPage> host_events =                  // core/event_page.h
+//   absl::StatusOr<EventPage> host_events =                  // core/data/event_page.h
 //       EventPage::Attach(absl::MakeSpan((*mem)->HostEventPage(), protocol::kPageSize));
 //   absl::StatusOr<bool> was_clear = host_events->Set(relid);
 //   if (was_clear.ok() && *was_clear) (*mem)->Ring(Doorbell::kHost);
@@ -67,7 +67,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "proto/mock_host.pb.h"
 
 namespace vbus::mock {

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "gtest/gtest.h"
 
 namespace vbus::mock {

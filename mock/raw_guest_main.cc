@@ -21,8 +21,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/host_text.h"
-#include "core/protocol.h"
+#include "core/data/host_text.h"
+#include "core/data/protocol.h"
 #include "mock/host/device_kinds.h"
 #include "mock/testing/raw_guest_client.h"
 

@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "backends/backend.h"
 #include "backends/page_pool.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 
 namespace vbus::testing {
 

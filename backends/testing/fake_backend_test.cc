@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "gtest/gtest.h"
 
 namespace vbus::testing {

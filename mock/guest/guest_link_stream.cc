@@ -7,7 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "core/host_text.h"
+#include "core/data/host_text.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "proto/mock_host.grpc.pb.h"
 

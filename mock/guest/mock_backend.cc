@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "core/host_text.h"
+#include "core/data/host_text.h"
 
 namespace vbus::mock {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/guest/mock_backend.h"

@@ -12,9 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/event_page.h"
-#include "core/protocol.h"
-#include "core/sync.h"
+#include "core/data/event_page.h"
+#include "core/data/protocol.h"
+#include "core/runtime/sync.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"

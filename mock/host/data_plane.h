@@ -4,7 +4,7 @@
 // The engine (mock/host/engine.h) decides which channels are open; the data plane carries
 // their packets. For each open channel it maps the two rings from the guest's memory by PFN
 // (MapChannel, answering the engine's MapRings), reads the guest's outbound ring with an
-// IncomingRing and writes the guest's inbound ring with an OutgoingRing (core/ring_buffer.h),
+// IncomingRing and writes the guest's inbound ring with an OutgoingRing (core/data/ring_buffer.h),
 // hands every packet the guest writes to the channel's Device (echo, sink, ...) and to packet
 // watchers, and signals the guest exactly when the ring rules say so: set the relid's bit in
 // the guest event page; if it was clear, ring the guest's doorbell.
@@ -42,10 +42,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "core/event_page.h"
-#include "core/protocol.h"
-#include "core/ring_buffer.h"
-#include "core/sync.h"
+#include "core/data/event_page.h"
+#include "core/data/protocol.h"
+#include "core/data/ring_buffer.h"
+#include "core/runtime/sync.h"
 #include "mock/guest_memory.h"
 #include "mock/host/device.h"
 #include "proto/mock_host.pb.h"

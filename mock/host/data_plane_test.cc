@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/protocol.h"
-#include "core/sync.h"
+#include "core/data/protocol.h"
+#include "core/runtime/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/testing/guest_rings.h"

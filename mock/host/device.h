@@ -38,8 +38,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "core/guid.h"
-#include "core/ring_buffer.h"
+#include "core/data/guid.h"
+#include "core/data/ring_buffer.h"
 #include "mock/host/device_kinds.h"
 
 namespace vbus::mock {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/container/btree_map.h"
-#include "core/guid.h"
+#include "core/data/guid.h"
 
 namespace vbus::mock {
 

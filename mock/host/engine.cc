@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "core/guid_proto.h"
+#include "core/data/guid_proto.h"
 #include "mock/host/engine_internal.h"
 
 namespace vbus::mock {

@@ -58,8 +58,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "core/guid.h"
-#include "core/protocol.h"
+#include "core/data/guid.h"
+#include "core/data/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/device_kinds.h"
 #include "mock/host/gpadl_table.h"
@@ -71,7 +71,7 @@ namespace vbus::mock {
 
 // --- The mock host's choices ----------------------------------------------------------------
 // Protocol constants (versions, relid and monitor-id limits, device-defined bytes, NT status
-// codes) come from core/protocol.h; these are the host's own policy.
+// codes) come from core/data/protocol.h; these are the host's own policy.
 
 // The protocol versions the engine accepts (up to HostSettings.max_version), oldest first:
 // every version a vbus guest may offer.

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mock/host/engine.h"

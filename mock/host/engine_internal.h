@@ -14,7 +14,7 @@
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/engine.h"
 #include "mock/host/gpadl_table.h"

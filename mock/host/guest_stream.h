@@ -22,7 +22,7 @@
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/mock_host.pb.h"
 

@@ -53,7 +53,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/device.h"

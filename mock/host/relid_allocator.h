@@ -20,7 +20,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 
 namespace vbus::mock {
 

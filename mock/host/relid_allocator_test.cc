@@ -1,6 +1,6 @@
 #include "mock/host/relid_allocator.h"
 
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "gtest/gtest.h"
 
 namespace vbus::mock {

@@ -30,7 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 
 namespace vbus::mock {
 

@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "mock/host/engine.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"

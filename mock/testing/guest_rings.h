@@ -32,9 +32,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "core/event_page.h"
-#include "core/ring_buffer.h"
-#include "core/sync.h"
+#include "core/data/event_page.h"
+#include "core/data/ring_buffer.h"
+#include "core/runtime/sync.h"
 #include "mock/guest_memory.h"
 
 namespace vbus::mock::testing {

@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/mock_host.grpc.pb.h"
 

@@ -24,7 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backends/backend.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 #include "proto/control.pb.h"
 
 namespace vbus::mock {

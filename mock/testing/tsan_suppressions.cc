@@ -9,7 +9,7 @@
 // uninstrumented library, so races whose stacks are in grpc:: functions are suppressed too
 // (`race:^grpc::`); note this also hides a race in vbus code that runs inside a gRPC callback
 // (the GuestLink reactor), which the other tests cover without gRPC. vbus's own code locks
-// with core/sync.h (on std::mutex, which TSan sees).
+// with core/runtime/sync.h (on std::mutex, which TSan sees).
 extern "C" const char* __tsan_default_suppressions() {
   return "race:^grpc::\n"
          "called_from_lib:libgrpc.so.\n"

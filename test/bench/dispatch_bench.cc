@@ -3,7 +3,7 @@
 //   - vbus: ChannelTable::Dispatcher::Dispatch (word-at-a-time scan, one atomic exchange per
 //     non-zero word, a lock-free slot load per event, one dispatch section per scan);
 //   - the baseline: the same scan, each relid looked up in an absl::flat_hash_map<relid,
-//     target*> under a vbus::Mutex (core/sync.h, on std::mutex; locked per lookup, as a
+//     target*> under a vbus::Mutex (core/runtime/sync.h, on std::mutex; locked per lookup, as a
 //     lock-protected channel list would be);
 // both calling the same virtual OnEvent. Each iteration sets the bits (plain stores into the
 // page: the signaller's cost is not part of dispatch) and dispatches them; 64 bits are spread two
@@ -19,9 +19,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "benchmark/benchmark.h"
-#include "core/channel_table.h"
-#include "core/event_page.h"
-#include "core/sync.h"
+#include "core/data/channel_table.h"
+#include "core/data/event_page.h"
+#include "core/runtime/sync.h"
 
 namespace vbus {
 namespace {

@@ -26,7 +26,7 @@
 
 #include "benchmark/benchmark.h"
 #include "boost/lockfree/spsc_queue.hpp"
-#include "core/ring_buffer.h"
+#include "core/data/ring_buffer.h"
 #include "rte_ring.h"
 
 namespace vbus {

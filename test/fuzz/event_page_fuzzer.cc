@@ -11,8 +11,8 @@
 #include <cstring>
 #include <vector>
 
-#include "core/channel_table.h"
-#include "core/event_page.h"
+#include "core/data/channel_table.h"
+#include "core/data/event_page.h"
 #include "test/fuzz/fuzz_check.h"
 
 namespace vbus::fuzz {

@@ -27,7 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "mock/guest_memory.h"
 #include "mock/host/engine.h"
 #include "mock/testing/engine_harness.h"

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "core/ring_buffer.h"
+#include "core/data/ring_buffer.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"
 #include "test/fuzz/bus_fuzz_input.h"

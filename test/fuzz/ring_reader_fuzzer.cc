@@ -8,7 +8,7 @@
 #include <optional>
 #include <vector>
 
-#include "core/ring_buffer.h"
+#include "core/data/ring_buffer.h"
 #include "test/fuzz/fuzz_check.h"
 #include "test/fuzz/ring_fuzz_input.h"
 

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 
 namespace vbus::sim {
 

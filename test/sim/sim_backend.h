@@ -29,8 +29,8 @@
 #include "backends/backend.h"
 #include "backends/page_pool.h"
 #include "backends/pages.h"
-#include "core/bus_ids.h"
-#include "core/event_page.h"
+#include "core/data/event_page.h"
+#include "core/state/bus_ids.h"
 #include "mock/guest_memory.h"
 #include "proto/control.pb.h"
 

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "test/sim/sim_world_internal.h"
 
 namespace vbus::sim {

@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/guid_proto.h"
-#include "core/protocol.h"
+#include "core/data/guid_proto.h"
+#include "core/data/protocol.h"
 #include "test/sim/sim_world_internal.h"
 
 namespace vbus::sim {

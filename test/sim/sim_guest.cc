@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "mock/host/device_kinds.h"
 #include "test/sim/sim_world_internal.h"
 

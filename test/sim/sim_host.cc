@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/guid_proto.h"
+#include "core/data/guid_proto.h"
 #include "mock/host/device_kinds.h"
 #include "test/sim/sim_world_internal.h"
 

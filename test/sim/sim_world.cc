@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/protocol.h"
+#include "core/data/protocol.h"
 #include "mock/host/device.h"
 #include "test/sim/sim_world_internal.h"
 

@@ -63,7 +63,7 @@
 //
 // Planted bugs (SimFaults) prove the checks work: host- and link-side ones planted by the
 // simulation, guest-side ones planted in the production code through its fault points
-// (ExecutorOptions::fault, core/runtime_internal.h).
+// (ExecutorOptions::fault, core/runtime/runtime_internal.h).
 //
 // Replaying a seed:
 //   bazel run //test/sim:sim_replay -- --seed=123 --verbose
@@ -94,7 +94,8 @@ struct SimFaults {
   // The host runtime maps rings asynchronously without re-checking that the channel is still
   // opening (the engine's MapRings contract allows it; the memory may be freed by then).
   bool blind_async_map = false;
-  // Planted in the production executor and channels (PlantedFault, core/runtime_internal.h):
+  // Planted in the production executor and channels (PlantedFault,
+  // core/runtime/runtime_internal.h):
   bool skip_unpublish = false;       // a retired channel stays in the channel table
   bool ignore_in_use = false;        // a receive side goes while a callback still runs
   bool free_held_memory = false;     // a retiring channel's memory is freed at ReleaseGpadl

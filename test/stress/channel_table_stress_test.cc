@@ -23,8 +23,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/channel_table.h"
-#include "core/event_page.h"
+#include "core/data/channel_table.h"
+#include "core/data/event_page.h"
 #include "gtest/gtest.h"
 #include "test/stress/stress_util.h"
 

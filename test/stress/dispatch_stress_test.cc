@@ -23,8 +23,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "core/channel_bus.h"
-#include "core/sync.h"
+#include "core/runtime/channel_bus.h"
+#include "core/runtime/sync.h"
 #include "gtest/gtest.h"
 #include "test/e2e/e2e_host.h"
 #include "test/stress/stress_util.h"

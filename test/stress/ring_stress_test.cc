@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/ring_buffer.h"
+#include "core/data/ring_buffer.h"
 #include "gtest/gtest.h"
 #include "test/stress/stress_util.h"
 

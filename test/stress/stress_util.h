@@ -8,7 +8,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
-#include "core/sync.h"
+#include "core/runtime/sync.h"
 
 namespace vbus::stress {
 

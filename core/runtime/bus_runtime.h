@@ -1,0 +1,134 @@
+// BusRuntime: the threads and plumbing behind ChannelBus (internal to core). A ChannelBus is a
+// handle to one; the runtime is shared so that a bus destroyed from one of its own threads can
+// finish its teardown on a background thread (ChannelBus::~ChannelBus).
+//
+// It wires the pieces together:
+//   - the backend's listener: host messages and link loss go to the control thread, event
+//     raises to the EventDispatch;
+//   - the executor's runner (core/runtime/serial_runner.h): every input and the executor's timers,
+//   one
+//     at a time — a host message on the backend's delivery thread when the executor is idle
+//     (no hand-off for a reply), everything else on the runner's own "vbus-control" thread;
+//   - the ChannelLink every Channel uses to reach the executor;
+//   - the executor's listener: offers go to their drivers on DriverStrands, removed offers are
+//     released once their drivers let go.
+#ifndef VBUS_CORE_RUNTIME_BUS_RUNTIME_H_
+#define VBUS_CORE_RUNTIME_BUS_RUNTIME_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "backends/backend.h"
+#include "core/data/channel_table.h"
+#include "core/runtime/bus_executor.h"
+#include "core/runtime/channel_bus.h"
+#include "core/runtime/driver.h"
+#include "core/runtime/driver_strands.h"
+#include "core/runtime/event_dispatch.h"
+#include "core/runtime/serial_runner.h"
+#include "core/runtime/sync.h"
+
+namespace vbus::internal {
+
+class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
+                         private BackendListener,
+                         private ChannelLink,
+                         private ExecutorListener {
+ public:
+  // Starts the backend and the control thread (see ChannelBus::Create).
+  static absl::StatusOr<std::shared_ptr<BusRuntime>> Create(Backend* backend,
+                                                            ChannelBusOptions options);
+  ~BusRuntime() override;
+  BusRuntime(const BusRuntime&) = delete;
+  BusRuntime& operator=(const BusRuntime&) = delete;
+
+  // ChannelBus's calls.
+  absl::Status Connect(absl::Time deadline);
+  absl::Status BindDrivers(absl::Time deadline);
+  absl::Status Shutdown(absl::Time deadline);
+  std::vector<DeviceEntry> Devices() const;
+  BusStats stats() const;
+  const BusExecutor& executor() const { return *executor_; }
+  const ChannelBusOptions& options() const { return options_; }
+
+  // Whether the caller is on one of the bus's own threads: the control thread, a driver
+  // strand, or inside a dispatch callback.
+  bool OnOwnThread() const;
+
+ private:
+  BusRuntime(Backend* backend, ChannelBusOptions options);
+  absl::Status Start();
+
+  // BackendListener.
+  void OnHostMessage(const v1::ControlMessage& message) override;
+  void OnEventsPending() override;
+  void OnHostLost(const absl::Status& status) override;
+  // ChannelLink.
+  bool Post(std::function<void(BusExecutor&)> work) override;
+  absl::Status CheckBlockingAllowed(absl::string_view what) const override;
+  absl::Duration call_grace() const override { return options_.call_grace; }
+  void Log(absl::string_view line) const override;
+  // ExecutorListener.
+  absl::Time Now() override;
+  void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
+  void OfferRemoved(const OfferInfo& offer, const absl::Status& reason) override;
+  void Log(absl::string_view line) override { LogLine(line); }
+
+  void LogLine(absl::string_view line) const;
+  // Queues work for the executor (run by the runner's thread, or by the one running now).
+  bool PostControl(std::function<void()> work) {
+    return runner_.Post(std::move(work), /*may_run_here=*/false);
+  }
+  // Whether the calling thread is running executor work now (a completion callback).
+  bool InExecutor() const { return runner_.InRunner(); }
+  // Waits until the executor has done everything queued before, and the driver strands
+  // everything that work queued, and the executor the releases those queued.
+  absl::Status Quiesce(absl::Time deadline);
+  // Closes the runner and waits for it to go idle and its thread to end. On DeadlineExceeded
+  // (a completion callback blocks it) a background thread finishes the job later, counted as
+  // a deferred teardown.
+  absl::Status JoinRunner(absl::Time deadline);
+
+  // Driver strands.
+  void AddDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel);
+  void ProbeDevice(const OfferInfo& offer, const DriverSpec* spec,
+                   const std::shared_ptr<Channel>& channel);
+  void RemoveDevice(const OfferInfo& offer, const absl::Status& reason);
+
+  Backend* const backend_;
+  const ChannelBusOptions options_;
+  ChannelTable table_;
+  std::unique_ptr<EventDispatch> dispatch_;
+  std::unique_ptr<BusExecutor> executor_;
+  bool started_ = false;
+
+  SerialRunner runner_;
+  DriverStrands strands_{"vbus-driver"};
+
+  DriverRegistry no_drivers_;
+  mutable Mutex devices_mu_;
+  DeviceList devices_ ABSL_GUARDED_BY(devices_mu_);
+
+  Mutex shutdown_mu_;
+  std::atomic<bool> shut_down_{false};
+  std::atomic<bool> host_lost_{false};
+  std::atomic<uint64_t> probe_failures_{0};
+};
+
+// Runs `runtime`'s shutdown on a background thread (a bus destroyed from its own thread).
+void DeferTeardown(std::shared_ptr<BusRuntime> runtime);
+// Waits until every deferred teardown (and every control thread left running past its
+// shutdown) has ended.
+absl::Status WaitForDeferredTeardowns(absl::Time deadline);
+
+}  // namespace vbus::internal
+
+#endif  // VBUS_CORE_RUNTIME_BUS_RUNTIME_H_

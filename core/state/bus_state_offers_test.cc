@@ -1,0 +1,261 @@
+// BusState: offers, hot-add, sub-channels, rescind and relid release.
+#include <string>
+
+#include "core/state/bus_state.h"
+#include "core/state/bus_state_testing.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace vbus::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+constexpr char kEcho[] = "type=8c2eaf3d-32a7-4b09-ab99-bd1f1c86b501";
+constexpr char kA[] = "instance=11111111-2222-3333-4444-555555555555";
+constexpr char kB[] = "instance=66666666-7777-8888-9999-aaaaaaaaaaaa";
+
+std::string Added(int offer, int relid, const char* instance) {
+  return "offer_added offer=" + std::to_string(offer) + " relid=" + std::to_string(relid) + " " +
+         kEcho + " " + instance;
+}
+
+TEST(BusStateOfferTest, OffersAreListedByRelidWithTheirFields) {
+  BusHarness h;
+  RequestId connect;
+  h.Call([](BusState& b, Actions* o) { return b.Connect(kDeadline, o); }, &connect);
+  h.Host(VersionResponseMsg(true, 4));
+  v1::ControlMessage rich = OfferMsg(9, kEchoClass, kInstanceB);
+  rich.mutable_offer()->set_flags(0x2000);
+  rich.mutable_offer()->set_mmio_megabytes(16);
+  rich.mutable_offer()->set_user_defined(std::string(120, 'u'));
+  rich.mutable_offer()->set_monitor_allocated(true);
+  rich.mutable_offer()->set_monitor_id(127);
+  rich.mutable_offer()->set_dedicated_interrupt(true);
+  EXPECT_THAT(h.Host(rich), ElementsAre(Added(1, 9, kB)));
+  EXPECT_THAT(h.Host(OfferMsg(3, kEchoClass, kInstanceA)), ElementsAre(Added(2, 3, kA)));
+  h.Host(AllOffersDeliveredMsg());
+  std::vector<OfferInfo> offers = h.bus().Offers();
+  ASSERT_EQ(offers.size(), 2u);
+  EXPECT_EQ(offers[0].relid, 3u);
+  EXPECT_EQ(offers[1].relid, 9u);
+  const OfferInfo& o = offers[1];
+  EXPECT_EQ(o.id, OfferId(1));
+  EXPECT_EQ(o.interface_type, kEchoClass);
+  EXPECT_EQ(o.interface_instance, kInstanceB);
+  EXPECT_EQ(o.flags, 0x2000u);
+  EXPECT_EQ(o.mmio_megabytes, 16u);
+  EXPECT_EQ(o.user_defined, std::string(120, 'u'));
+  EXPECT_TRUE(o.monitor_allocated);
+  EXPECT_EQ(o.monitor_id, 127u);
+  EXPECT_TRUE(o.dedicated_interrupt);
+  EXPECT_EQ(o.connection_id, 0x10000u + 9);
+  EXPECT_FALSE(o.is_sub_channel());
+  EXPECT_EQ(h.bus().counters().offers_accepted, 2u);
+}
+
+TEST(BusStateOfferTest, HotAddAfterAllOffersDelivered) {
+  BusHarness h;
+  h.Connected();
+  EXPECT_THAT(h.Host(OfferMsg(12, kEchoClass, kInstanceA)), ElementsAre(Added(1, 12, kA)));
+  EXPECT_EQ(h.bus().FindOfferByRelid(12), OfferId(1));
+}
+
+TEST(BusStateOfferTest, SubChannelsLinkToTheirPrimaryByTypeAndInstance) {
+  BusHarness h;
+  h.Connected();
+  const OfferId primary = h.Offered(7);
+  EXPECT_THAT(h.Host(OfferMsg(8, kEchoClass, kInstanceA, 1)),
+              ElementsAre(Added(2, 8, kA) + " sub=1 primary=1"));
+  EXPECT_THAT(h.Host(OfferMsg(9, kEchoClass, kInstanceA, 2)),
+              ElementsAre(Added(3, 9, kA) + " sub=2 primary=1"));
+  EXPECT_EQ(h.bus().GetChannel(OfferId(2))->offer.primary, primary);
+  EXPECT_TRUE(h.bus().GetChannel(OfferId(3))->offer.is_sub_channel());
+}
+
+TEST(BusStateRescindTest, RescindOfAClosedChannelHoldsTheRelidUntilReleased) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  EXPECT_EQ(h.bus().GetChannel(a)->offer_state, OfferState::kRescinded);
+  EXPECT_TRUE(h.bus().Offers().empty());
+  EXPECT_EQ(h.bus().counters().rescinds, 1u);
+  // Until the runtime releases it, relid 7 cannot be offered again.
+  EXPECT_THAT(h.Host(OfferMsg(7, kEchoClass, kInstanceB)),
+              ElementsAre("ignored offer_duplicate_relid: ALREADY_EXISTS: offer of relid 7 "
+                          "(8c2eaf3d-32a7-4b09-ab99-bd1f1c86b501): the relid is still held by "
+                          "offer 1 (rescinded, 8c2eaf3d-32a7-4b09-ab99-bd1f1c86b501)"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}"));
+  EXPECT_FALSE(h.bus().GetChannel(a).has_value());
+  // Reuse: the same relid, a new offer id.
+  EXPECT_THAT(h.Host(OfferMsg(7, kEchoClass, kInstanceA)), ElementsAre(Added(2, 7, kA)));
+}
+
+TEST(BusStateRescindTest, RescindOfAnOpenChannelRetiresItAndSendsNothingUntilRelease) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  RequestId gpadl_req;
+  h.Opened(a);
+  h.Call([&](BusState& b,
+             Actions* o) { return b.CreateGpadl(a, GpadlParams{Pfns(300, 3)}, kDeadline, o); },
+         &gpadl_req);
+  h.Host(GpadlCreatedMsg(7, 0xE1E11));
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("retire offer=1 relid=7",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  const ChannelStatus s = *h.bus().GetChannel(a);
+  EXPECT_EQ(s.channel_state, ChannelState::kClosed);
+  EXPECT_FALSE(s.published);
+  EXPECT_THAT(s.gpadls, ElementsAre(0xE1E10u, 0xE1E11u));
+  // The driver's Remove closes the channel and tears down its GPADL: both are already done.
+  RequestId close;
+  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(a, kDeadline, o); }, &close),
+              ElementsAre("complete request=4 close offer=1: OK"));
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.TeardownGpadl(a, 0xE1E11, kDeadline, o); }),
+      ElementsAre("complete request=5 gpadl_teardown offer=1: OK"));
+  // Opening it again is refused.
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Open(a, SmallRings(), kDeadline, o); }),
+      ElementsAre("complete request=6 open offer=1: FAILED_PRECONDITION: open of relid 7: "
+                  "the host rescinded the channel"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}", "release_gpadl offer=1 gpadl=0xe1e10",
+                          "release_gpadl offer=1 gpadl=0xe1e11"));
+  EXPECT_TRUE(h.bus().Gpadls().empty());
+}
+
+TEST(BusStateRescindTest, ATeardownThatCrossedTheRescindIsStillAnswered) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  h.Call([&](BusState& b, Actions* o) {
+    return b.CreateGpadl(a, GpadlParams{Pfns(300, 1)}, kDeadline, o);
+  });
+  h.Host(GpadlCreatedMsg(7, 0xE1E10));
+  RequestId teardown;
+  h.Call([&](BusState& b, Actions* o) { return b.TeardownGpadl(a, 0xE1E10, kDeadline, o); },
+         &teardown);
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("cancel_timer request=3", "complete request=3 gpadl_teardown offer=1: OK",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  // The host had already processed the teardown: its answer releases the GPADL silently.
+  EXPECT_THAT(h.Host(GpadlTorndownMsg(0xE1E10)),
+              ElementsAre("release_gpadl offer=1 gpadl=0xe1e10"));
+  EXPECT_EQ(h.bus().counters().ignored_total, 0u);
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(a, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}"));
+}
+
+TEST(BusStateRescindTest, RescindWhileOpeningFailsTheOpen) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  RequestId open;
+  h.Call([&](BusState& b, Actions* o) { return b.Open(a, SmallRings(), kDeadline, o); }, &open);
+  h.Host(GpadlCreatedMsg(7, 0xE1E10));
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("retire offer=1 relid=7", "cancel_timer request=2",
+                          "complete request=2 open offer=1: UNAVAILABLE: open of relid 7 failed: "
+                          "the host rescinded the channel",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  // A late OpenResult is ignored.
+  EXPECT_THAT(h.Host(OpenResultMsg(7, 1)),
+              ElementsAre("ignored open_result_unexpected: FAILED_PRECONDITION: OpenResult for "
+                          "relid 7 (open_id 1) matches no open in progress (channel rescinded)"));
+}
+
+TEST(BusStateRescindTest, RescindWhileTheRingGpadlIsPendingFailsTheOpen) {
+  BusHarness h;
+  h.Connected();
+  const OfferId a = h.Offered(7);
+  h.Call([&](BusState& b, Actions* o) { return b.Open(a, SmallRings(), kDeadline, o); });
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("cancel_timer request=2",
+                          "complete request=2 open offer=1: UNAVAILABLE: open of relid 7 failed: "
+                          "the host rescinded the channel",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  EXPECT_THAT(h.Host(GpadlCreatedMsg(7, 0xE1E10)),
+              ElementsAre("ignored gpadl_created_unexpected: FAILED_PRECONDITION: GpadlCreated for "
+                          "GPADL 0xe1e10 of relid 7, which is dropped, not being created"));
+}
+
+TEST(BusStateRescindTest, RescindOfAPrimaryClosesItsSubChannelsFirst) {
+  BusHarness h;
+  h.Connected();
+  const OfferId primary = h.Offered(7);
+  const OfferId sub = h.Offered(8, kEchoClass, kInstanceA, 1);
+  const OfferId idle_sub = h.Offered(9, kEchoClass, kInstanceA, 2);
+  h.Opened(primary);                        // ring GPADL 0xe1e10
+  const uint32_t sub_ring = h.Opened(sub);  // 0xe1e11
+  EXPECT_EQ(sub_ring, 0xE1E11u);
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
+                          "send GpadlTeardown{relid=8 gpadl=0xe1e11}", "retire offer=1 relid=7",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+  EXPECT_TRUE(h.bus().GetChannel(sub)->orphaned);
+  EXPECT_TRUE(h.bus().GetChannel(idle_sub)->orphaned);
+  EXPECT_EQ(h.bus().GetChannel(sub)->channel_state, ChannelState::kClosed);
+  // The orphans cannot be opened; closing them is a no-op.
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Open(idle_sub, SmallRings(), kDeadline, o); }),
+      ElementsAre("complete request=4 open offer=3: FAILED_PRECONDITION: open of relid 9: "
+                  "its primary channel was rescinded"));
+  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(sub, kDeadline, o); }),
+              ElementsAre("complete request=5 close offer=2: OK"));
+  // The sub's ring teardown completes; then the host rescinds the subs too.
+  EXPECT_THAT(h.Host(GpadlTorndownMsg(0xE1E11)),
+              ElementsAre("release_gpadl offer=2 gpadl=0xe1e11"));
+  EXPECT_THAT(h.Host(RescindMsg(8)),
+              ElementsAre("offer_removed offer=2 relid=8: UNAVAILABLE: relid 8 rescinded by host"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(sub, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=8}"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(primary, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}", "release_gpadl offer=1 gpadl=0xe1e10"));
+}
+
+TEST(BusStateRescindTest, RescindOfAPrimaryFailsASubChannelOpenInProgress) {
+  BusHarness h;
+  h.Connected();
+  h.Offered(7);
+  const OfferId sub = h.Offered(8, kEchoClass, kInstanceA, 1);
+  h.Call([&](BusState& b, Actions* o) { return b.Open(sub, SmallRings(), kDeadline, o); });
+  h.Host(GpadlCreatedMsg(8, 0xE1E10));
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
+                          "send GpadlTeardown{relid=8 gpadl=0xe1e10}", "cancel_timer request=2",
+                          "complete request=2 open offer=2: UNAVAILABLE: open of relid 8 failed: "
+                          "its primary relid 7 was rescinded",
+                          "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+}
+
+TEST(BusStateRescindTest, ASubChannelRescindUnlinksItFromItsPrimary) {
+  BusHarness h;
+  h.Connected();
+  const OfferId primary = h.Offered(7);
+  const OfferId sub = h.Offered(8, kEchoClass, kInstanceA, 1);
+  h.Host(RescindMsg(8));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(sub, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=8}"));
+  EXPECT_TRUE(h.bus().GetChannel(primary).has_value());
+  // The primary's rescind no longer touches the released sub-channel.
+  EXPECT_THAT(h.Host(RescindMsg(7)),
+              ElementsAre("offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
+}
+
+TEST(BusStateRescindTest, ReofferedInstanceAfterRescindIsANewOffer) {
+  BusHarness h;
+  h.Connected();
+  h.Offered(7);
+  h.Host(RescindMsg(7));
+  // Same instance, new relid, before the old relid is released: accepted.
+  EXPECT_THAT(h.Host(OfferMsg(20, kEchoClass, kInstanceA)), ElementsAre(Added(2, 20, kA)));
+}
+
+}  // namespace
+}  // namespace vbus::testing
