@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -22,14 +23,21 @@ thread_local const void* t_strands = nullptr;
 
 // An idle worker waits this long for work before its thread ends.
 constexpr absl::Duration kIdleWorker = absl::Seconds(2);
+// Ready work that waits this long behind busy workers, none of which finished an item
+// meanwhile, gets workers of its own (a blocked driver holds up another device at most this
+// long, plus scheduling).
+constexpr absl::Duration kStall = absl::Milliseconds(1);
 
 }  // namespace
 
-// Workers are pooled: a strand with work is queued as ready; an idle worker takes it, runs one
-// item and, if the strand has more, queues it again behind the other ready strands (so a busy
-// device cannot starve the others). A new worker is started whenever work is ready and no
-// worker is idle, so a driver that blocks never holds up another device. Idle workers end after
-// kIdleWorker.
+// Workers are pooled, and a burst of work costs a wake-up, not one per item. A strand with work
+// is queued as ready; an awake worker takes ready strands one item at a time (a strand with
+// more goes back behind the other ready strands, so a busy device cannot starve the others).
+// An idle worker is woken, or a new one started, only when nobody works on the ready queue;
+// otherwise the stall monitor is armed. The monitor is what keeps a blocked driver from
+// holding up other devices: if ready work waits and no item finished for kStall, it adds
+// workers (as many as are busy, at most one per ready strand: a burst of blocking probes gets
+// its workers in a few rounds). Idle workers end after kIdleWorker.
 struct DriverStrands::State {
   struct Strand {
     std::deque<std::function<void()>> queue;
@@ -38,19 +46,39 @@ struct DriverStrands::State {
 
   explicit State(std::string name) : thread_name(std::move(name)) {}
 
-  // Queues `key` as ready and makes sure a worker will take it.
+  // Queues `key` as ready and makes sure it will be taken.
   void Ready(const std::shared_ptr<State>& self, uint64_t key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     ready.push_back(key);
-    if (idle > 0) {
-      changed.Signal();
+    if (busy + wakes == 0) {
+      AddWorker(self);  // nobody works on the queue
+    } else if (!monitor_armed) {
+      ArmMonitor(self);  // a worker will get to it, unless it is stuck: watch
+    }
+  }
+
+  // Gets one more worker onto the ready queue: wakes an idle one or starts a thread.
+  void AddWorker(const std::shared_ptr<State>& self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    ++wakes;  // consumed by the worker when it wakes (or starts)
+    if (idle >= wakes) {
+      work_cv.Signal();
       return;
     }
     ++workers;
-    ++busy_workers;
     Reap();
     threads.emplace_back();
-    std::thread& thread = threads.back().thread;
-    thread = std::thread([self] { self->Work(); });
+    threads.back().thread = std::thread([self] { self->Work(); });
+  }
+
+  void ArmMonitor(const std::shared_ptr<State>& self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    monitor_armed = true;
+    if (!monitor_running) {
+      monitor_running = true;
+      Reap();
+      threads.emplace_back();
+      threads.back().thread = std::thread([self] { self->Monitor(self); });
+      return;
+    }
+    monitor_cv.Signal();
   }
 
   bool Post(const std::shared_ptr<State>& self, uint64_t key, std::function<void()> work)
@@ -70,31 +98,34 @@ struct DriverStrands::State {
     t_strands = this;
     pthread_setname_np(pthread_self(), thread_name.substr(0, 15).c_str());
     MutexLock lock(&mu);
+    if (wakes > 0) --wakes;  // the wake-up that started this thread
     for (;;) {
       if (ready.empty()) {
-        --busy_workers;
         ++idle;
-        changed.SignalAll();  // Join waits for idle workers
-        const bool got = changed.AwaitWithDeadline(
-            &mu, closed ? absl::Now() : absl::Now() + kIdleWorker,
-            [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !ready.empty() || closed; });
+        changed.SignalAll();  // Join waits for quiet
+        const bool timed_out =
+            work_cv.WaitWithDeadline(&mu, closed ? absl::Now() : absl::Now() + kIdleWorker);
         --idle;
-        if (!got || ready.empty()) {
+        if (wakes > 0) --wakes;
+        if (ready.empty() && (timed_out || closed)) {
           --workers;
           Finished();
           return;
         }
-        ++busy_workers;
+        continue;
       }
       const uint64_t key = ready.front();
       ready.pop_front();
       Strand& strand = strands[key];
       std::function<void()> work = std::move(strand.queue.front());
       strand.queue.pop_front();
+      ++busy;
       mu.Unlock();
       work();
       work = nullptr;  // its captures go before the lock is taken again
       mu.Lock();
+      --busy;
+      ++completed;
       Strand& after = strands[key];
       if (after.queue.empty()) {
         strands.erase(key);
@@ -104,7 +135,37 @@ struct DriverStrands::State {
     }
   }
 
-  // Marks the calling worker's thread as ended (joined later by Reap or Join).
+  // The stall monitor's thread: while armed, checks every kStall that ready work is being
+  // taken; when nothing finished for kStall with work waiting, adds workers. Ends when unarmed
+  // for kIdleWorker (ArmMonitor starts it again), or closed with nothing ready.
+  void Monitor(const std::shared_ptr<State>& self) {
+    pthread_setname_np(pthread_self(), (thread_name.substr(0, 11) + "-mon").c_str());
+    MutexLock lock(&mu);
+    uint64_t mark = completed;
+    for (;;) {
+      if (!monitor_armed || ready.empty()) {
+        monitor_armed = false;
+        if (closed) break;  // (queued work still runs after Close: watched until it is taken)
+        const bool timed_out = monitor_cv.WaitWithDeadline(&mu, absl::Now() + kIdleWorker);
+        if (timed_out && !monitor_armed) break;
+        mark = completed;
+        continue;
+      }
+      monitor_cv.WaitWithDeadline(&mu, absl::Now() + kStall);
+      if (ready.empty()) continue;
+      if (completed == mark && wakes == 0) {
+        // Stalled: every busy worker has held its item for at least kStall.
+        const size_t add = std::min(ready.size(), static_cast<size_t>(std::max(busy, 1)));
+        for (size_t i = 0; i < add; ++i) AddWorker(self);
+      }
+      mark = completed;
+    }
+    monitor_running = false;
+    monitor_armed = false;
+    Finished();
+  }
+
+  // Marks the calling thread as ended (joined later by Reap or Join).
   void Finished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (Worker& w : threads) {
       if (w.thread.get_id() == std::this_thread::get_id()) w.done = true;
@@ -131,13 +192,19 @@ struct DriverStrands::State {
 
   const std::string thread_name;
   Mutex mu;
-  CondVar changed;  // work became ready, a worker went idle or ended, closed
+  CondVar changed;     // a worker went idle or ended (Join waits for quiet)
+  CondVar work_cv;     // idle workers wait here for work
+  CondVar monitor_cv;  // the stall monitor waits here to be armed, and between checks
   bool closed ABSL_GUARDED_BY(mu) = false;
   std::map<uint64_t, Strand> strands ABSL_GUARDED_BY(mu);
-  std::deque<uint64_t> ready ABSL_GUARDED_BY(mu);  // active strands waiting for a worker
-  int workers ABSL_GUARDED_BY(mu) = 0;             // threads started and not ended
-  int busy_workers ABSL_GUARDED_BY(mu) = 0;        // running or about to run work
-  int idle ABSL_GUARDED_BY(mu) = 0;                // waiting for work
+  std::deque<uint64_t> ready ABSL_GUARDED_BY(mu);    // active strands waiting for a worker
+  int workers ABSL_GUARDED_BY(mu) = 0;               // worker threads started and not ended
+  int busy ABSL_GUARDED_BY(mu) = 0;                  // workers running an item
+  int idle ABSL_GUARDED_BY(mu) = 0;                  // workers waiting for work
+  int wakes ABSL_GUARDED_BY(mu) = 0;                 // wake-ups and starts on their way to a worker
+  uint64_t completed ABSL_GUARDED_BY(mu) = 0;        // items finished (the monitor's progress mark)
+  bool monitor_armed ABSL_GUARDED_BY(mu) = false;    // ready work waits behind busy workers
+  bool monitor_running ABSL_GUARDED_BY(mu) = false;  // the monitor's thread exists
   std::deque<Worker> threads ABSL_GUARDED_BY(mu);
 };
 
@@ -193,6 +260,8 @@ void DriverStrands::Close() {
   MutexLock lock(&state_->mu);
   state_->closed = true;
   state_->changed.SignalAll();
+  state_->work_cv.SignalAll();
+  state_->monitor_cv.SignalAll();
 }
 
 absl::Status DriverStrands::Join(absl::Time deadline) {
@@ -200,8 +269,8 @@ absl::Status DriverStrands::Join(absl::Time deadline) {
   MutexLock lock(&state_->mu);
   // Done when nothing is ready or running, apart from the calling strand thread's own work.
   auto quiet = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
-    return state_->ready.empty() && state_->busy_workers == (here ? 1 : 0) &&
-           state_->workers == (here ? 1 : 0);
+    return state_->ready.empty() && state_->busy == (here ? 1 : 0) &&
+           state_->workers == (here ? 1 : 0) && !state_->monitor_running;
   };
   const bool done = state_->changed.AwaitWithDeadline(&state_->mu, deadline, quiet);
   size_t busy = 0;

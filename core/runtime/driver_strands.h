@@ -1,9 +1,11 @@
 // DriverStrands: where a bus runs its drivers — one strand per device, the devices side by side.
 //
 // Work posted under one key (a device) runs in order, one item at a time; work under different
-// keys runs concurrently, each busy key on a thread of its own (started on demand, ended when
-// the key's queue runs dry). So a driver may block in Probe or Remove (an Open waiting for a
-// silent host) without holding up any other device. A Barrier runs its callback once every
+// keys runs side by side on a pool of worker threads. A burst of short items is run by the
+// workers already awake (one wake-up per burst, not per item); when ready work waits behind
+// workers none of which finished an item for a millisecond, it gets workers of its own. So a
+// driver may block in Probe or Remove (an Open waiting for a silent host) and hold up another
+// device by about a millisecond, not by its own wait. A Barrier runs its callback once every
 // strand has finished what was queued before it, which is how the bus waits for "every driver
 // probed" without serialising the probes.
 //

@@ -62,6 +62,55 @@ TEST(DriverStrandsTest, ABlockedKeyDoesNotHoldUpAnother) {
   EXPECT_TRUE(strands.Join(Deadline()).ok());
 }
 
+// Every device blocks until all of them have started: only a worker per device gets there
+// (the stall monitor keeps adding workers while none of the busy ones finishes).
+TEST(DriverStrandsTest, ManyBlockedKeysEachGetAWorker) {
+  DriverStrands strands("test-strand");
+  constexpr int kDevices = 40;
+  Mutex mu;
+  CondVar cv;
+  int started = 0;
+  int all_started = 0;
+  for (int key = 1; key <= kDevices; ++key) {
+    ASSERT_TRUE(strands.Post(key, [&] {
+      MutexLock lock(&mu);
+      ++started;
+      cv.SignalAll();
+      if (cv.AwaitWithDeadline(&mu, Deadline(), [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+            return started == kDevices;
+          })) {
+        ++all_started;
+      }
+    }));
+  }
+  strands.Close();
+  EXPECT_TRUE(strands.Join(Deadline()).ok());
+  MutexLock lock(&mu);
+  EXPECT_EQ(all_started, kDevices);
+}
+
+// A burst of short items on many devices all runs, in order per device.
+TEST(DriverStrandsTest, ABurstOfShortItemsAllRunInOrderPerKey) {
+  DriverStrands strands("test-strand");
+  Mutex mu;
+  std::vector<std::vector<int>> seen(16);
+  for (int i = 0; i < 1000; ++i) {
+    const int key = i % 16;
+    ASSERT_TRUE(strands.Post(key + 1, [&, key, i] {
+      MutexLock lock(&mu);
+      seen[key].push_back(i);
+    }));
+  }
+  Flag done;
+  ASSERT_TRUE(strands.Barrier([&] { done.Set(); }));
+  ASSERT_TRUE(done.Wait());
+  MutexLock lock(&mu);
+  for (int key = 0; key < 16; ++key) {
+    ASSERT_EQ(seen[key].size(), 1000u / 16 + (key < 1000 % 16 ? 1 : 0));
+    for (size_t j = 0; j < seen[key].size(); ++j) EXPECT_EQ(seen[key][j], key + 16 * int(j));
+  }
+}
+
 TEST(DriverStrandsTest, BarrierWaitsForWorkQueuedBeforeIt) {
   DriverStrands strands("test-strand");
   Flag release;

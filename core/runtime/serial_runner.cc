@@ -43,13 +43,20 @@ bool SerialRunner::Post(std::function<void()> work, bool may_run_here) {
     queue_.push_back(std::move(work));
     if (running_) return true;  // the thread running now (perhaps this one) takes it
     if (!may_run_here) {
-      changed_.SignalAll();  // the runner's thread takes it
+      WakeThreadIf(queue_.size() == 1);  // the runner's thread takes it (woken by the first)
       return true;
     }
     running_ = true;
   }
   RunBursts(/*dedicated=*/false);
   return true;
+}
+
+void SerialRunner::WakeThreadIf(bool concerns_it) {
+  // Only when the runner's thread sleeps and the change concerns it: a run on a posting thread
+  // then costs no futex wake of the runner's thread. (SignalAll: Join may wait on changed_ too,
+  // and must not take the thread's wake-up.)
+  if (concerns_it && thread_asleep_) changed_.SignalAll();
 }
 
 bool SerialRunner::InRunner() const { return t_running == this; }
@@ -65,13 +72,15 @@ void SerialRunner::RunBursts(bool dedicated) {
       due_ = due;
       if (queue_.empty()) {
         running_ = false;
-        changed_.SignalAll();
+        // Only a due time earlier than the one the runner's thread sleeps until concerns it (a
+        // later one: it wakes early, finds nothing due and sleeps again).
+        WakeThreadIf(due_ < thread_sleeps_until_);
         return;
       }
       if (!dedicated && !first) {
         // A posting thread runs one batch; the runner's thread takes over the rest.
         handed_over_ = true;
-        changed_.SignalAll();
+        WakeThreadIf(true);
         return;
       }
       batch.swap(queue_);
@@ -107,7 +116,10 @@ void SerialRunner::ThreadLoop() {
           changed_.SignalAll();
           return;
         }
-        changed_.WaitWithDeadline(&mu_, running_ ? absl::InfiniteFuture() : due_);
+        thread_sleeps_until_ = running_ ? absl::InfiniteFuture() : due_;
+        thread_asleep_ = true;
+        changed_.WaitWithDeadline(&mu_, thread_sleeps_until_);
+        thread_asleep_ = false;
       }
     }
     RunBursts(/*dedicated=*/true);

@@ -80,6 +80,8 @@ class SerialRunner {
   // own thread (runs until the queue is empty); otherwise one batch, then hands over.
   void RunBursts(bool dedicated);
   void ThreadLoop();
+  // Wakes the runner's thread if it sleeps and `concerns_it`.
+  void WakeThreadIf(bool concerns_it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string thread_name_;
   const Hooks hooks_;
@@ -91,6 +93,9 @@ class SerialRunner {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time due_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // The runner's thread sleeps in changed_ until thread_sleeps_until_ (or a wake-up).
+  bool thread_asleep_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time thread_sleeps_until_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   std::thread thread_;
 };
 
