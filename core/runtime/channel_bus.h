@@ -10,12 +10,12 @@
 //     when the executor is idle (no thread hand-off for a reply); everything else, and the
 //     executor's timers, on the bus's "vbus-control" thread (core/runtime/serial_runner.h).
 //     Completion callbacks (OpenAsync, CloseAsync) run where the executor runs;
-//   - drivers run on driver strands (core/runtime/driver_strands.h): Driver::Probe / Driver::Remove
-//   and
-//     the on_offer / on_offer_removed callbacks of one device run in the order its offer came
-//     and went, on a thread of that device's own, so a driver may block (an Open inside Probe
-//     waits for the host) without holding up the executor or any other device;
-//     on_host_lost runs after the removals it caused;
+//   - drivers run on driver strands (core/runtime/driver_strands.h): Driver::Probe /
+//     Driver::Remove and the on_offer / on_offer_removed callbacks of one device run in the
+//     order its offer came and went, devices side by side on a pool of worker threads, so a
+//     driver may block (an Open inside Probe waits for the host) without holding up the
+//     executor, and holds up another device by about a millisecond at most (then that device
+//     gets a worker of its own); on_host_lost runs after the removals it caused;
 //   - event dispatch runs wherever the backend raises OnEventsPending (the mock backend's
 //     doorbell thread, an interrupt handler): it scans the backend's receive event flags and
 //     calls each signalled channel through the ChannelTable, with no lock and no allocation

@@ -1,8 +1,7 @@
-// Internal to the bus runtime (core/runtime/bus_runtime.cc, core/channel*.cc,
-// core/bus_executor*.cc): which of the runtime's own contexts the caller is in, so that blocking
-// calls made from a context that must not block fail fast instead of deadlocking; and the fault
-// points through which tests plant deliberate bugs in the production code to prove their checks
-// catch them.
+// Internal to the bus runtime (core/runtime/bus_runtime.cc, channel*.cc, bus_executor*.cc):
+// which of the runtime's own contexts the caller is in, so that blocking calls made from a
+// context that must not block fail fast instead of deadlocking; and the fault points through
+// which tests plant deliberate bugs in the production code to prove their checks catch them.
 #ifndef VBUS_CORE_RUNTIME_RUNTIME_INTERNAL_H_
 #define VBUS_CORE_RUNTIME_RUNTIME_INTERNAL_H_
 
