@@ -71,6 +71,33 @@ TEST_F(BusStateChannelTest, OpenCreatesTheRingGpadlPublishesThenSendsOpenChannel
   EXPECT_EQ(s.ring_gpadl, 0xE1E10u);
 }
 
+// The runtime could not publish the channel (its table slot was taken): the open fails with
+// the reason, the host never hears of it (its OpenChannel is the runtime's to drop), the ring
+// GPADL goes, and the channel can be opened again.
+TEST_F(BusStateChannelTest, AFailedPublishFailsTheOpenAndTearsDownItsRing) {
+  Open(a_, SmallRings());
+  h_.Host(GpadlCreatedMsg(7, 0xE1E10));
+  EXPECT_EQ(State(a_), ChannelState::kOpening);
+  const std::vector<std::string> failed = h_.Do([&](BusState& b, Actions* o) {
+    b.OnPublishFailed(a_, absl::AlreadyExistsError("relid 7 is taken"), o);
+  });
+  EXPECT_THAT(failed, ::testing::Contains("send GpadlTeardown{relid=7 gpadl=0xe1e10}"));
+  EXPECT_THAT(failed, ::testing::Contains(::testing::HasSubstr(
+                          "open offer=1: FAILED_PRECONDITION: open of relid 7: its channel could "
+                          "not be published: relid 7 is taken")));
+  EXPECT_EQ(State(a_), ChannelState::kClosed);
+  EXPECT_FALSE(h_.bus().GetChannel(a_)->published);
+  // A second report, or a late OpenResult for the open the host never saw, changes nothing.
+  EXPECT_THAT(h_.Do([&](BusState& b, Actions* o) {
+    b.OnPublishFailed(a_, absl::AlreadyExistsError("again"), o);
+  }),
+              IsEmpty());
+  h_.Host(GpadlTorndownMsg(0xE1E10));
+  EXPECT_TRUE(h_.bus().Gpadls().empty());
+  Open(a_, SmallRings());
+  EXPECT_EQ(h_.SentGpadl(), 0xE1E11u);
+}
+
 TEST_F(BusStateChannelTest, CloseRetiresFirstAndCompletesWhenTheRingGpadlIsGone) {
   h_.Opened(a_);
   EXPECT_THAT(Close(a_), ElementsAre("retire offer=1 relid=7", "send CloseChannel{relid=7}",
