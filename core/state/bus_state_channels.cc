@@ -61,8 +61,9 @@ RequestId BusState::CreateGpadl(OfferId offer, GpadlParams params, absl::Time de
         absl::InvalidArgumentError(absl::StrCat("GPADL for relid ", relid, ": ", parts...)), out);
   };
   if (pages == 0) return invalid("no pages");
-  if (pages > protocol::kMaxGpadlPages) {
-    return invalid(pages, " pages, more than the ", protocol::kMaxGpadlPages, " a GPADL holds");
+  if (pages > protocol::kMaxGpadlPages) {  // docs/protocol.md §6
+    return invalid(pages, " pages, more than the ", protocol::kMaxGpadlPages,
+                   " one GPADL holds (its range length is 16 bits)");
   }
   if (params.byte_offset >= protocol::kPageSize) {
     return invalid("byte_offset ", params.byte_offset, " is not inside the first page");
@@ -312,9 +313,11 @@ RequestId BusState::Open(OfferId offer, OpenParams params, absl::Time deadline, 
                      protocol::kMinRingPages, " pages (outbound ", outbound, ", inbound ",
                      pages > outbound ? pages - outbound : 0, ")")));
   }
-  if (pages > protocol::kMaxGpadlPages) {
-    return fail(absl::InvalidArgumentError(absl::StrCat("open of relid ", relid, ": ", pages,
-                                                        " ring pages, more than a GPADL holds")));
+  if (pages > protocol::kMaxRingPairPages) {  // both rings in one GPADL: docs/protocol.md §6, §7
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "open of relid ", relid, ": ", pages, " ring pages (outbound ", outbound, ", inbound ",
+        pages - outbound, "), more than the ", protocol::kMaxRingPairPages,
+        " one GPADL holds (its range length is 16 bits)")));
   }
   if (params.user_data.size() > protocol::kUserDefinedBytes) {
     return fail(absl::InvalidArgumentError(

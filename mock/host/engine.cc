@@ -655,6 +655,7 @@ void HostEngine::EmitControl(const std::string& guest_id, const v1::ControlMessa
 
 void HostEngine::Reject(Guest& g, absl::StatusCode code, uint32_t relid, const std::string& what,
                         absl::Time now, Actions* out) {
+  ++counters_.protocol_errors;
   v1::HostToGuest h;
   h.mutable_error()->set_code(static_cast<int32_t>(code));
   h.mutable_error()->set_message(what);

@@ -31,9 +31,13 @@
 // - Requests the guest waits on (GpadlCreate, OpenChannel, ModifyChannel from 5.3) are answered
 //   with a non-zero status when refused; others (CloseChannel, GpadlTeardown, RelidReleased,
 //   Unload, ...) get a ProtocolError. Every refusal also publishes an ERROR event.
+// - Wire limits (core/data/protocol.h, docs/protocol.md §6, §7, §16) are a real host's: a
+//   GpadlCreate of more than 8190 pages is refused (GpadlCreated with a non-zero status), as
+//   is an OpenChannel whose ring GPADL does not start at byte 0, does not cover its pages
+//   whole, or is not split into two rings of >= 2 pages, or whose user_data exceeds 120 bytes.
 // - GPADL PFNs must be data pages inside the guest's file and not held by another live GPADL.
 //   An open maps the outbound ring (guest → host) from the first downstream_ring_page_offset
-//   pages of the GPADL and the inbound ring from the rest; each ring needs >= 2 pages.
+//   pages of the GPADL and the inbound ring from the rest.
 // - A rescinded channel stays RESCINDED (its relid taken) until the guest's RelidReleased;
 //   sub-channels are rescinded before their primary.
 // - Unload (from 3.0) closes every channel, forgets every GPADL and unsent state, and answers
@@ -154,6 +158,16 @@ struct DisconnectGuest {
 using Action =
     std::variant<SendToGuest, PublishEvent, MapRings, UnmapRings, SignalChannel, DisconnectGuest>;
 using Actions = std::vector<Action>;
+
+// EngineCounters: what the engine refused since it was created (all guests).
+// Each refusal also publishes an ERROR event naming what was wrong.
+struct EngineCounters {
+  // GpadlCreate, OpenChannel and ModifyChannel answered with a non-zero status (a request past
+  // a wire limit, injected refusals and failed ring mappings included).
+  uint64_t requests_refused = 0;
+  // ProtocolErrors sent: messages a correct guest never sends.
+  uint64_t protocol_errors = 0;
+};
 
 // --- Options --------------------------------------------------------------------------------
 
@@ -310,6 +324,7 @@ class HostEngine {
   absl::StatusOr<ChannelSnapshot> FindChannel(absl::string_view guest_id, uint32_t relid) const;
   // GuestIds in attach order.
   std::vector<std::string> GuestIds() const;
+  const EngineCounters& counters() const { return counters_; }
   // The guest's live GPADLs (nullptr for an unknown guest).
   const GpadlTable* Gpadls(absl::string_view guest_id) const;
 
@@ -365,6 +380,7 @@ class HostEngine {
   uint64_t next_delay_sequence_ = 0;
   bool message_events_ = true;
   absl::btree_map<std::pair<absl::Time, uint64_t>, std::unique_ptr<DelayedMessage>> delayed_;
+  EngineCounters counters_;
 };
 
 }  // namespace vbus::mock

@@ -201,6 +201,7 @@ void HostEngine::OnRequestOffers(Guest& g, absl::Time now, Actions* out) {
 
 void HostEngine::OnGpadlCreate(Guest& g, const v1::GpadlCreate& m, absl::Time now, Actions* out) {
   auto answer = [&](uint32_t status) {
+    if (status != protocol::kStatusSuccess) ++counters_.requests_refused;
     v1::ControlMessage reply;
     v1::GpadlCreated* r = reply.mutable_gpadl_created();
     r->set_child_relid(m.child_relid());
@@ -263,6 +264,7 @@ void HostEngine::OnGpadlTeardown(Guest& g, const v1::GpadlTeardown& m, absl::Tim
 
 void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time now, Actions* out) {
   auto answer = [&](uint32_t status) {
+    if (status != protocol::kStatusSuccess) ++counters_.requests_refused;
     v1::ControlMessage reply;
     v1::OpenResult* r = reply.mutable_open_result();
     r->set_child_relid(m.child_relid());
@@ -308,14 +310,18 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
     return refuse(absl::StrFormat("ring GPADL 0x%x already holds the rings of relid %d",
                                   gpadl->handle, gpadl->used_by));
   }
+  // Ring sizes: docs/protocol.md §7 (the GPADL table already holds at most 8190 pages).
   if (gpadl->byte_offset != 0) {
     return refuse(
         absl::StrFormat("ring GPADL 0x%x does not start on a page boundary", gpadl->handle));
   }
   const uint64_t pages = gpadl->pfns.size();
+  if (gpadl->byte_count != pages * protocol::kPageSize) {
+    return refuse(absl::StrFormat("ring GPADL 0x%x covers %d bytes, not its %d pages whole",
+                                  gpadl->handle, gpadl->byte_count, pages));
+  }
   const uint32_t offset = m.downstream_ring_page_offset();
-  if (offset < protocol::kMinRingPages || offset > pages ||
-      pages - offset < protocol::kMinRingPages) {
+  if (!protocol::RingSplitFits(pages, offset)) {
     return refuse(absl::StrCat("downstream_ring_page_offset ", offset, " does not split the ",
                                pages, "-page GPADL into two rings of at least ",
                                protocol::kMinRingPages, " pages"));
@@ -374,6 +380,7 @@ absl::Status HostEngine::CompleteOpen(absl::string_view guest_id, uint32_t relid
     if (Gpadl* gpadl = g.gpadls.Find(c.ring_gpadl); gpadl != nullptr) gpadl->used_by = 0;
     c.ring_gpadl = 0;
     r->set_status(protocol::kStatusUnsuccessful);
+    ++counters_.requests_refused;
     Event(g.id, v1::EVENT_KIND_ERROR, relid, now, out,
           absl::StrCat("open_channel of relid ", relid, " failed: ", mapped.message()));
   }
@@ -437,6 +444,7 @@ void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Tim
   const bool responds = protocol::HasModifyChannelResponse(g.version);
   auto answer = [&](uint32_t status) {
     if (!responds) return;
+    if (status != protocol::kStatusSuccess) ++counters_.requests_refused;
     v1::ControlMessage reply;
     reply.mutable_modify_channel_response()->set_child_relid(m.child_relid());
     reply.mutable_modify_channel_response()->set_status(status);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/data/protocol.h"
 
 namespace vbus::mock {
 
@@ -15,6 +16,11 @@ absl::Status GpadlTable::Add(Gpadl gpadl, const MemoryLayout& layout, uint64_t p
   }
   const uint64_t pages = gpadl.pfns.size();
   if (pages == 0) return absl::InvalidArgumentError(absl::StrCat(name, " lists no pages"));
+  if (pages > protocol::kMaxGpadlPages) {  // docs/protocol.md §6: Hyper-V could not carry it
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " lists ", pages, " pages, more than the ", protocol::kMaxGpadlPages,
+                     " one GPADL holds (its range length is 16 bits)"));
+  }
   if (gpadl.byte_offset >= protocol::kPageSize) {
     return absl::InvalidArgumentError(
         absl::StrCat(name, ": byte_offset ", gpadl.byte_offset, " is not inside the first page"));

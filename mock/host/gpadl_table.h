@@ -24,6 +24,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "core/data/protocol.h"
 #include "mock/guest_memory.h"
 
 namespace vbus::mock {
@@ -42,8 +43,9 @@ class GpadlTable {
  public:
   // Add
   // Records `gpadl` (used_by is reset to 0). Fails, leaving the table unchanged, with:
-  // InvalidArgument for handle 0, an empty PFN list, byte_offset >= 4096, a byte range that
-  // does not cover exactly the listed pages, or a repeated PFN; AlreadyExists for a live
+  // InvalidArgument for handle 0, an empty PFN list, more than protocol::kMaxGpadlPages (8190)
+  // PFNs, byte_offset >= 4096, a byte range that does not cover exactly the listed pages, or a
+  // repeated PFN; AlreadyExists for a live
   // handle or a PFN that another live GPADL holds (naming both handles); OutOfRange for a PFN
   // outside the data pages of a file of `page_count` pages laid out as `layout`.
   absl::Status Add(Gpadl gpadl, const MemoryLayout& layout, uint64_t page_count);

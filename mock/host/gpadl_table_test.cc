@@ -1,7 +1,9 @@
 #include "mock/host/gpadl_table.h"
 
 #include <string>
+#include <vector>
 
+#include "core/data/protocol.h"
 #include "gtest/gtest.h"
 
 namespace vbus::mock {
@@ -56,6 +58,27 @@ TEST(GpadlTableTest, RejectsBadGpadlsAndLeavesTheTableUnchanged) {
   EXPECT_EQ(t.Add(offset, {}, kPages).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(t.size(), 2u);
   EXPECT_EQ(t.page_count(), 4u);
+}
+
+// One GPADL holds at most 8190 pages (docs/protocol.md §6): at the limit it is recorded, one
+// page more is refused naming both numbers, and the table is unchanged.
+TEST(GpadlTableTest, HoldsAtMostTheLargestGpadlAHostCanReceive) {
+  constexpr uint64_t kBig = 2 * protocol::kMaxGpadlPages + 64;
+  auto pages_from = [](uint64_t first, size_t count) {
+    std::vector<uint64_t> pfns(count);
+    for (size_t i = 0; i < count; ++i) pfns[i] = first + i;
+    return pfns;
+  };
+  GpadlTable t;
+  absl::Status over = t.Add(Make(1, 7, pages_from(10, protocol::kMaxGpadlPages + 1)), {}, kBig);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.message(),
+            "GPADL 0x1 lists 8191 pages, more than the 8190 one GPADL holds (its range length is "
+            "16 bits)");
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_EQ(t.page_count(), 0u);
+  ASSERT_TRUE(t.Add(Make(1, 7, pages_from(10, protocol::kMaxGpadlPages)), {}, kBig).ok());
+  EXPECT_EQ(t.page_count(), protocol::kMaxGpadlPages);
 }
 
 TEST(GpadlTableTest, RemoveForRelidAndClear) {

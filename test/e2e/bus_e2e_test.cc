@@ -6,7 +6,8 @@
 // Scenarios: connect and list offers; two echo channels with VBUS_E2E_PACKETS (default
 // 100,000) packets each way, every byte and the running checksums checked, then close;
 // rescind while traffic flows; hot-add bound by a driver; relid reuse; the host refusing an
-// open; the host disconnecting (and, as a process, dying) mid-open — Unavailable, no hang.
+// open; the largest GPADL and ring pair (one page more fails cleanly); the host disconnecting
+// (and, as a process, dying) mid-open — Unavailable, no hang.
 //
 // Usage: bus_e2e_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <algorithm>
@@ -22,7 +23,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "backends/page_pool.h"
 #include "core/data/guid_proto.h"
+#include "core/data/protocol.h"
 #include "core/runtime/channel_bus.h"
 #include "core/runtime/sync.h"
 #include "gmock/gmock.h"
@@ -166,10 +169,10 @@ class BusE2eTest : public ::testing::TestWithParam<Mode> {
     if (HasFailure() && host_ != nullptr) std::cerr << "mock_host log:\n" << host_->log() << "\n";
     host_.reset();
   }
-  void AttachGuest(ChannelBusOptions options = {}) {
+  void AttachGuest(ChannelBusOptions options = {}, uint64_t memory_bytes = 64 << 20) {
     options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
     absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
-        E2eGuest::Attach(*host_, kGuest, std::move(options));
+        E2eGuest::Attach(*host_, kGuest, std::move(options), memory_bytes);
     ASSERT_TRUE(guest.ok()) << guest.status();
     guest_ = std::move(*guest);
   }
@@ -446,6 +449,53 @@ TEST_P(BusE2eTest, HostRefusingAnOpen) {
   ASSERT_TRUE(stream.SendRange(*channel, 0, 100).ok());
   ASSERT_TRUE(stream.WaitFor(100, Deadline()));
   EXPECT_EQ(stream.bad(), 0u);
+  guest_.reset();  // its channels' callbacks refer to this frame
+}
+
+// The largest ring pair and GPADL one GPADL can carry (8190 pages, docs/protocol.md §6) work
+// against the host; one page more is refused by the guest with InvalidArgument naming both
+// numbers before the host hears of it, and leaves nothing behind: no GPADL on the host, every
+// guest page back in the pool, the channel free to open.
+TEST_P(BusE2eTest, TheLargestGpadlWorksAndOnePageMoreFailsCleanly) {
+  AttachGuest({}, /*memory_bytes=*/96 << 20);  // room for 8190 ring pages + an 8190-page GPADL
+  const uint32_t relid = OfferEcho();
+  ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
+  std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
+  const PagePool& pool = guest_->backend().pool();
+  const size_t free_before = pool.free_pages();
+  auto nothing_left = [&] {
+    absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
+    return pool.free_pages() == free_before && info.ok() &&
+           info->state() == v1::CHANNEL_STATE_OFFERED && info->ring_gpadl() == 0;
+  };
+  EchoStream stream(12);
+  ChannelOpenOptions rings = EchoOptions(&stream);
+  rings.outbound_ring_pages = 4096;  // 4096 + 4095 = 8191 pages
+  rings.inbound_ring_pages = 4095;
+  absl::Status over = channel->Open(rings, Deadline());
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument) << over;
+  EXPECT_THAT(std::string(over.message()), HasSubstr("8191 ring pages"));
+  EXPECT_THAT(std::string(over.message()), HasSubstr("more than the 8190 one GPADL holds"));
+  EXPECT_FALSE(channel->is_open());
+  ASSERT_TRUE(Eventually(nothing_left));
+  // 4095 + 4095: the largest pair opens and carries traffic.
+  rings.outbound_ring_pages = 4095;
+  ASSERT_TRUE(channel->Open(rings, Deadline()).ok());
+  ASSERT_TRUE(stream.SendRange(*channel, 0, 1000).ok());
+  ASSERT_TRUE(stream.WaitFor(1000, Deadline()));
+  EXPECT_EQ(stream.bad(), 0u);
+  EXPECT_LE(pool.free_pages(), free_before - 8190);
+  // The largest GPADL is created and torn down; one page more never reaches the host.
+  absl::StatusOr<GpadlBuffer> largest = channel->CreateGpadl(8190, Deadline());
+  ASSERT_TRUE(largest.ok()) << largest.status();
+  EXPECT_EQ(largest->pfns.size(), 8190u);
+  EXPECT_EQ(largest->memory.size(), 8190u * protocol::kPageSize);
+  absl::StatusOr<GpadlBuffer> too_large = channel->CreateGpadl(8191, Deadline());
+  EXPECT_EQ(too_large.status().code(), absl::StatusCode::kInvalidArgument) << too_large.status();
+  EXPECT_THAT(std::string(too_large.status().message()), HasSubstr("8191"));
+  ASSERT_TRUE(channel->TeardownGpadl(largest->handle, Deadline()).ok());
+  ASSERT_TRUE(channel->Close(Deadline()).ok());
+  ASSERT_TRUE(Eventually(nothing_left));
   guest_.reset();  // its channels' callbacks refer to this frame
 }
 
