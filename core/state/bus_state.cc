@@ -354,6 +354,7 @@ void BusState::DetachAll(const absl::Status& reason, Actions* out) {
     if (was_active) out->push_back(OfferRemoved{id, rec.info.relid, reason});
   }
   relid_index_.fill(OfferId());
+  refused_relids_.reset();  // the host forgets every relid with the connection
   instance_index_.clear();
   if (connect_request_.valid()) {
     const RequestId id = connect_request_;
@@ -568,6 +569,10 @@ absl::Status BusState::CheckInvariants() const {
     if (rec->info.relid != relid || rec->state == OfferState::kDetached) {
       return broken("relid ", relid, " maps to offer ", id.value(), " (relid ", rec->info.relid,
                     ", ", OfferStateName(rec->state), ")");
+    }
+    if (refused_relids_.test(relid)) {
+      return broken("relid ", relid, " is held by offer ", id.value(),
+                    " and also released as a refused offer's");
     }
   }
   for (const auto& [key, id] : instance_index_) {

@@ -35,7 +35,10 @@
 //     AllOffersDelivered.
 //   - Offers: validated (core/state/offer_validation.h), relid and (type, instance, sub-channel
 //     index) unique among live offers, sub-channels linked to a live primary by type and
-//     instance. Offers after AllOffersDelivered are hot-adds.
+//     instance. Offers after AllOffersDelivered are hot-adds. A refused offer is ignored and
+//     its relid released at once (RelidReleased), as is a later rescind of that relid, so the
+//     host never holds it forever — unless the relid is outside 1..2047 or another (active or
+//     rescinded) offer holds it: that offer's relid is not the refused offer's to give back.
 //   - Rescind: sub-channels of a rescinded primary are closed first; the channel is retired
 //     (its pending calls fail with Unavailable); the host answers nothing more for it, so no
 //     message is sent for it until the runtime calls ReleaseOffer, which sends RelidReleased.
@@ -73,6 +76,7 @@
 #define VBUS_CORE_STATE_BUS_STATE_H_
 
 #include <array>
+#include <bitset>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -198,6 +202,8 @@ struct BusCounters {
   uint64_t messages_sent = 0;      // SendMessage actions emitted
   uint64_t offers_accepted = 0;
   uint64_t rescinds = 0;
+  // RelidReleased sent for a refused offer, or for a rescind of a refused offer's relid.
+  uint64_t refused_relids_released = 0;
   uint64_t ignored_total = 0;
   std::array<uint64_t, kIgnoreReasonCount> ignored{};
 
@@ -388,6 +394,10 @@ class BusState {
   void SendInitiateContact(Actions* out);
   void TryNextVersion(absl::string_view why, Actions* out);
   void DetachAll(const absl::Status& reason, Actions* out);
+  // Sends RelidReleased for the relid of an offer just refused, unless it is not a valid relid,
+  // another offer holds it, or the bus is not kConnected; remembers it so that a rescind of it
+  // is answered the same way.
+  void ReleaseRefusedRelid(uint32_t relid, Actions* out);
   bool negotiated() const {
     return phase_ == BusPhase::kConnected || phase_ == BusPhase::kUnloading;
   }
@@ -442,6 +452,9 @@ class BusState {
   std::map<OfferId, OfferRecord> offers_;
   std::array<OfferId, protocol::kRelidCount> relid_index_{};  // active + rescinded offers
   std::map<InstanceKey, OfferId> instance_index_;             // active offers
+  // Relids of refused offers released since the host last offered them (none is in
+  // relid_index_): a rescind of one is answered with RelidReleased.
+  std::bitset<protocol::kRelidCount> refused_relids_;
   std::map<uint32_t, GpadlRecord> gpadls_;
   std::map<RequestId, PendingRequest> requests_;
 

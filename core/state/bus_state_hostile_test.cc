@@ -58,34 +58,41 @@ TEST_F(BusStateHostileTest, OfferRelidOutOfRange) {
 TEST_F(BusStateHostileTest, OfferWithBadGuidsOrFields) {
   v1::ControlMessage bad_type = OfferMsg(9, kEchoClass, kInstanceB);
   bad_type.mutable_offer()->mutable_interface_type()->set_value("not-a-guid");
-  EXPECT_THAT(h_.Host(bad_type), ElementsAre(::testing::StartsWith(
-                                     "ignored offer_bad_guid: INVALID_ARGUMENT: offer of "
-                                     "relid 9 has a bad interface_type: ")));
+  EXPECT_THAT(
+      h_.Host(bad_type),
+      ElementsAre(::testing::StartsWith("ignored offer_bad_guid: INVALID_ARGUMENT: offer of "
+                                        "relid 9 has a bad interface_type: "),
+                  "send RelidReleased{relid=9}"));
   v1::ControlMessage no_instance = OfferMsg(9, kEchoClass, kInstanceB);
   no_instance.mutable_offer()->clear_interface_instance();
-  EXPECT_THAT(h_.Host(no_instance), ElementsAre(::testing::StartsWith(
-                                        "ignored offer_bad_guid: INVALID_ARGUMENT: offer of "
-                                        "relid 9 has a bad interface_instance: ")));
+  EXPECT_THAT(
+      h_.Host(no_instance),
+      ElementsAre(::testing::StartsWith("ignored offer_bad_guid: INVALID_ARGUMENT: offer of "
+                                        "relid 9 has a bad interface_instance: "),
+                  "send RelidReleased{relid=9}"));
   v1::ControlMessage monitor = OfferMsg(9, kEchoClass, kInstanceB);
   monitor.mutable_offer()->set_monitor_allocated(true);
   monitor.mutable_offer()->set_monitor_id(128);
   EXPECT_THAT(h_.Host(monitor), ElementsAre("ignored offer_bad_monitor_id: INVALID_ARGUMENT: offer "
-                                            "of relid 9 has monitor id 128, not below 128"));
+                                            "of relid 9 has monitor id 128, not below 128",
+                                            "send RelidReleased{relid=9}"));
   v1::ControlMessage sub_index = OfferMsg(9, kEchoClass, kInstanceB, 0x10000);
   EXPECT_THAT(
       h_.Host(sub_index),
       ElementsAre("ignored offer_field_out_of_range: INVALID_ARGUMENT: offer of relid 9 has "
-                  "sub_channel_index 65536, above 65535"));
+                  "sub_channel_index 65536, above 65535",
+                  "send RelidReleased{relid=9}"));
   v1::ControlMessage user = OfferMsg(9, kEchoClass, kInstanceB);
   user.mutable_offer()->set_user_defined(std::string(121, 'x'));
   EXPECT_THAT(
       h_.Host(user),
       ElementsAre("ignored offer_field_out_of_range: INVALID_ARGUMENT: offer of relid 9 has "
-                  "121 user-defined bytes, more than 120"));
+                  "121 user-defined bytes, more than 120",
+                  "send RelidReleased{relid=9}"));
   v1::ControlMessage mmio = OfferMsg(9, kEchoClass, kInstanceB);
   mmio.mutable_offer()->set_mmio_megabytes(70000);
-  EXPECT_THAT(h_.Host(mmio),
-              ElementsAre(::testing::HasSubstr("mmio_megabytes 70000, above 65535")));
+  EXPECT_THAT(h_.Host(mmio), ElementsAre(::testing::HasSubstr("mmio_megabytes 70000, above 65535"),
+                                         "send RelidReleased{relid=9}"));
   // An unallocated monitor id is junk, not an error: it becomes 0.
   v1::ControlMessage junk = OfferMsg(9, kEchoClass, kInstanceB);
   junk.mutable_offer()->set_monitor_id(200);
@@ -99,12 +106,14 @@ TEST_F(BusStateHostileTest, SubChannelOfferWithoutPrimary) {
               ElementsAre("ignored sub_channel_without_primary: FAILED_PRECONDITION: sub-channel "
                           "offer of relid 9 (index 1) has no primary of type "
                           "8c2eaf3d-32a7-4b09-ab99-bd1f1c86b501 instance "
-                          "66666666-7777-8888-9999-aaaaaaaaaaaa"));
+                          "66666666-7777-8888-9999-aaaaaaaaaaaa",
+                          "send RelidReleased{relid=9}"));
   // A primary of another class with the same instance does not count.
   const Guid other = Guid::Literal("00000000-0000-0000-0000-000000000001");
   h_.Offered(10, other, kInstanceB);
   EXPECT_THAT(h_.Host(OfferMsg(9, kEchoClass, kInstanceB, 1)),
-              ElementsAre(::testing::StartsWith("ignored sub_channel_without_primary")));
+              ElementsAre(::testing::StartsWith("ignored sub_channel_without_primary"),
+                          "send RelidReleased{relid=9}"));
   EXPECT_EQ(Ignored(IgnoreReason::kSubChannelWithoutPrimary), 2u);
   ExpectUsable();
 }
@@ -118,13 +127,15 @@ TEST_F(BusStateHostileTest, DuplicateOffers) {
   EXPECT_THAT(h_.Host(OfferMsg(8, kEchoClass, kInstanceA)),
               ElementsAre("ignored offer_duplicate_instance: ALREADY_EXISTS: offer of relid 8 "
                           "duplicates instance 11111111-2222-3333-4444-555555555555 sub-channel 0, "
-                          "already offered as relid 7"));
+                          "already offered as relid 7",
+                          "send RelidReleased{relid=8}"));
   h_.Offered(8, kEchoClass, kInstanceA, 1);
   EXPECT_THAT(
       h_.Host(OfferMsg(9, kEchoClass, kInstanceA, 1)),
       ElementsAre(::testing::HasSubstr("duplicates instance "
                                        "11111111-2222-3333-4444-555555555555 sub-channel 1, "
-                                       "already offered as relid 8")));
+                                       "already offered as relid 8"),
+                  "send RelidReleased{relid=9}"));
   EXPECT_EQ(h_.bus().Offers().size(), 2u);
   ExpectUsable();
 }
@@ -469,8 +480,11 @@ class Storm {
               << "GPADL handle reused while live";
         }
         if (s->message.has_relid_released()) {
-          ASSERT_EQ(published_.count(s->message.relid_released().child_relid()), 0u)
-              << "relid released while still published";
+          const uint32_t relid = s->message.relid_released().child_relid();
+          ASSERT_EQ(published_.count(relid), 0u) << "relid released while still published";
+          // Not even for a refused duplicate: the relid of a live offer is never given back.
+          ASSERT_FALSE(h_.bus().FindOfferByRelid(relid).has_value())
+              << "relid " << relid << " released while an offer holds it";
         }
       }
       if (std::holds_alternative<InputIgnored>(a)) ++stats_.ignored;

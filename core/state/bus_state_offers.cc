@@ -12,6 +12,7 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
   absl::StatusOr<OfferInfo> validated = ValidateOffer(m, &reason);
   if (!validated.ok()) {
     Ignore(reason, validated.status(), out);
+    ReleaseRefusedRelid(m.child_relid(), out);  // not if out of range, or held by another offer
     return;
   }
   OfferInfo info = *std::move(validated);
@@ -34,6 +35,7 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
             " sub-channel ", info.sub_channel_index, ", already offered as relid ",
             FindOffer(dup->second) != nullptr ? FindOffer(dup->second)->info.relid : 0)),
         out);
+    ReleaseRefusedRelid(relid, out);
     return;
   }
   OfferRecord* primary = nullptr;
@@ -46,6 +48,7 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
                  ") has no primary of type ", info.interface_type.ToString(), " instance ",
                  info.interface_instance.ToString())),
              out);
+      ReleaseRefusedRelid(relid, out);
       return;
     }
     primary = FindOffer(p->second);
@@ -62,6 +65,7 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
   OfferRecord& rec = offers_[id];
   rec.info = std::move(info);
   relid_index_[relid] = id;
+  refused_relids_.reset(relid);  // reused: the host has had the release of a refusal
   instance_index_[key] = id;
   if (primary != nullptr) primary->sub_channels.push_back(id);
   ++counters_.offers_accepted;
@@ -78,6 +82,19 @@ void BusState::HandleRescind(const v1::RescindOffer& m, Actions* out) {
     return;
   }
   OfferRecord* rec = FindByRelid(relid);
+  if (rec == nullptr && refused_relids_.test(relid)) {
+    // The host rescinds an offer the guest refused: it may not have taken the release sent
+    // then as one (docs/protocol.md §8). Answer again.
+    // While unloading there is nothing to answer: the Unload on its way frees every relid.
+    refused_relids_.reset(relid);
+    if (phase_ == BusPhase::kConnected) {
+      ++counters_.refused_relids_released;
+      v1::ControlMessage released;
+      released.mutable_relid_released()->set_child_relid(relid);
+      Send(std::move(released), out);
+    }
+    return;
+  }
   if (rec == nullptr) {
     Ignore(IgnoreReason::kRescindUnknownRelid,
            absl::NotFoundError(absl::StrCat("rescind of relid ", relid, ", which has no offer")),
@@ -116,6 +133,20 @@ void BusState::HandleRescind(const v1::RescindOffer& m, Actions* out) {
   out->push_back(
       OfferRemoved{rec->info.id, relid,
                    absl::UnavailableError(absl::StrCat("relid ", relid, " rescinded by host"))});
+}
+
+void BusState::ReleaseRefusedRelid(uint32_t relid, Actions* out) {
+  // A relid another offer holds is that offer's: releasing it would let the host reuse it
+  // under a live channel. While unloading the host forgets every relid anyway.
+  if (!protocol::IsValidRelid(relid) || FindByRelid(relid) != nullptr ||
+      phase_ != BusPhase::kConnected) {
+    return;
+  }
+  refused_relids_.set(relid);
+  ++counters_.refused_relids_released;
+  v1::ControlMessage m;
+  m.mutable_relid_released()->set_child_relid(relid);
+  Send(std::move(m), out);
 }
 
 void BusState::OrphanSubChannel(OfferRecord& sub, const OfferRecord& primary, Actions* out) {

@@ -1,5 +1,6 @@
 // BusState: offers, hot-add, sub-channels, rescind and relid release.
 #include <string>
+#include <utility>
 
 #include "core/state/bus_state.h"
 #include "core/state/bus_state_testing.h"
@@ -255,6 +256,111 @@ TEST(BusStateRescindTest, ReofferedInstanceAfterRescindIsANewOffer) {
   h.Host(RescindMsg(7));
   // Same instance, new relid, before the old relid is released: accepted.
   EXPECT_THAT(h.Host(OfferMsg(20, kEchoClass, kInstanceA)), ElementsAre(Added(2, 20, kA)));
+}
+
+// ---- Refused offers release their relid (docs/protocol.md §8) --------------------------------
+
+TEST(BusStateRefusedOfferTest, ARefusedOfferReleasesItsRelidWhichTheHostMayReuse) {
+  BusHarness h;
+  h.Connected();
+  v1::ControlMessage bad = OfferMsg(9, kEchoClass, kInstanceB);
+  bad.mutable_offer()->set_monitor_allocated(true);
+  bad.mutable_offer()->set_monitor_id(200);
+  EXPECT_THAT(h.Host(bad), ElementsAre("ignored offer_bad_monitor_id: INVALID_ARGUMENT: offer "
+                                       "of relid 9 has monitor id 200, not below 128",
+                                       "send RelidReleased{relid=9}"));
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 1u);
+  EXPECT_FALSE(h.bus().FindOfferByRelid(9).has_value());
+  // The host took the release: relid 9 carries a new device, which rescinds normally.
+  EXPECT_THAT(h.Host(OfferMsg(9, kEchoClass, kInstanceA)), ElementsAre(Added(1, 9, kA)));
+  EXPECT_THAT(h.Host(RescindMsg(9)),
+              ElementsAre("offer_removed offer=1 relid=9: UNAVAILABLE: relid 9 rescinded by host"));
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 1u);
+}
+
+TEST(BusStateRefusedOfferTest, EveryKindOfRefusalWithAFreeRelidReleasesIt) {
+  BusHarness h;
+  h.Connected();
+  h.Offered(7);  // kInstanceA, primary
+  v1::ControlMessage bad_guid = OfferMsg(10, kEchoClass, kInstanceB);
+  bad_guid.mutable_offer()->mutable_interface_instance()->set_value("not-a-guid");
+  v1::ControlMessage long_user = OfferMsg(11, kEchoClass, kInstanceB);
+  long_user.mutable_offer()->set_user_defined(std::string(121, 'u'));
+  const std::pair<v1::ControlMessage, const char*> refused[] = {
+      {bad_guid, "ignored offer_bad_guid"},
+      {long_user, "ignored offer_field_out_of_range"},
+      {OfferMsg(12, kEchoClass, kInstanceA), "ignored offer_duplicate_instance"},
+      {OfferMsg(13, kEchoClass, kInstanceB, 1), "ignored sub_channel_without_primary"},
+  };
+  for (const auto& [message, ignored] : refused) {
+    const uint32_t relid = message.offer().child_relid();
+    EXPECT_THAT(h.Host(message),
+                ElementsAre(::testing::StartsWith(ignored),
+                            "send RelidReleased{relid=" + std::to_string(relid) + "}"));
+  }
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 4u);
+  EXPECT_EQ(h.bus().Offers().size(), 1u);
+}
+
+TEST(BusStateRefusedOfferTest, ARelidThatIsNotTheRefusedOffersToGiveIsNotReleased) {
+  BusHarness h;
+  h.Connected();
+  const OfferId live = h.Offered(7);
+  // Outside 1..2047: no relid to release.
+  EXPECT_THAT(h.Host(OfferMsg(2048, kEchoClass, kInstanceB)),
+              ElementsAre(::testing::StartsWith("ignored offer_relid_out_of_range")));
+  // A duplicate of a live offer's relid, valid or not: the relid is the live offer's.
+  EXPECT_THAT(h.Host(OfferMsg(7, kEchoClass, kInstanceB)),
+              ElementsAre(::testing::StartsWith("ignored offer_duplicate_relid")));
+  v1::ControlMessage bad = OfferMsg(7, kEchoClass, kInstanceB);
+  bad.mutable_offer()->mutable_interface_type()->set_value("?");
+  EXPECT_THAT(h.Host(bad), ElementsAre(::testing::StartsWith("ignored offer_bad_guid")));
+  // Nor while rescinded and not yet released by the runtime.
+  h.Host(RescindMsg(7));
+  EXPECT_THAT(h.Host(OfferMsg(7, kEchoClass, kInstanceB, 1)),
+              ElementsAre(::testing::StartsWith("ignored offer_duplicate_relid")));
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 0u);
+  // The live offer's own release happens once, when the runtime lets it go.
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { ASSERT_TRUE(b.ReleaseOffer(live, o).ok()); }),
+              ElementsAre("send RelidReleased{relid=7}"));
+}
+
+TEST(BusStateRefusedOfferTest, ARescindOfARefusedRelidIsAnsweredOnce) {
+  BusHarness h;
+  h.Connected();
+  EXPECT_THAT(h.Host(OfferMsg(9, kEchoClass, kInstanceB, 2)),
+              ElementsAre(::testing::StartsWith("ignored sub_channel_without_primary"),
+                          "send RelidReleased{relid=9}"));
+  // A host that did not take that release as one rescinds the offer: answered again.
+  EXPECT_THAT(h.Host(RescindMsg(9)), ElementsAre("send RelidReleased{relid=9}"));
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 2u);
+  EXPECT_EQ(h.bus().counters().rescinds, 0u);
+  EXPECT_EQ(h.bus().counters().ignored_for(IgnoreReason::kRescindUnknownRelid), 0u);
+  // Once: a second rescind names a relid the guest knows nothing of.
+  EXPECT_THAT(h.Host(RescindMsg(9)),
+              ElementsAre("ignored rescind_unknown_relid: NOT_FOUND: rescind of relid 9, which "
+                          "has no offer"));
+}
+
+TEST(BusStateRefusedOfferTest, TheEndOfTheConnectionForgetsRefusedRelids) {
+  BusHarness h;
+  h.Connected();
+  EXPECT_THAT(h.Host(OfferMsg(9, kEchoClass, kInstanceB, 1)),
+              ElementsAre(::testing::StartsWith("ignored"), "send RelidReleased{relid=9}"));
+  // While unloading nothing is released: the Unload on its way frees every relid.
+  h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o); });
+  EXPECT_THAT(h.Host(OfferMsg(10, kEchoClass, kInstanceB, 1)),
+              ElementsAre(::testing::StartsWith("ignored sub_channel_without_primary")));
+  EXPECT_THAT(h.Host(RescindMsg(9)), IsEmpty());  // nothing to answer either
+  h.Host(UnloadResponseMsg());
+  EXPECT_EQ(h.bus().phase(), BusPhase::kDisconnected);
+  // A new connection: relid 9 means nothing to the guest.
+  h.Call([](BusState& b, Actions* o) { return b.Connect(kDeadline, o); });
+  h.Host(VersionResponseMsg(true, 4));
+  h.Host(AllOffersDeliveredMsg());
+  EXPECT_THAT(h.Host(RescindMsg(9)),
+              ElementsAre(::testing::StartsWith("ignored rescind_unknown_relid")));
+  EXPECT_EQ(h.bus().counters().refused_relids_released, 1u);
 }
 
 }  // namespace

@@ -39,7 +39,10 @@
 //   An open maps the outbound ring (guest → host) from the first downstream_ring_page_offset
 //   pages of the GPADL and the inbound ring from the rest.
 // - A rescinded channel stays RESCINDED (its relid taken) until the guest's RelidReleased;
-//   sub-channels are rescinded before their primary.
+//   sub-channels are rescinded before their primary. A RelidReleased for an offered channel
+//   that is neither opening nor open means the guest refused the offer (docs/protocol.md §8):
+//   the channel is forgotten and its relid is free again (a refused primary's sub-channels
+//   stay offered until the guest releases them too, which it will: they have no primary).
 // - Unload (from 3.0) closes every channel, forgets every GPADL and unsent state, and answers
 //   UnloadResponse; the guest may then negotiate again and request offers, which re-offers
 //   every channel (with new relids if HostSettings.remap_relids_on_resume).
@@ -159,7 +162,7 @@ using Action =
     std::variant<SendToGuest, PublishEvent, MapRings, UnmapRings, SignalChannel, DisconnectGuest>;
 using Actions = std::vector<Action>;
 
-// EngineCounters: what the engine refused since it was created (all guests).
+// EngineCounters: what the engine refused, or was refused, since it was created (all guests).
 // Each refusal also publishes an ERROR event naming what was wrong.
 struct EngineCounters {
   // GpadlCreate, OpenChannel and ModifyChannel answered with a non-zero status (a request past
@@ -167,6 +170,8 @@ struct EngineCounters {
   uint64_t requests_refused = 0;
   // ProtocolErrors sent: messages a correct guest never sends.
   uint64_t protocol_errors = 0;
+  // Offers a guest refused: its RelidReleased for a channel that was offered, not rescinded.
+  uint64_t offers_refused_by_guest = 0;
 };
 
 // --- Options --------------------------------------------------------------------------------
@@ -346,6 +351,7 @@ class HostEngine {
   void OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time now, Actions* out);
   void OnCloseChannel(Guest& g, const v1::CloseChannel& m, absl::Time now, Actions* out);
   void OnRelidReleased(Guest& g, const v1::RelidReleased& m, absl::Time now, Actions* out);
+  void OnOfferRefused(Guest& g, Channel& c, absl::Time now, Actions* out);
   void OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now, Actions* out);
   void OnUnload(Guest& g, absl::Time now, Actions* out);
   void OnSignal(Guest& g, const v1::Signal& m, absl::Time now, Actions* out);

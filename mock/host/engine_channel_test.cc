@@ -302,9 +302,13 @@ TEST_F(EngineChannelTest, RelidsAreReusedOnlyAfterRelease) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->child_relid(), 1u);
   g_.Inbox();
-  // Releasing a relid that is not rescinded, or unknown, is a protocol error.
-  EXPECT_EQ(ErrorCode(g_.Send(testing::RelidReleasedMsg(2))),
+  // Releasing an open relid, or an unknown one, is a protocol error (releasing one that is
+  // only offered refuses the offer: engine_refusals_test.cc).
+  g_.CreateGpadl(1, kGpadl, 10, 8);
+  g_.Open(1, kGpadl, 4);
+  EXPECT_EQ(ErrorCode(g_.Send(testing::RelidReleasedMsg(1))),
             static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(Channel(h_, "vm", 1).state(), v1::CHANNEL_STATE_OPEN);
   EXPECT_EQ(ErrorCode(g_.Send(testing::RelidReleasedMsg(2000))),
             static_cast<int>(absl::StatusCode::kNotFound));
 }

@@ -31,7 +31,9 @@ struct HostEngine::Channel {
   std::string device;
   // The Offer as sent (child_relid and connection_id follow relid remapping).
   v1::Offer offer;
-  uint32_t primary_relid = 0;        // 0 for a primary
+  // 0 for a primary, and for a sub-channel whose primary the guest refused (forgotten: the
+  // sub-channel waits for the guest to refuse it too).
+  uint32_t primary_relid = 0;
   std::vector<uint32_t> sub_relids;  // live sub-channels of a primary, by index
   ChannelState state = ChannelState::kOffered;
   // Whether the guest was told about this channel (Offer sent since the last Unload).

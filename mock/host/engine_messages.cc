@@ -422,14 +422,41 @@ void HostEngine::OnRelidReleased(Guest& g, const v1::RelidReleased& m, absl::Tim
            absl::StrCat("relid_released: unknown relid ", m.child_relid()), now, out);
     return;
   }
-  if (c->state != ChannelState::kRescinded) {
-    Reject(g, absl::StatusCode::kFailedPrecondition, c->relid,
-           absl::StrCat("relid_released: relid ", c->relid, " is ", StateName(c->state),
-                        ", not rescinded"),
-           now, out);
-    return;
+  switch (c->state) {
+    case ChannelState::kRescinded:
+      ForgetChannel(g, c->relid);
+      return;
+    case ChannelState::kOffered:
+      if (!g.maps_outstanding.contains(c->relid)) {
+        OnOfferRefused(g, *c, now, out);
+        return;
+      }
+      break;  // an open of it was refused while the host still maps it: not a refused offer
+    case ChannelState::kOpening:
+    case ChannelState::kOpen:
+      break;
   }
-  ForgetChannel(g, c->relid);
+  Reject(g, absl::StatusCode::kFailedPrecondition, c->relid,
+         absl::StrCat("relid_released: relid ", c->relid, " is ", StateName(c->state),
+                      ", neither rescinded nor only offered"),
+         now, out);
+}
+
+void HostEngine::OnOfferRefused(Guest& g, Channel& c, absl::Time now, Actions* out) {
+  // The guest refused the offer (docs/protocol.md §8) and will never open it: forget the
+  // channel so its relid, monitor id, instance and any GPADLs are free again. Its sub-channels
+  // cannot be linked by the guest either; they stay offered until the guest releases them.
+  ++counters_.offers_refused_by_guest;
+  const uint32_t relid = c.relid;
+  const std::string device = c.device;
+  for (uint32_t sub : c.sub_relids) {
+    if (auto it = g.channels.find(sub); it != g.channels.end()) it->second.primary_relid = 0;
+  }
+  c.sub_relids.clear();
+  ForgetChannel(g, relid);
+  Event(g.id, v1::EVENT_KIND_ERROR, relid, now, out,
+        absl::StrCat("relid_released: the guest refused the offer of relid ", relid, " (", device,
+                     "); the relid is free again"));
 }
 
 void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now,

@@ -1,7 +1,9 @@
-// HostEngine refusing what a real host refuses: wire limits (core/data/protocol.h,
-// docs/protocol.md §6, §7, §16), each at the limit and one past it. A refusal is a non-zero
-// status (never a crash), counted and reported as an ERROR event naming the limit, with nothing
-// recorded.
+// HostEngine refusing what a real host refuses, and guests refusing offers:
+// - wire limits (core/data/protocol.h, docs/protocol.md §6, §7, §16), each at the limit and one
+//   past it: a refusal is a non-zero status (never a crash), counted and reported as an ERROR
+//   event naming the limit, with nothing recorded;
+// - a guest's RelidReleased for an offer it refused (docs/protocol.md §8): the relid, monitor
+//   id and instance are free again and the next offer reuses the relid.
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@
 namespace vbus::mock {
 namespace {
 
+using testing::Channel;
 using testing::EngineHarness;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -137,6 +140,73 @@ TEST_F(EngineLimitsTest, AnOfferSpecsUserDefinedBytesFitTheOffer) {
           .status()
           .code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// --- Offers the guest refuses -----------------------------------------------------------------
+
+TEST(EngineRefusedOfferTest, TheRelidOfARefusedOfferIsReusedByTheNextOffer) {
+  EngineHarness h(WithOffers({"echo"}));
+  ScriptedGuest g(h, "vm");
+  std::vector<v1::Offer> offers = g.Connect();
+  ASSERT_THAT(offers, SizeIs(1));
+  ASSERT_EQ(offers[0].child_relid(), 1u);
+  ASSERT_TRUE(h.Offer("vm", "device: 'sink' monitored: true").ok());  // relid 2, monitor id 0
+  g.Inbox();
+  h.TakeEvents();
+  // The guest refuses relid 2 (say its monitor id was bad) and releases it: no answer.
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(2)), IsEmpty());
+  std::vector<v1::ProtocolEvent> errors = OfKind(h.TakeEvents(), v1::EVENT_KIND_ERROR);
+  ASSERT_THAT(errors, SizeIs(1));
+  EXPECT_EQ(errors[0].detail(),
+            "relid_released: the guest refused the offer of relid 2 (sink); the relid is free "
+            "again");
+  EXPECT_EQ(h.engine().counters().offers_refused_by_guest, 1u);
+  EXPECT_EQ(h.engine().counters().protocol_errors, 0u);
+  EXPECT_EQ(h.engine().FindChannel(g.id(), 2).status().code(), absl::StatusCode::kNotFound);
+  // The next device gets relid 2 and monitor id 0 again, and the guest hears of it.
+  absl::StatusOr<v1::OfferResponse> again = h.Offer("vm", "device: 'sink' monitored: true");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->child_relid(), 2u);
+  std::vector<v1::HostToGuest> inbox = g.Inbox();
+  ASSERT_THAT(inbox, SizeIs(1));
+  EXPECT_EQ(inbox[0].control().offer().child_relid(), 2u);
+  EXPECT_EQ(inbox[0].control().offer().monitor_id(), 0u);
+  // The refused relid's neighbour was untouched.
+  EXPECT_EQ(Channel(h, "vm", 1).state(), v1::CHANNEL_STATE_OFFERED);
+}
+
+TEST(EngineRefusedOfferTest, ARefusedPrimarysSubChannelsWaitForTheirOwnRelease) {
+  EngineHarness h;
+  ScriptedGuest g(h, "vm");
+  g.Connect();
+  absl::StatusOr<v1::OfferResponse> r = h.Offer("vm", "device: 'echo' sub_channel_count: 2");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->child_relid(), 1u);
+  ASSERT_THAT(g.Inbox(), SizeIs(3));
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(1)), IsEmpty());
+  absl::StatusOr<HostEngine::ChannelSnapshot> sub = h.engine().FindChannel(g.id(), 2);
+  ASSERT_TRUE(sub.ok());
+  EXPECT_EQ(sub->primary_relid, 0u);  // unlinked from the forgotten primary
+  // The same instance may be offered again at once; it takes the free relid 1.
+  absl::StatusOr<v1::OfferResponse> again =
+      h.Offer("vm", absl::StrCat("device: 'echo' interface_instance { value: '",
+                                 r->interface_instance().value(), "' }"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->child_relid(), 1u);
+  g.Inbox();
+  // The guest refuses the old sub-channels too (no primary when they came): both freed.
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(2)), IsEmpty());
+  EXPECT_THAT(g.Send(testing::RelidReleasedMsg(3)), IsEmpty());
+  EXPECT_EQ(h.engine().counters().offers_refused_by_guest, 3u);
+  EXPECT_EQ(h.engine().counters().protocol_errors, 0u);
+  absl::StatusOr<v1::ListChannelsResponse> list = h.engine().ListChannels("vm");
+  ASSERT_TRUE(list.ok());
+  ASSERT_THAT(list->channels(), SizeIs(1));
+  EXPECT_EQ(list->channels(0).child_relid(), 1u);
+  // A rescind of the new primary is unaffected by the old sub-channels.
+  absl::StatusOr<v1::RescindResponse> rescinded = h.Rescind("vm", 1);
+  ASSERT_TRUE(rescinded.ok());
+  EXPECT_THAT(rescinded->rescinded_relids(), ::testing::ElementsAre(1u));
 }
 
 }  // namespace

@@ -10,7 +10,8 @@
 //   - its actions are coherent (EngineHarness: no UnmapRings without MapRings, no MapRings
 //     twice);
 //   - every offer sent to a guest carries a relid in 1..2047 that the guest does not hold
-//     (relids are reused only after the guest's RelidReleased for a rescind, or an Unload;
+//     (relids are reused only after the guest's RelidReleased for a rescind or for an offer
+//     it refused, or an Unload;
 //     modelled from the messages, independently of the engine's state);
 // and at the end, with every guest detached: no rings stay mapped, no guest or delayed
 // message is left. VBUS_FUZZ_TRACE=1 prints every operation and what the host sent.
@@ -240,18 +241,21 @@ class Driver {
   }
 
   // The guest's view of relid ownership: a relid it was offered stays its own until it
-  // releases it after a rescind (or the connection ends); the host must not offer it again
-  // before. Modelled from the messages alone, not from the engine's state.
+  // releases it after a rescind or a refusal of the offer (or the connection ends); the host
+  // must not offer it again before. Modelled from the messages alone, not from the engine's
+  // state.
   struct Relids {
     std::set<uint32_t> held;       // offered
-    std::set<uint32_t> rescinded;  // of those, rescinded (RelidReleased frees them)
+    std::set<uint32_t> rescinded;  // of those, rescinded
   };
   void NoteRelease(const std::string& id, const v1::ControlMessage& m) {
     if (!m.has_relid_released()) return;
+    // Rescinded or only offered (a refusal), the relid is free: the engine refuses the release
+    // of an opening or open channel and keeps it, which the model does not tell apart (it then
+    // merely checks less about that relid).
     Relids& relids = relids_[id];
-    if (relids.rescinded.erase(m.relid_released().child_relid()) == 1) {
-      relids.held.erase(m.relid_released().child_relid());
-    }
+    relids.rescinded.erase(m.relid_released().child_relid());
+    relids.held.erase(m.relid_released().child_relid());
   }
 
   static v1::ControlMessage BuildControl(uint8_t kind, uint8_t a, uint8_t b, uint8_t c) {

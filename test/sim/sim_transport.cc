@@ -234,7 +234,16 @@ absl::Status World::BackendPost(const v1::ControlMessage& m) {
       return absl::OkStatus();
     }
     if (!host_rescinded_.contains(relid)) {
-      Fail(absl::StrCat("the guest released relid ", relid, ", which the host has not rescinded"));
+      // Besides a rescinded relid, the guest releases only the relid of an offer it refused
+      // (docs/protocol.md §8) — never one an offer of its own holds. The engine never makes an
+      // offer a correct guest refuses, so either way the run has failed; say which.
+      const bool refused = !bus().FindOfferByRelid(relid).has_value() &&
+                           host_offers_.contains(relid) && !released_relids_.contains(relid);
+      Fail(refused ? absl::StrCat("the guest refused the host's offer of relid ", relid,
+                                  " and released it: the host sent an offer a correct guest "
+                                  "refuses (see the executor's log)")
+                   : absl::StrCat("the guest released relid ", relid,
+                                  ", which the host has not rescinded"));
       return absl::OkStatus();
     }
     released_relids_.insert(relid);
