@@ -1,5 +1,9 @@
 #include "core/data/channel_table.h"
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <bit>
 #include <thread>
 
@@ -28,9 +32,20 @@ class DeliveryScope {
   const ChannelTable* const outer_;
 };
 
+// The process-wide barrier behind the asymmetric handshake (see channel_table.h, step 6):
+// membarrier(PRIVATE_EXPEDITED) runs a full memory barrier on every thread of this process
+// that is running, and the others pass one when they are next scheduled. Registered once;
+// false where the kernel (before 4.14) or a seccomp policy refuses it.
+bool RegisterProcessBarrier() {
+  static const bool registered =
+      syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  return registered;
+}
+
 }  // namespace
 
-ChannelTable::ChannelTable() {
+ChannelTable::ChannelTable(bool use_process_barrier)
+    : asymmetric_(use_process_barrier && RegisterProcessBarrier()) {
   for (std::atomic<EventTarget*>& slot : slots_) slot.store(nullptr, std::memory_order_relaxed);
 }
 
@@ -99,9 +114,18 @@ ChannelTable::Dispatcher::~Dispatcher() {
 bool ChannelTable::Dispatcher::Deliver(uint32_t relid, DispatchStats& stats) {
   std::atomic<uint64_t>& hazard = table_->dispatchers_[index_].hazard;
   const uint64_t count = ++deliveries_;
-  // [CT-D1] seq_cst: announce the relid before loading its slot. Store-then-load against
-  // Unpublish's [CT-U1] then InUse's [CT-U2] (argument step 6).
-  hazard.store(count << 16 | relid, std::memory_order_seq_cst);
+  if (table_->asymmetric_) {
+    // [CT-D1] release: announce the relid before loading its slot (a plain store on x86).
+    // Release carries this thread's earlier deliveries to InUse's [CT-U2]; the store-then-load
+    // handshake with Unpublish's [CT-U1] gets its fence from InUse's process barrier [CT-U5],
+    // and the signal fence keeps the compiler from loading the slot first (step 6).
+    hazard.store(count << 16 | kInPass | relid, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    // [CT-D4] seq_cst: the same announcement where no process barrier exists; store-then-load
+    // against Unpublish's [CT-U1] then InUse's [CT-U2] with both fences here (step 6).
+    hazard.store(count << 16 | kInPass | relid, std::memory_order_seq_cst);
+  }
   // [CT-D2] seq_cst load of the slot. Acquire pairs with Publish's [CT-P1] (the target is
   // fully built); seq_cst for the handshake with Unpublish (step 6).
   EventTarget* target = table_->slots_[relid].load(std::memory_order_seq_cst);
@@ -117,11 +141,22 @@ bool ChannelTable::Dispatcher::Deliver(uint32_t relid, DispatchStats& stats) {
   }
   // [CT-D3] release: every use of the target happens-before an InUse that reads this (or a
   // later) value with [CT-U2] (step 7).
-  hazard.store(count << 16, std::memory_order_release);
+  hazard.store(count << 16 | kInPass, std::memory_order_release);
   return again;
 }
 
+void ChannelTable::Dispatcher::BeginPass() {
+  inside_ = true;
+  // [CT-D5] seq_cst: the pass is announced before any slot load in it. A reader whose
+  // seq_cst [CT-U2] finds no pass announced needs no process barrier for this dispatcher:
+  // [CT-U1] precedes [CT-U2], which precedes [CT-D5] and so every [CT-D2] of the pass in the
+  // single total order (step 6). One locked store per pass, not per delivery.
+  table_->dispatchers_[index_].hazard.store(deliveries_ << 16 | kInPass, std::memory_order_seq_cst);
+}
+
 void ChannelTable::Dispatcher::Finish(const DispatchStats& stats) {
+  // [CT-D6] release: the pass's deliveries happen-before a reader's [CT-U2] that sees it end.
+  table_->dispatchers_[index_].hazard.store(deliveries_ << 16, std::memory_order_release);
   inside_ = false;
   delivered_ += stats.delivered;
   spurious_ += stats.spurious;
@@ -137,7 +172,7 @@ DispatchStats ChannelTable::Dispatcher::Dispatch(EventPage& page) {
     stats.refused_nested = true;
     return stats;
   }
-  inside_ = true;
+  BeginPass();
   // [EP-C1] in EventPage::Scan test-and-clears each word (argument step 4). A target that asks
   // for another delivery gets its bit back: the next scan serves it after the other bits.
   page.Scan([&](uint32_t relid) {
@@ -162,7 +197,7 @@ DispatchStats ChannelTable::Dispatcher::DispatchRelid(uint32_t relid) {
     table_->spurious_total_.fetch_add(1, std::memory_order_relaxed);
     return stats;
   }
-  inside_ = true;
+  BeginPass();
   if (Deliver(relid, stats)) stats.requeued = 1;
   Finish(stats);
   return stats;
@@ -204,17 +239,29 @@ absl::Status ChannelTable::Unpublish(uint32_t relid, EventTarget* expected) {
       "unpublish of relid %u: the slot holds another channel; left as it is", relid));
 }
 
+uint64_t ChannelTable::ReadHazard(size_t i, bool& fenced) const {
+  // [CT-U2] seq_cst (acquire): step 6; reading a withdrawal pairs with [CT-D3] or [CT-D6]
+  // (step 7).
+  const uint64_t seen = dispatchers_[i].hazard.load(std::memory_order_seq_cst);
+  if (!asymmetric_ || fenced || (seen & kInPass) == 0) return seen;
+  // [CT-U5] In a pass, whose announcements are plain stores: the process barrier makes every
+  // [CT-D1] that came before its slot load [CT-D2] visible, and every [CT-D2] after it reads
+  // what [CT-U1] stored (step 6). Once per call: it covers every dispatcher read after it.
+  syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  fenced = true;
+  // [CT-U6] seq_cst (acquire) re-read after the barrier; pairs like [CT-U2].
+  return dispatchers_[i].hazard.load(std::memory_order_seq_cst);
+}
+
 bool ChannelTable::InUse(uint32_t relid) const {
+  bool fenced = false;
   // [CT-U3] seq_cst: dispatchers registered after this load cannot have seen the old pointer
   // (argument step 8).
   uint64_t mask = registered_.load(std::memory_order_seq_cst);
   while (mask != 0) {
     const size_t i = static_cast<size_t>(std::countr_zero(mask));
     mask &= mask - 1;
-    // [CT-U2] seq_cst (acquire): step 6; reading a withdrawal pairs with [CT-D3] (step 7).
-    if ((dispatchers_[i].hazard.load(std::memory_order_seq_cst) & kRelidMask) == relid) {
-      return true;
-    }
+    if ((ReadHazard(i, fenced) & kRelidMask) == relid) return true;
   }
   return false;
 }
@@ -245,11 +292,12 @@ absl::Status ChannelTable::WaitUntilUnused(uint32_t relid, absl::Time deadline) 
     return absl::FailedPreconditionError(absl::StrFormat(
         "waiting for relid %u from inside a dispatch callback would wait for itself", relid));
   }
+  bool fenced = false;
   uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
   while (mask != 0) {
     const size_t i = static_cast<size_t>(std::countr_zero(mask));
     mask &= mask - 1;
-    const uint64_t seen = dispatchers_[i].hazard.load(std::memory_order_seq_cst);  // [CT-U2]
+    const uint64_t seen = ReadHazard(i, fenced);
     if ((seen & kRelidMask) != relid) continue;
     if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
   }
@@ -261,11 +309,12 @@ absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) const {
     return absl::FailedPreconditionError(
         "WaitForQuiescence from inside a dispatch callback would wait for itself");
   }
+  bool fenced = false;
   uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
   while (mask != 0) {
     const size_t i = static_cast<size_t>(std::countr_zero(mask));
     mask &= mask - 1;
-    const uint64_t seen = dispatchers_[i].hazard.load(std::memory_order_seq_cst);  // [CT-U2]
+    const uint64_t seen = ReadHazard(i, fenced);
     if ((seen & kRelidMask) == 0) continue;  // between deliveries
     if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
   }

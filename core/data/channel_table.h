@@ -30,18 +30,29 @@
 //      EventPage::Set; on real Hyper-V the hypervisor's own barriers play that role).
 //   4. [EP-C1] The dispatcher test-and-clears the bit with an acq_rel exchange; it reads the
 //      host's [EP-S1] store, so [CT-P1] happens-before everything after [EP-C1].
-//   5. [CT-D1] The dispatcher announces the relid in its hazard word (seq_cst store), then
-//      [CT-D2] loads the slot (seq_cst load): by 4 it sees the published pointer (or a later
-//      one), and acquire pairs with [CT-P1] so the target's fields written before publishing
-//      are visible even to an event that raced ahead of step 3 (a hostile host signalling
-//      before the open).
+//   5. [CT-D1] The dispatcher announces the relid in its hazard word, then [CT-D2] loads the
+//      slot (seq_cst load): by 4 it sees the published pointer (or a later one), and acquire
+//      pairs with [CT-P1] so the target's fields written before publishing are visible even
+//      to an event that raced ahead of step 3 (a hostile host signalling before the open).
 //   Unpublish is the mirror image:
 //   6. [CT-U1] Unpublish clears the slot (seq_cst compare-exchange); [CT-U2] InUse then reads
-//      every registered dispatcher's hazard word (seq_cst). Store-then-load on both sides, all
-//      seq_cst: if a dispatcher's [CT-D2] read the old pointer, its [CT-D1] precedes
-//      [CT-U1] in the single total order, so [CT-U2] sees the announcement — unless the
-//      dispatcher already withdrew it (step 7). A dispatcher whose [CT-D2] comes after
-//      [CT-U1] reads null and counts a spurious event. Never neither.
+//      every registered dispatcher's hazard word. Both sides store then load, so each needs a
+//      full fence between the two, and the per-delivery fence sits on the rare side:
+//      - A dispatch pass starts with [CT-D5], a seq_cst store marking the word "in a pass".
+//        If [CT-U2] (seq_cst) finds no pass, then [CT-U1] < [CT-U2] < [CT-D5] < every [CT-D2]
+//        of the next pass in the single total order: those read null. Never neither.
+//      - Within a pass, [CT-D1] announces each relid with a plain (release) store. If
+//        [CT-U2] finds a pass, [CT-U5] runs a process-wide barrier (Linux membarrier,
+//        PRIVATE_EXPEDITED: every thread of the process passes a full fence at some point P
+//        during it) and [CT-U6] reads the word again. A dispatcher whose [CT-D1] came before
+//        its P has it visible by then, so [CT-U6] sees the announcement — unless the
+//        dispatcher already withdrew it (step 7). A dispatcher whose [CT-D1], and so its
+//        [CT-D2], came after its P reads what [CT-U1] stored before the barrier began: null,
+//        a spurious event. Never neither.
+//      So a pass costs one locked store, a delivery a plain store and a compiler barrier, and
+//      an InUse that finds a pass a few microseconds. Where the kernel refuses membarrier,
+//      [CT-D4] announces each relid with a seq_cst store instead (and [CT-U2] is seq_cst):
+//      the single total order gives the same either-or.
 //   7. [CT-D3] The dispatcher withdraws its announcement with release order after its last
 //      use of the target; [CT-U2]'s acquire that reads the withdrawal (or any later value of
 //      the word) therefore happens-after that use, and freeing the target afterwards is safe.
@@ -112,7 +123,11 @@ class ChannelTable {
  public:
   static constexpr size_t kMaxDispatchers = 64;
 
-  ChannelTable();
+  // `use_process_barrier`: take the store-then-load fence of the hazard handshake off the
+  // per-delivery path (a process-wide barrier in an InUse that finds a pass in progress,
+  // instead of a locked store per delivery) where the kernel offers membarrier; false forces
+  // the fenced stores (tests run both). See the ordering argument, steps 5-6.
+  explicit ChannelTable(bool use_process_barrier = true);
   // All slots must be empty (unpublished) and all dispatchers destroyed before the table is.
   ~ChannelTable();
   ChannelTable(const ChannelTable&) = delete;
@@ -151,6 +166,8 @@ class ChannelTable {
     friend class ChannelTable;
     Dispatcher(ChannelTable* table, size_t index) : table_(table), index_(index) {}
     // Announces `relid`, loads its slot, calls OnEvent, withdraws the announcement.
+    // Announces a pass ([CT-D5]); Finish ends it ([CT-D6]).
+    void BeginPass();
     bool Deliver(uint32_t relid, DispatchStats& stats);
     void Finish(const DispatchStats& stats);
 
@@ -208,16 +225,21 @@ class ChannelTable {
   uint64_t spurious_events() const { return spurious_total_.load(std::memory_order_relaxed); }
 
  private:
-  // A dispatcher's hazard word: (deliveries << 16) | relid while delivering, (deliveries << 16)
-  // when not (relid 0 is never a channel). The count makes every delivery's value unique, so a
+  // A dispatcher's hazard word: (deliveries << 16) | kInPass | relid while delivering,
+  // (deliveries << 16) | kInPass between the deliveries of a pass, (deliveries << 16) outside
+  // one (relid 0 is never a channel). The count makes every delivery's value unique, so a
   // waiter can tell "the same delivery" from "a new delivery of the same relid". One cache line
   // per dispatcher so dispatchers do not share lines.
   struct alignas(64) DispatcherSlot {
     std::atomic<uint64_t> hazard{0};
   };
-  static constexpr uint64_t kRelidMask = 0xFFFF;
+  static constexpr uint64_t kRelidMask = 0x7FFF;
+  static constexpr uint64_t kInPass = 0x8000;
 
   void Unregister(size_t index);
+  // Reads dispatcher `i`'s hazard word for a reader that unpublished before the call: after a
+  // process barrier ([CT-U5], once per call: `fenced`) if the dispatcher is in a pass.
+  uint64_t ReadHazard(size_t i, bool& fenced) const;
   // The thread is inside an OnEvent of this table (waiting here would wait for itself).
   bool DispatchingHere() const;
   // Waits until dispatcher `i`'s hazard word differs from `seen`.
@@ -227,6 +249,9 @@ class ChannelTable {
   std::array<DispatcherSlot, kMaxDispatchers> dispatchers_;
   std::atomic<uint64_t> registered_{0};  // bit i: dispatchers_[i] is in use
   std::atomic<uint64_t> spurious_total_{0};
+  // Dispatchers announce with a release store and readers of hazard words run a process
+  // barrier first (membarrier registered); otherwise both sides use seq_cst.
+  const bool asymmetric_;
 };
 
 }  // namespace vbus

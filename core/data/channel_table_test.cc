@@ -20,7 +20,8 @@ class RecordingTarget : public EventTarget {
   std::vector<uint32_t> events;
 };
 
-class ChannelTableTest : public ::testing::Test {
+// Every test runs with both forms of the hazard handshake (channel_table.h, step 6).
+class ChannelTableTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     absl::StatusOr<EventPage> page = EventPage::Attach(absl::MakeSpan(memory_));
@@ -31,10 +32,15 @@ class ChannelTableTest : public ::testing::Test {
 
   alignas(8) uint8_t memory_[EventPage::kBytes] = {};
   std::optional<EventPage> page_;
-  ChannelTable table_;
+  ChannelTable table_{/*use_process_barrier=*/GetParam()};
 };
 
-TEST_F(ChannelTableTest, PublishDispatchRetire) {
+INSTANTIATE_TEST_SUITE_P(Handshakes, ChannelTableTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "ProcessBarrier" : "SeqCstStores";
+                         });
+
+TEST_P(ChannelTableTest, PublishDispatchRetire) {
   absl::StatusOr<ChannelTable::Dispatcher> dispatcher = table_.RegisterDispatcher();
   ASSERT_TRUE(dispatcher.ok());
   RecordingTarget a, b;
@@ -66,7 +72,7 @@ TEST_F(ChannelTableTest, PublishDispatchRetire) {
   ASSERT_TRUE(table_.Unpublish(2047, &b).ok());
 }
 
-TEST_F(ChannelTableTest, PublishValidatesArguments) {
+TEST_P(ChannelTableTest, PublishValidatesArguments) {
   RecordingTarget a, b;
   EXPECT_EQ(table_.Publish(0, &a).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(table_.Publish(2048, &a).code(), absl::StatusCode::kInvalidArgument);
@@ -80,7 +86,7 @@ TEST_F(ChannelTableTest, PublishValidatesArguments) {
   ASSERT_TRUE(table_.Unpublish(5, &a).ok());
 }
 
-TEST_F(ChannelTableTest, UnpublishValidatesArgumentsAndClearsOnlyTheExpectedTarget) {
+TEST_P(ChannelTableTest, UnpublishValidatesArgumentsAndClearsOnlyTheExpectedTarget) {
   RecordingTarget a, b;
   EXPECT_EQ(table_.Unpublish(0, &a).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(table_.Unpublish(4096, &a).code(), absl::StatusCode::kInvalidArgument);
@@ -92,7 +98,7 @@ TEST_F(ChannelTableTest, UnpublishValidatesArgumentsAndClearsOnlyTheExpectedTarg
   ASSERT_TRUE(table_.Unpublish(3, &b).ok());
 }
 
-TEST_F(ChannelTableTest, RelidCanBeRepublishedAfterRetire) {
+TEST_P(ChannelTableTest, RelidCanBeRepublishedAfterRetire) {
   absl::StatusOr<ChannelTable::Dispatcher> dispatcher = table_.RegisterDispatcher();
   ASSERT_TRUE(dispatcher.ok());
   RecordingTarget a, b;
@@ -106,7 +112,7 @@ TEST_F(ChannelTableTest, RelidCanBeRepublishedAfterRetire) {
   ASSERT_TRUE(table_.Unpublish(12, &b).ok());
 }
 
-TEST_F(ChannelTableTest, DispatchRelidDeliversOrCountsSpurious) {
+TEST_P(ChannelTableTest, DispatchRelidDeliversOrCountsSpurious) {
   absl::StatusOr<ChannelTable::Dispatcher> dispatcher = table_.RegisterDispatcher();
   ASSERT_TRUE(dispatcher.ok());
   RecordingTarget a;
@@ -120,7 +126,7 @@ TEST_F(ChannelTableTest, DispatchRelidDeliversOrCountsSpurious) {
   ASSERT_TRUE(table_.Unpublish(3, &a).ok());
 }
 
-TEST_F(ChannelTableTest, DispatcherSlotsAreBoundedAndReused) {
+TEST_P(ChannelTableTest, DispatcherSlotsAreBoundedAndReused) {
   std::vector<ChannelTable::Dispatcher> dispatchers;
   for (size_t i = 0; i < ChannelTable::kMaxDispatchers; ++i) {
     absl::StatusOr<ChannelTable::Dispatcher> d = table_.RegisterDispatcher();
@@ -149,7 +155,7 @@ class BlockingTarget : public EventTarget {
   std::atomic<bool> finished{false};
 };
 
-TEST_F(ChannelTableTest, InUseUntilTheDeliveryInProgressEnds) {
+TEST_P(ChannelTableTest, InUseUntilTheDeliveryInProgressEnds) {
   BlockingTarget target;
   ASSERT_TRUE(table_.Publish(42, &target).ok());
   ASSERT_TRUE(page_->Set(42).ok());
@@ -177,7 +183,7 @@ TEST_F(ChannelTableTest, InUseUntilTheDeliveryInProgressEnds) {
   dispatcher_thread.join();
 }
 
-TEST_F(ChannelTableTest, ASlowDeliveryHoldsUpOnlyItsOwnRelid) {
+TEST_P(ChannelTableTest, ASlowDeliveryHoldsUpOnlyItsOwnRelid) {
   BlockingTarget slow;
   RecordingTarget other;
   ASSERT_TRUE(table_.Publish(42, &slow).ok());
@@ -219,7 +225,7 @@ class NestingTarget : public EventTarget {
 
 // Regression: a nested dispatch on the same dispatcher made the outer delivery look finished,
 // so the outer channel's retire returned while its OnEvent still ran.
-TEST_F(ChannelTableTest, ANestedDispatchIsRefusedAndTheOuterDeliveryStaysVisible) {
+TEST_P(ChannelTableTest, ANestedDispatchIsRefusedAndTheOuterDeliveryStaysVisible) {
   NestingTarget outer;
   RecordingTarget inner;
   ASSERT_TRUE(table_.Publish(42, &outer).ok());
@@ -256,7 +262,7 @@ class BudgetTarget : public EventTarget {
   std::vector<uint32_t>* order = nullptr;
 };
 
-TEST_F(ChannelTableTest, ATargetThatAsksAgainIsServedAfterTheOthers) {
+TEST_P(ChannelTableTest, ATargetThatAsksAgainIsServedAfterTheOthers) {
   absl::StatusOr<ChannelTable::Dispatcher> d = table_.RegisterDispatcher();
   ASSERT_TRUE(d.ok());
   std::vector<uint32_t> order;
@@ -293,7 +299,7 @@ class WaitingTarget : public EventTarget {
   absl::Status unpublished, waited, quiescence;
 };
 
-TEST_F(ChannelTableTest, WaitingFromInsideOnEventFailsFastButUnpublishWorks) {
+TEST_P(ChannelTableTest, WaitingFromInsideOnEventFailsFastButUnpublishWorks) {
   absl::StatusOr<ChannelTable::Dispatcher> dispatcher = table_.RegisterDispatcher();
   ASSERT_TRUE(dispatcher.ok());
   WaitingTarget target(&table_);

@@ -70,7 +70,16 @@ class ChurnTarget : public EventTarget {
   std::atomic<uint64_t>* violations_;
 };
 
-TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
+// Both forms of the hazard handshake (channel_table.h, step 6): the process barrier on the
+// reader's side, and seq_cst stores on both sides.
+class DispatchStressTest : public ::testing::TestWithParam<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(Handshakes, DispatchStressTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "ProcessBarrier" : "SeqCstStores";
+                         });
+
+TEST_P(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
   const uint64_t signals_per_thread =
       stress::EnvOr("VBUS_DISPATCH_STRESS_SIGNALS", stress::kSanitized ? 40'000 : 150'000);
   alignas(8) static uint8_t memory[EventPage::kBytes];
@@ -78,7 +87,7 @@ TEST(DispatchStressTest, ExactlyOnceNoLostSignalsNoUseAfterRetire) {
   absl::StatusOr<EventPage> page_or = EventPage::Attach(absl::MakeSpan(memory));
   ASSERT_TRUE(page_or.ok());
   EventPage page = *page_or;
-  ChannelTable table;
+  ChannelTable table(/*use_process_barrier=*/GetParam());
 
   std::vector<StableTarget> stable(kStableCount);
   for (uint32_t i = 0; i < kStableCount; ++i) {
