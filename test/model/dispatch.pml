@@ -32,7 +32,7 @@
  *                return; while (exchange(pending, 0) == 1) scan; EventDispatch K3
  *                dispatching = 0; EventDispatch K4 if pending == 0 return }.
  *   scan         EventPage S1 test-and-clear R's bit (acq_rel); if it was set: Deliver.
- *   Deliver      ChannelTable D1 hazard[vp] = R (seq_cst); ChannelTable D2 t = slot[R]
+ *   Deliver      ChannelTable D1 hazard[vp] = R (fenced, below); ChannelTable D2 t = slot[R]
  *                (seq_cst); t != null: t->OnEvent, else a spurious event; if OnEvent asks for
  *                a requeue: set R's bit in this VP's page again and pending = 1 (another
  *                pass); ChannelTable D3 hazard[vp] = 0 (release).
@@ -62,7 +62,10 @@
  * operation of the C++ (a step that reads two locations is two steps), and the C++ must give
  * the store-then-load pairs (K1/K4, G1/G4, D1-D2 against R1-R3, write_index/interrupt_mask,
  * read_index/pending_send_sz, events_ready against the page bit) the same outcomes with
- * seq_cst operations or full fences.
+ * seq_cst operations or full fences. For D1-D2 against R1-R3 the C++ puts the fence on the
+ * reader's side: a seq_cst store per dispatch pass, a plain store per delivery, and a
+ * process-wide barrier (membarrier) in a Busy check that finds a pass in progress
+ * (core/data/channel_table.h, step 6 argues that this gives the same either-or).
  *
  * Checks:
  *   a) No use after free: every access of a dispatcher to an object's receive state or ring
