@@ -1,7 +1,9 @@
 // BusState: the wire limits of docs/protocol.md §6, §7 and §16 (core/data/protocol.h), each at
 // the limit and one past it. A call past a limit completes with InvalidArgument naming the
 // limit and the value, with nothing sent, no timer armed and no GPADL handle taken.
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include "core/data/protocol.h"
 #include "core/state/bus_state.h"
@@ -134,13 +136,14 @@ TEST_F(BusStateLimitsTest, EachRingNeedsItsControlPageAndADataPage) {
   BusHarness h;
   h.Connected();
   const OfferId b = h.Offered(9);
-  for (auto [outbound, inbound] : {std::pair{1u, 2u}, std::pair{2u, 1u}, std::pair{0u, 4u}}) {
+  for (const std::pair<uint32_t, uint32_t>& rings :
+       {std::pair{1u, 2u}, std::pair{2u, 1u}, std::pair{0u, 4u}}) {
     EXPECT_THAT(h.Call([&](BusState& s, Actions* o) {
-      return s.Open(b, Rings(outbound, inbound), kDeadline, o);
+      return s.Open(b, Rings(rings.first, rings.second), kDeadline, o);
     }),
                 ElementsAre(HasSubstr("INVALID_ARGUMENT: open of relid 9: each ring needs at least "
                                       "2 pages")))
-        << outbound << " + " << inbound;
+        << rings.first << " + " << rings.second;
   }
 }
 
