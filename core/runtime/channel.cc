@@ -24,8 +24,6 @@ ChannelSignal SignalOf(const OfferInfo& offer) {
   return signal;
 }
 
-// Largest ring ValidateRingMemory accepts: 1 GiB of data plus the control page.
-constexpr uint32_t kMaxRingPages = (1u << 30) / protocol::kPageSize + 1;
 constexpr uint32_t kMaxDrainBudget = 65536;
 
 }  // namespace
@@ -110,14 +108,15 @@ CallResult Channel::AwaitCall(absl::string_view what, absl::Time deadline,
 }
 
 absl::Status Channel::CheckOpenOptions(const ChannelOpenOptions& options) const {
-  if (options.outbound_ring_pages < protocol::kMinRingPages ||
-      options.inbound_ring_pages < protocol::kMinRingPages ||
-      options.outbound_ring_pages > kMaxRingPages || options.inbound_ring_pages > kMaxRingPages) {
+  // Checked before any page is allocated; the pair shares one GPADL (docs/protocol.md §7).
+  const uint64_t pair = uint64_t{options.outbound_ring_pages} + options.inbound_ring_pages;
+  if (options.inbound_ring_pages < protocol::kMinRingPages ||
+      !protocol::RingSplitFits(pair, options.outbound_ring_pages)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "open of %s: ring sizes %u + %u pages; each ring needs %u..%u pages (control page "
-        "included)",
-        Name(), options.outbound_ring_pages, options.inbound_ring_pages, protocol::kMinRingPages,
-        kMaxRingPages));
+        "open of %s: %u ring pages (outbound %u, inbound %u); each ring needs at least %u "
+        "pages (control page included) and the pair at most the %u one GPADL holds",
+        Name(), pair, options.outbound_ring_pages, options.inbound_ring_pages,
+        protocol::kMinRingPages, protocol::kMaxRingPairPages));
   }
   if (options.user_data.size() > protocol::kUserDefinedBytes) {
     return absl::InvalidArgumentError(

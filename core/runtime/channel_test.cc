@@ -89,6 +89,22 @@ class ChannelTest : public ::testing::Test {
   Inbox inbox_;
 };
 
+// Ring sizes past what one GPADL holds are refused before any page is allocated (the host's
+// 4096 data pages could not hold 8191 anyway: the refusal must name the limit, not run out).
+TEST_F(ChannelTest, RingsPastOneGpadlAreRefusedBeforeAnyPageIsTaken) {
+  ChannelOpenOptions o = Options();
+  o.outbound_ring_pages = 4096;
+  o.inbound_ring_pages = 4095;  // 8191 pages: one more than a GPADL holds
+  absl::Status over = channel_->Open(o, Deadline());
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument) << over;
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("8191 ring pages"));
+  EXPECT_THAT(std::string(over.message()), ::testing::HasSubstr("the 8190 one GPADL holds"));
+  o.outbound_ring_pages = 4;
+  o.inbound_ring_pages = 1;  // a ring needs its control page and a data page
+  EXPECT_EQ(channel_->Open(o, Deadline()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(channel_->Open(Options(), Deadline()).ok());  // the channel is untouched
+}
+
 TEST_F(ChannelTest, SendsReachTheHostInOrder) {
   ASSERT_TRUE(channel_->Open(Options(), Deadline()).ok());
   ASSERT_TRUE(channel_->Send(Bytes("alpha")).ok());
