@@ -6,8 +6,8 @@
 //   - the backend's listener: host messages and link loss go to the control thread, event
 //     raises to the EventDispatch;
 //   - the executor's runner (core/runtime/serial_runner.h): every input and the executor's
-//     timers, one at a time — a host message on the backend's delivery thread when the executor is idle
-//     (no hand-off for a reply), everything else on the runner's own "vbus-control" thread;
+//     timers, one at a time — a host message on the backend's delivery thread when the executor is
+//     idle (no hand-off for a reply), everything else on the runner's own "vbus-control" thread;
 //   - the ChannelLink every Channel uses to reach the executor;
 //   - the executor's listener: offers go to their drivers on DriverStrands, removed offers are
 //     released once their drivers let go.
