@@ -303,10 +303,14 @@ void BusExecutor::Stop() {
   for (auto& [id, call] : calls) {
     call.done.Finish({absl::CancelledError("the channel bus shut down")});
   }
-  for (auto& [offer, entry] : retiring_) {
-    for (HeldClose& held : entry.held_closes) held.done.Finish(held.result);
-  }
-  retiring_.clear();
+  {
+    // Taken out first: a completion may start a call of its own.
+    std::map<OfferId, Retiring> retiring = std::move(retiring_);
+    retiring_.clear();
+    for (auto& [offer, entry] : retiring) {
+      for (HeldClose& held : entry.held_closes) held.done.Finish(held.result);
+    }
+  }  // held memory goes back to the backend here
   for (auto& [id, channel] : channels_) {
     table_->Unpublish(channel->relid(), channel->event_target()).IgnoreError();
     channel->MarkBusGone();

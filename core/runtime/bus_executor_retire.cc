@@ -3,6 +3,7 @@
 // and no poller holds it; until then what depends on that is held back (see bus_executor.h).
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/runtime/bus_executor.h"
@@ -52,8 +53,9 @@ bool BusExecutor::TryFinishRetire(OfferId offer, Retiring& entry) {
   if (!entry.channel->TryDetachReceive()) return false;
   // Nothing delivers to the channel any more: what waited for that goes on, in order.
   entry.held_memory.clear();  // frees the pages
-  for (HeldClose& held : entry.held_closes) held.done.Finish(held.result);
-  entry.held_closes.clear();
+  // Taken out first: a completion may start a call of its own (in the simulation, directly).
+  std::vector<HeldClose> closes = std::exchange(entry.held_closes, {});
+  for (HeldClose& held : closes) held.done.Finish(held.result);
   if (entry.held_removal.has_value()) {
     listener_->OfferRemoved(entry.channel->offer(), *entry.held_removal);
   }
@@ -82,6 +84,9 @@ void BusExecutor::RecheckRetiring() {
 }
 
 void BusExecutor::ExpireHeldCloses(absl::Time now) {
+  // Expired closes are taken out of retiring_ before any completes: a completion may start a
+  // call of its own, which may add to or end a retire (no iterator survives that).
+  std::vector<std::pair<uint32_t, CallDone>> expired;
   for (auto& [offer, entry] : retiring_) {
     auto& held = entry.held_closes;
     for (auto it = held.begin(); it != held.end();) {
@@ -89,12 +94,15 @@ void BusExecutor::ExpireHeldCloses(absl::Time now) {
         ++it;
         continue;
       }
-      it->done.Finish({absl::DeadlineExceededError(absl::StrCat(
-          "close of relid ", entry.relid,
-          ": a receive callback of the channel is still running at the deadline; the channel "
-          "is closed once it returns"))});
+      expired.emplace_back(entry.relid, std::move(it->done));
       it = held.erase(it);
     }
+  }
+  for (auto& [relid, done] : expired) {
+    done.Finish({absl::DeadlineExceededError(absl::StrCat(
+        "close of relid ", relid,
+        ": a receive callback of the channel is still running at the deadline; the channel "
+        "is closed once it returns"))});
   }
 }
 
