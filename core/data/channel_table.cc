@@ -276,8 +276,9 @@ absl::Status ChannelTable::AwaitChange(size_t i, uint64_t seen, absl::Time deadl
     if (dispatchers_[i].hazard.load(std::memory_order_acquire) != seen) return absl::OkStatus();
     if (spins < 64) continue;
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrFormat(
-          "dispatcher %u is still delivering relid %u", i, static_cast<uint32_t>(seen & 0xFFFF)));
+      return absl::DeadlineExceededError(
+          absl::StrFormat("dispatcher %u is still delivering relid %u", i,
+                          static_cast<uint32_t>(seen & 0xFFFF)));
     }
     if (spins < 1024) {
       std::this_thread::yield();
@@ -292,16 +293,7 @@ absl::Status ChannelTable::WaitUntilUnused(uint32_t relid, absl::Time deadline) 
     return absl::FailedPreconditionError(absl::StrFormat(
         "waiting for relid %u from inside a dispatch callback would wait for itself", relid));
   }
-  bool fenced = false;
-  uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
-  while (mask != 0) {
-    const size_t i = static_cast<size_t>(std::countr_zero(mask));
-    mask &= mask - 1;
-    const uint64_t seen = ReadHazard(i, fenced);
-    if ((seen & kRelidMask) != relid) continue;
-    if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
-  }
-  return absl::OkStatus();
+  return AwaitDeliveries(relid, deadline);
 }
 
 absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) const {
@@ -309,13 +301,18 @@ absl::Status ChannelTable::WaitForQuiescence(absl::Time deadline) const {
     return absl::FailedPreconditionError(
         "WaitForQuiescence from inside a dispatch callback would wait for itself");
   }
+  return AwaitDeliveries(0, deadline);
+}
+
+absl::Status ChannelTable::AwaitDeliveries(uint32_t relid, absl::Time deadline) const {
   bool fenced = false;
   uint64_t mask = registered_.load(std::memory_order_seq_cst);  // [CT-U3]
   while (mask != 0) {
     const size_t i = static_cast<size_t>(std::countr_zero(mask));
     mask &= mask - 1;
     const uint64_t seen = ReadHazard(i, fenced);
-    if ((seen & kRelidMask) == 0) continue;  // between deliveries
+    const uint64_t delivering = seen & kRelidMask;
+    if (delivering == 0 || (relid != 0 && delivering != relid)) continue;
     if (absl::Status s = AwaitChange(i, seen, deadline); !s.ok()) return s;
   }
   return absl::OkStatus();

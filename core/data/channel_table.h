@@ -242,6 +242,8 @@ class ChannelTable {
   uint64_t ReadHazard(size_t i, bool& fenced) const;
   // The thread is inside an OnEvent of this table (waiting here would wait for itself).
   bool DispatchingHere() const;
+  // Waits until no delivery of `relid` (0: of any relid) that was in progress on entry runs.
+  absl::Status AwaitDeliveries(uint32_t relid, absl::Time deadline) const;
   // Waits until dispatcher `i`'s hazard word differs from `seen`.
   absl::Status AwaitChange(size_t i, uint64_t seen, absl::Time deadline) const;
 

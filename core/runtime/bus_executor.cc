@@ -20,6 +20,18 @@ void Add(std::atomic<uint64_t>& counter) { counter.fetch_add(1, std::memory_orde
 
 }  // namespace
 
+BusConfig BusConfigFor(const ContactInfo& contact, uint32_t max_version) {
+  BusConfig config;
+  config.max_version = max_version;
+  config.target_vcpu = contact.target_vcpu;
+  config.message_sint = contact.message_sint;
+  config.message_vtl = contact.message_vtl;
+  config.interrupt_page = contact.interrupt_page_gpa;
+  config.monitor_page1 = contact.monitor_page1_gpa;
+  config.monitor_page2 = contact.monitor_page2_gpa;
+  return config;
+}
+
 BusExecutor::BusExecutor(Backend* backend, ChannelTable* table, ChannelLink* link,
                          ExecutorListener* listener, BusConfig config, ExecutorOptions options)
     : backend_(backend),

@@ -65,6 +65,11 @@
 
 namespace vbus {
 
+// BusConfigFor
+// The state machine's configuration for a backend's contact facts, offering versions up to
+// `max_version`.
+BusConfig BusConfigFor(const ContactInfo& contact, uint32_t max_version);
+
 struct ExecutorOptions {
   // A receive callback still running this long after its channel was retired is logged.
   absl::Duration stall_report = absl::Seconds(5);

@@ -14,18 +14,6 @@
 namespace vbus::internal {
 namespace {
 
-BusConfig ConfigFrom(const ContactInfo& contact, uint32_t max_version) {
-  BusConfig config;
-  config.max_version = max_version;
-  config.target_vcpu = contact.target_vcpu;
-  config.message_sint = contact.message_sint;
-  config.message_vtl = contact.message_vtl;
-  config.interrupt_page = contact.interrupt_page_gpa;
-  config.monitor_page1 = contact.monitor_page1_gpa;
-  config.monitor_page2 = contact.monitor_page2_gpa;
-  return config;
-}
-
 // Buses destroyed from their own threads whose teardown still runs.
 struct Teardowns {
   Mutex mu;
@@ -87,8 +75,8 @@ absl::Status BusRuntime::Start() {
   ChannelLink* link = this;
   ExecutorListener* listener = this;
   executor_ = std::make_unique<BusExecutor>(
-      backend_, &table_, link, listener, ConfigFrom(backend_->contact_info(), options_.max_version),
-      std::move(executor_options));
+      backend_, &table_, link, listener,
+      BusConfigFor(backend_->contact_info(), options_.max_version), std::move(executor_options));
   started_ = true;
   // The runner's thread keeps the runtime alive while it runs.
   runner_.Start(shared_from_this());

@@ -64,18 +64,21 @@ struct DriverStrands::State {
       return;
     }
     ++workers;
+    StartThread([self] { self->Work(); });
+  }
+
+  // Starts a thread of the pool (a worker or the monitor), joining the ones that ended.
+  void StartThread(std::function<void()> body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     Reap();
     threads.emplace_back();
-    threads.back().thread = std::thread([self] { self->Work(); });
+    threads.back().thread = std::thread(std::move(body));
   }
 
   void ArmMonitor(const std::shared_ptr<State>& self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     monitor_armed = true;
     if (!monitor_running) {
       monitor_running = true;
-      Reap();
-      threads.emplace_back();
-      threads.back().thread = std::thread([self] { self->Monitor(self); });
+      StartThread([self] { self->Monitor(self); });
       return;
     }
     monitor_cv.Signal();

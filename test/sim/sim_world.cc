@@ -241,13 +241,7 @@ absl::Status World::Setup() {
   if (!dispatch.ok()) return dispatch.status();
   dispatch_ = *std::move(dispatch);
   if (absl::Status s = dispatch_->Attach(backend_->ReceiveEventFlags()); !s.ok()) return s;
-  const ContactInfo contact = backend_->contact_info();
-  BusConfig bus_config;
-  bus_config.max_version = config_.guest_max_version;
-  bus_config.target_vcpu = contact.target_vcpu;
-  bus_config.message_sint = contact.message_sint;
-  bus_config.monitor_page1 = contact.monitor_page1_gpa;
-  bus_config.monitor_page2 = contact.monitor_page2_gpa;
+  const BusConfig bus_config = BusConfigFor(backend_->contact_info(), config_.guest_max_version);
   ExecutorOptions executor_options;
   executor_options.stall_report = config_.stall_report;
   executor_options.fault = [this](PlantedFault f) { return OnFaultPoint(f); };
