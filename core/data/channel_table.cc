@@ -278,7 +278,7 @@ absl::Status ChannelTable::AwaitChange(size_t i, uint64_t seen, absl::Time deadl
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrFormat("dispatcher %u is still delivering relid %u", i,
-                          static_cast<uint32_t>(seen & 0xFFFF)));
+                          static_cast<uint32_t>(seen & kRelidMask)));
     }
     if (spins < 1024) {
       std::this_thread::yield();

@@ -1,6 +1,7 @@
 #include "core/data/channel_table.h"
 
 #include <atomic>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -169,8 +170,9 @@ TEST_P(ChannelTableTest, InUseUntilTheDeliveryInProgressEnds) {
   ASSERT_TRUE(table_.Unpublish(42, &target).ok());
   EXPECT_EQ(table_.Lookup(42), nullptr);
   EXPECT_TRUE(table_.InUse(42));
-  EXPECT_EQ(table_.WaitUntilUnused(42, absl::Now() + absl::Milliseconds(20)).code(),
-            absl::StatusCode::kDeadlineExceeded);
+  const absl::Status stuck = table_.WaitUntilUnused(42, absl::Now() + absl::Milliseconds(20));
+  EXPECT_EQ(stuck.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(std::string(stuck.message()).find("delivering relid 42"), std::string::npos) << stuck;
   EXPECT_EQ(table_.WaitForQuiescence(absl::Now() + absl::Milliseconds(5)).code(),
             absl::StatusCode::kDeadlineExceeded);
   // Released: unused, and only after OnEvent finished.
