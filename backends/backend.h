@@ -157,7 +157,12 @@ class Backend {
   // SetConnection. Errors: Unavailable (link gone), NotFound (InitiateContact only: the
   // connection for that version was rejected, e.g. HV_STATUS_INVALID_CONNECTION_ID),
   // InvalidArgument (cannot be encoded), ResourceExhausted (host buffers still full after the
-  // backend's retries).
+  // backend's retries). The bus relies on these meanings (docs/protocol.md §5): Unavailable
+  // ends the connection and detaches every device, so report it only when the link is really
+  // gone; NotFound on a 5.x InitiateContact makes it try the next older version; any other
+  // code fails only the request that sent the message (an open, a GPADL, a modify, a close,
+  // an unload), and the rest of the bus carries on. A failed post must leave the host
+  // unaware of the message: never report failure for a message that reached the host.
   virtual absl::Status PostMessage(const v1::ControlMessage& message) = 0;
 
   // SetConnection

@@ -360,13 +360,13 @@ void BusExecutor::Execute(Actions actions) {
     UpdateMirrors();
     for (Action& a : more) todo.push_back(std::move(a));
   }
-  publish_failed_.clear();
+  undone_in_pass_ = false;
   UpdateMirrors();
 }
 
 void BusExecutor::ExecuteOne(Action& action, Actions* more) {
   if (auto* send = std::get_if<SendMessage>(&action)) {
-    Post(send->message, more);
+    Post(*send, more);
   } else if (auto* ready = std::get_if<ConnectionReady>(&action)) {
     backend_->SetConnection(NegotiatedConnection{ready->version, ready->message_connection_id});
   } else if (auto* publish = std::get_if<PublishChannel>(&action)) {
@@ -413,19 +413,21 @@ void BusExecutor::ExecuteOne(Action& action, Actions* more) {
   }
 }
 
-void BusExecutor::Post(const v1::ControlMessage& message, Actions* more) {
-  if (message.has_open_channel() &&
-      publish_failed_.contains(message.open_channel().child_relid())) {
-    return;  // its publish failed: the open was failed instead (BusState::OnPublishFailed)
-  }
+void BusExecutor::Post(const SendMessage& send, Actions* more) {
+  const v1::ControlMessage& message = send.message;
+  // E.g. the OpenChannel behind a failed publish, or the ring teardown behind a CloseChannel
+  // the host never received.
+  if (undone_in_pass_ && !state_.PostWanted(message)) return;
   absl::Status posted = backend_->PostMessage(message);
   if (posted.ok()) {
     Add(counters_.messages_sent);
+    if (send.completes.valid()) state_.OnPosted(send.completes, more);
     return;
   }
   Add(counters_.post_failures);
   listener_->Log(absl::StrCat("post of ", DescribeControlMessage(message),
                               " failed: ", HostText(posted.ToString())));
+  undone_in_pass_ = true;
   state_.OnPostFailed(message, posted, more);
 }
 
@@ -435,7 +437,7 @@ void BusExecutor::Publish(const PublishChannel& publish, Actions* more) {
                                       : table_->Publish(publish.relid, channel->event_target());
   if (s.ok()) return;
   Error(absl::StrCat("publish of relid ", publish.relid, " failed: ", s.ToString()));
-  publish_failed_.insert(publish.relid);
+  undone_in_pass_ = true;
   state_.OnPublishFailed(publish.offer, s, more);
 }
 

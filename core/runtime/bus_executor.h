@@ -208,7 +208,7 @@ class BusExecutor {
   // Carrying out actions.
   void Execute(Actions actions);
   void ExecuteOne(Action& action, Actions* more);
-  void Post(const v1::ControlMessage& message, Actions* more);
+  void Post(const SendMessage& send, Actions* more);
   void Publish(const PublishChannel& publish, Actions* more);
   void Added(const OfferAdded& added);
   void Removed(const OfferRemoved& removed, Actions* more);
@@ -255,9 +255,9 @@ class BusExecutor {
   std::map<OfferId, Retiring> retiring_;
   absl::Time next_retire_check_ = absl::InfiniteFuture();
   absl::Duration retire_backoff_;
-  // Relids whose PublishChannel failed in the Execute call now running: their OpenChannel
-  // must not be sent.
-  std::set<uint32_t> publish_failed_;
+  // A post or publish failed in the Execute call now running: BusState undid requests, so
+  // every later SendMessage of the call is checked with BusState::PostWanted.
+  bool undone_in_pass_ = false;
   uint64_t ignored_logged_ = 0;
 
   // Snapshots for other threads (written on the executor's thread).

@@ -50,9 +50,12 @@ enum class RequestKind {
 absl::string_view RequestKindName(RequestKind kind);
 
 // SendMessage: post this guest → host control message (Backend::PostMessage). If posting
-// fails, feed the failure back with BusState::OnPostFailed.
+// fails, feed the failure back with BusState::OnPostFailed; once one has failed, ask
+// BusState::PostWanted before posting the later messages of the same list. If it succeeds and
+// `completes` is valid, feed BusState::OnPosted(completes).
 struct SendMessage {
   v1::ControlMessage message;
+  RequestId completes;
 };
 
 // ConnectionReady: a version was agreed; hand it to the backend (Backend::SetConnection)

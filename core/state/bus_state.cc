@@ -1,6 +1,6 @@
 // BusState: construction, host-message dispatch, connection (negotiation, unload, link loss),
 // timers, requests and inspection. Offers and rescinds are in bus_state_offers.cc; GPADLs,
-// open, close and modify in bus_state_channels.cc.
+// open, close and modify in bus_state_channels.cc; failed posts in bus_state_posts.cc.
 #include "core/state/bus_state.h"
 
 #include <algorithm>
@@ -320,23 +320,6 @@ void BusState::OnLinkLost(const absl::Status& status, Actions* out) {
   }
 }
 
-void BusState::OnPostFailed(const v1::ControlMessage& message, const absl::Status& status,
-                            Actions* out) {
-  if (message.has_initiate_contact() && phase_ == BusPhase::kNegotiating &&
-      message.initiate_contact().version_requested() == versions_to_try_[attempt_] &&
-      protocol::UsesReturnedConnectionId(versions_to_try_[attempt_]) &&
-      status.code() == absl::StatusCode::kNotFound) {
-    TryNextVersion(absl::StrCat("posting InitiateContact for version ",
-                                protocol::VersionName(versions_to_try_[attempt_]),
-                                " failed: ", status.ToString()),
-                   out);
-    return;
-  }
-  OnLinkLost(absl::Status(status.code(), absl::StrCat("posting ", ControlMessageKindName(message),
-                                                      " failed: ", status.message())),
-             out);
-}
-
 void BusState::DetachAll(const absl::Status& reason, Actions* out) {
   // Sub-channels before their primaries: retire and report subs first.
   std::vector<OfferId> order;
@@ -469,9 +452,9 @@ void BusState::Finish(RequestId id, absl::Status status, Actions* out, uint32_t 
 
 // ---- Output helpers and lookups -----------------------------------------------------------
 
-void BusState::Send(v1::ControlMessage message, Actions* out) {
+void BusState::Send(v1::ControlMessage message, Actions* out, RequestId completes) {
   ++counters_.messages_sent;
-  out->push_back(SendMessage{std::move(message)});
+  out->push_back(SendMessage{std::move(message), completes});
 }
 
 void BusState::Ignore(IgnoreReason reason, absl::Status status, Actions* out) {

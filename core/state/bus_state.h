@@ -204,6 +204,12 @@ struct BusCounters {
   uint64_t rescinds = 0;
   // RelidReleased sent for a refused offer, or for a rescind of a refused offer's relid.
   uint64_t refused_relids_released = 0;
+  // Posts that failed without ending the connection (see OnPostFailed): the request failed
+  // alone (`posts_failed`), nothing could be undone for a RelidReleased (`posts_lost`), or a
+  // GPADL the host may still map was kept instead of being torn down (`gpadls_stranded`).
+  uint64_t posts_failed = 0;
+  uint64_t posts_lost = 0;
+  uint64_t gpadls_stranded = 0;
   uint64_t ignored_total = 0;
   std::array<uint64_t, kIgnoreReasonCount> ignored{};
 
@@ -224,10 +230,36 @@ class BusState {
   void OnHostMessage(const v1::ControlMessage& message, Actions* out);
 
   // OnPostFailed
-  // Executing SendMessage(message) failed with `status`. For an InitiateContact of a 5.x
-  // version failing with NotFound (connection rejected), negotiation moves to the next older
-  // version. Any other failure ends the connection as OnLinkLost does.
+  // Executing SendMessage(message) failed with `status`; the Backend contract
+  // (backends/backend.h) gives the code its meaning (docs/protocol.md §5):
+  //   - Unavailable: the link is gone; as OnLinkLost.
+  //   - NotFound for the InitiateContact of the 5.x version being negotiated: that version's
+  //     connection was rejected; negotiation moves to the next older version.
+  //   - any other code (ResourceExhausted: host message buffers still full after the backend's
+  //     retries; InvalidArgument: the backend cannot encode it): the host never saw this one
+  //     message. Only the request that sent it fails, with `status`'s code and a message naming
+  //     the request and the message, and what it set up is undone: a GpadlCreate's GPADL is
+  //     released, an OpenChannel's channel is retired and its ring GPADL torn down, a
+  //     ModifyChannel, TeardownGpadl or Unload leaves everything as before the call, an
+  //     InitiateContact or RequestOffers fails the Connect. A CloseChannel or ring teardown
+  //     cannot be taken back: Close fails, the channel stays closed on the guest's side, and the
+  //     ring GPADL the host may still map stays (its memory held) until the host forgets it.
+  //     The bus and every other channel carry on.
+  // A message that is no longer current (its request finished or moved on) changes nothing.
   void OnPostFailed(const v1::ControlMessage& message, const absl::Status& status, Actions* out);
+
+  // OnPosted
+  // The SendMessage whose `completes` is `request` was posted: that request completes OK
+  // (a ModifyChannel below 5.3, which the host never answers). Stale requests are ignored.
+  void OnPosted(RequestId request, Actions* out);
+
+  // PostWanted
+  // Whether a SendMessage emitted earlier in the action list being carried out should still be
+  // posted. After OnPostFailed or OnPublishFailed undid a request, the messages queued behind
+  // the failure that belong to it must not go out (the OpenChannel behind a failed publish; the
+  // ring GpadlTeardown behind a CloseChannel the host never received). Executors ask for each
+  // later SendMessage once an input of the same list failed.
+  bool PostWanted(const v1::ControlMessage& message) const;
 
   // OnLinkLost
   // The link to the host is gone. Every published channel is retired, every waiting call
@@ -398,6 +430,12 @@ class BusState {
   // another offer holds it, or the bus is not kConnected; remembers it so that a rescind of it
   // is answered the same way.
   void ReleaseRefusedRelid(uint32_t relid, Actions* out);
+
+  // Post failures per message kind (bus_state_posts.cc).
+  void GpadlCreateNotPosted(const v1::ControlMessage& m, const absl::Status& s, Actions* out);
+  void OpenChannelNotPosted(const v1::ControlMessage& m, const absl::Status& s, Actions* out);
+  void GpadlTeardownNotPosted(const v1::ControlMessage& m, const absl::Status& s, Actions* out);
+  void CloseChannelNotPosted(const v1::ControlMessage& m, const absl::Status& s, Actions* out);
   bool negotiated() const {
     return phase_ == BusPhase::kConnected || phase_ == BusPhase::kUnloading;
   }
@@ -426,7 +464,8 @@ class BusState {
               uint32_t version = 0);
 
   // Output helpers.
-  void Send(v1::ControlMessage message, Actions* out);
+  // `completes`: a request that completes OK once the message is posted (OnPosted).
+  void Send(v1::ControlMessage message, Actions* out, RequestId completes = RequestId());
   void Ignore(IgnoreReason reason, absl::Status status, Actions* out);
 
   OfferRecord* FindOffer(OfferId id);

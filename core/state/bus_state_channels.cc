@@ -613,12 +613,14 @@ RequestId BusState::ModifyChannel(OfferId offer, uint32_t target_vp, absl::Time 
   v1::ControlMessage m;
   m.mutable_modify_channel()->set_child_relid(relid);
   m.mutable_modify_channel()->set_target_vp(target_vp);
-  Send(std::move(m), out);
-  if (!protocol::HasModifyChannelResponse(version_)) {
-    return CompleteNow(RequestKind::kModifyChannel, offer, absl::OkStatus(), out);
-  }
   const RequestId id = NewRequest(RequestKind::kModifyChannel, offer, deadline);
   rec->modify_request = id;
+  if (!protocol::HasModifyChannelResponse(version_)) {
+    // No answer below 5.3: it completes once posted (OnPosted), or fails with the post.
+    Send(std::move(m), out, id);
+    return id;
+  }
+  Send(std::move(m), out);
   ArmTimer(id, out);
   return id;
 }

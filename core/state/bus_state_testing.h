@@ -54,6 +54,10 @@ class BusHarness {
   BusState& bus() { return bus_; }
   // Whether every step checks BusState::CheckInvariants (default true; O(channels) per step).
   void set_check_invariants(bool check) { check_invariants_ = check; }
+  // Whether a SendMessage that completes a request when posted is taken as posted at once
+  // (BusState::OnPosted appended to the step's actions; default true). Tests of post failures
+  // turn it off and feed OnPostFailed themselves.
+  void set_auto_posted(bool posted) { auto_posted_ = posted; }
   // The raw actions of the last step.
   const Actions& last() const { return last_; }
 
@@ -88,6 +92,7 @@ class BusHarness {
   BusState bus_;
   Actions last_;
   bool check_invariants_ = true;
+  bool auto_posted_ = true;
 };
 
 }  // namespace vbus::testing

@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "mock/host/device_kinds.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/echo_stream.h"
 
 namespace vbus::e2e {
 namespace {
@@ -39,118 +40,10 @@ namespace {
 using ::testing::HasSubstr;
 using Mode = E2eHost::Mode;
 
-absl::Time Deadline(absl::Duration d = absl::Seconds(60)) { return absl::Now() + d; }
-
 uint64_t PacketsPerStream() {
   const char* env = std::getenv("VBUS_E2E_PACKETS");
   if (env != nullptr && std::atoi(env) > 0) return static_cast<uint64_t>(std::atoll(env));
   return 100000;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Echo traffic with checks
-// ---------------------------------------------------------------------------------------------
-
-// Packet i of a stream: 12..64 bytes (so most need padding): the index (8 bytes, little-endian)
-// then bytes derived from the index and the stream's salt.
-size_t PayloadSize(uint64_t i) { return 12 + (i * 7) % 53; }
-uint8_t PayloadByte(uint64_t i, size_t j, uint64_t salt) {
-  return static_cast<uint8_t>(i * 131 + j * 17 + salt);
-}
-void FillPayload(uint64_t i, uint64_t salt, std::vector<uint8_t>& out) {
-  out.resize(PayloadSize(i));
-  std::memcpy(out.data(), &i, 8);
-  for (size_t j = 8; j < out.size(); ++j) out[j] = PayloadByte(i, j, salt);
-}
-
-// FNV-1a, chained over every packet in order: equal sums mean the same bytes in the same order.
-uint64_t Fnv(uint64_t h, absl::Span<const uint8_t> bytes) {
-  for (uint8_t b : bytes) h = (h ^ b) * 0x100000001b3ull;
-  return h;
-}
-constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
-
-// One stream of echoed packets on one channel: the receive callback checks every echo (right
-// index in order, right bytes, zero padding) and chains the checksum.
-class EchoStream {
- public:
-  explicit EchoStream(uint64_t salt) : salt_(salt) {}
-
-  // The channel's receive callback (dispatching thread; one call at a time).
-  void OnPacket(const PacketView& p) {
-    const absl::Span<const uint8_t> payload = p.payload();
-    const uint64_t expected = next_;
-    uint64_t index = ~uint64_t{0};
-    if (payload.size() >= 8) std::memcpy(&index, payload.data(), 8);
-    bool good = index == expected && payload.size() == (PayloadSize(index) + 7) / 8 * 8;
-    for (size_t j = 8; good && j < payload.size(); ++j) {
-      good = payload[j] == (j < PayloadSize(index) ? PayloadByte(index, j, salt_) : 0);
-    }
-    if (good) {
-      received_sum_ = Fnv(received_sum_, payload.subspan(0, PayloadSize(index)));
-    } else {
-      bad_.fetch_add(1, std::memory_order_relaxed);
-    }
-    ++next_;
-    // [E2E-C1] release: the fields above are complete before the count says so; pairs with
-    // [E2E-C2].
-    received_.store(next_, std::memory_order_release);
-    // Under mu_, so that a WaitFor either sees this packet counted or has set target_ first.
-    MutexLock lock(&mu_);
-    if (next_ == target_) cv_.SignalAll();
-  }
-
-  // Sends packets [first, first + count) with back-pressure waits. Returns the first error.
-  absl::Status SendRange(Channel& channel, uint64_t first, uint64_t count) {
-    std::vector<uint8_t> payload;
-    SendOptions wait;
-    for (uint64_t i = first; i < first + count; ++i) {
-      FillPayload(i, salt_, payload);
-      wait.deadline = Deadline();
-      if (absl::Status s = channel.Send(payload, wait); !s.ok()) return s;
-      sent_sum_ = Fnv(sent_sum_, payload);
-      sent_ = i + 1;
-    }
-    return absl::OkStatus();
-  }
-
-  // Waits until `count` echoes arrived (or the deadline).
-  bool WaitFor(uint64_t count, absl::Time deadline) {
-    MutexLock lock(&mu_);
-    target_ = count;
-    return cv_.AwaitWithDeadline(&mu_, deadline, [&] { return received() >= count; });
-  }
-
-  // [E2E-C2] acquire: pairs with [E2E-C1].
-  uint64_t received() const { return received_.load(std::memory_order_acquire); }
-  uint64_t bad() const { return bad_.load(std::memory_order_relaxed); }
-  uint64_t sent() const { return sent_; }
-  uint64_t sent_sum() const { return sent_sum_; }
-  // Valid once received() covers every packet (read after [E2E-C2]).
-  uint64_t received_sum() const { return received_sum_; }
-
- private:
-  const uint64_t salt_;
-  // Receiver side (the dispatching thread).
-  uint64_t next_ = 0;
-  uint64_t received_sum_ = kFnvBasis;
-  std::atomic<uint64_t> received_{0};
-  std::atomic<uint64_t> bad_{0};
-  // Sender side (the sending thread).
-  uint64_t sent_ = 0;
-  uint64_t sent_sum_ = kFnvBasis;
-  // The waiter's count (WaitFor): the receive callback signals when it reaches it.
-  Mutex mu_;
-  CondVar cv_;
-  uint64_t target_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-ChannelOpenOptions EchoOptions(EchoStream* stream, uint32_t pages = 16) {
-  ChannelOpenOptions o;
-  o.outbound_ring_pages = pages;
-  o.inbound_ring_pages = pages;
-  o.on_packet = [stream](const PacketView& p) { stream->OnPacket(p); };
-  return o;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,22 +73,6 @@ class BusE2eTest : public ::testing::TestWithParam<Mode> {
     absl::StatusOr<v1::OfferResponse> offered = host_->Offer(kGuest, "echo");
     EXPECT_TRUE(offered.ok()) << offered.status();
     return offered.ok() ? offered->child_relid() : 0;
-  }
-  // Waits for a condition on remote state (the host over RPC, or a bus snapshot) until it
-  // holds or the deadline passes. Nothing signals such state, so it is re-checked every 2 ms
-  // (a bounded condition wait, not a sleep to let things settle: the result is the condition).
-  bool Eventually(const std::function<bool()>& condition,
-                  absl::Duration timeout = absl::Seconds(30)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    Mutex mu;
-    CondVar never_signalled;
-    for (;;) {
-      if (condition()) return true;
-      if (absl::Now() >= deadline) return false;
-      MutexLock lock(&mu);
-      never_signalled.WaitWithDeadline(&mu,
-                                       std::min(deadline, absl::Now() + absl::Milliseconds(2)));
-    }
   }
   bool HostLists(uint32_t relid) { return host_->Channel(kGuest, relid).ok(); }
 

@@ -212,8 +212,21 @@ class Driver {
         const uint8_t sel = in.Byte();
         const uint8_t code = in.Byte();
         if (sent_.empty()) break;
-        const absl::Status status = (code & 1) ? absl::NotFoundError("fuzz: connection rejected")
-                                               : absl::UnavailableError("fuzz: post failed");
+        absl::Status status;
+        switch (code % 4) {
+          case 0:
+            status = absl::UnavailableError("fuzz: link gone");
+            break;
+          case 1:
+            status = absl::NotFoundError("fuzz: connection rejected");
+            break;
+          case 2:
+            status = absl::ResourceExhaustedError("fuzz: host message buffers full");
+            break;
+          default:
+            status = absl::InvalidArgumentError("fuzz: cannot encode");
+            break;
+        }
         bus_.OnPostFailed(sent_[sel % sent_.size()], status, &out);
         break;
       }
@@ -230,6 +243,18 @@ class Driver {
       }
     }
     Absorb(out);
+    // A message that completes its request once posted: posted, or (one op in four) failed.
+    while (!unposted_.empty()) {
+      Actions posted;
+      const auto [request, message] = std::move(unposted_.back());
+      unposted_.pop_back();
+      if ((op & 3) != 0) {
+        bus_.OnPosted(request, &posted);
+      } else {
+        bus_.OnPostFailed(message, absl::ResourceExhaustedError("fuzz: buffers full"), &posted);
+      }
+      Absorb(posted);
+    }
   }
 
   // Ends the run the way the runtime ends a connection, then checks that nothing is left.
@@ -279,6 +304,7 @@ class Driver {
     for (const Action& action : out) {
       if (const auto* send = std::get_if<SendMessage>(&action)) {
         const v1::ControlMessage& m = send->message;
+        if (send->completes.valid()) unposted_.emplace_back(send->completes, m);
         if (sent_.size() == 16) sent_.erase(sent_.begin());
         sent_.push_back(m);
         if (m.has_gpadl_create()) {
@@ -314,6 +340,8 @@ class Driver {
   std::vector<std::pair<uint32_t, uint32_t>> gpadls_sent_;  // (relid, handle), all time
   std::vector<std::pair<uint32_t, uint32_t>> opens_;        // (relid, open id), all time
   std::vector<v1::ControlMessage> sent_;                    // the last 16 sent
+  // Sent messages that complete a request once posted, not yet reported posted or failed.
+  std::vector<std::pair<RequestId, v1::ControlMessage>> unposted_;
 };
 
 }  // namespace
