@@ -34,6 +34,10 @@ inline constexpr uint32_t kVersion5_0 = MakeVersion(5, 0);  // message connectio
 inline constexpr uint32_t kVersion5_1 = MakeVersion(5, 1);
 inline constexpr uint32_t kVersion5_2 = MakeVersion(5, 2);  // minimum for isolated guests
 inline constexpr uint32_t kVersion5_3 = MakeVersion(5, 3);  // ModifyChannelResponse
+// 6.0: feature flags, client id, guest-chosen signalling. Its messages' extra fields are
+// carried by the neutral protocol and the Hyper-V codec, but vbus does not offer it yet
+// (docs/protocol.md §2).
+inline constexpr uint32_t kVersion6_0 = MakeVersion(6, 0);
 
 // The versions a vbus guest offers, newest first (Linux's list). Negotiation starts at the
 // newest one not above the configured maximum and falls back one by one.
@@ -56,6 +60,10 @@ constexpr bool HasUnload(uint32_t version) { return version >= kVersion3_0; }
 // ModifyChannel exists from 4.1; the host answers it (ModifyChannelResponse) from 5.3.
 constexpr bool HasModifyChannel(uint32_t version) { return version >= kVersion4_1; }
 constexpr bool HasModifyChannelResponse(uint32_t version) { return version >= kVersion5_3; }
+// hv_sock's TlConnectRequest exists from 4.0; the host answers a failed one with
+// TlConnectResult from 4.1 (docs/protocol.md §5).
+constexpr bool HasTlConnect(uint32_t version) { return version >= kVersion4_0; }
+constexpr bool HasTlConnectResult(uint32_t version) { return version >= kVersion4_1; }
 
 // Relids name channels: 1..2047 (0 is reserved; event bitmaps have 2048 bits).
 inline constexpr uint32_t kMinRelid = 1;
@@ -83,9 +91,17 @@ static_assert(28 + kUserDefinedBytes == kOpenChannelMessageBytes);
 static_assert(kOfferMessageBytes <= kMaxMessagePayloadBytes &&
               kOpenChannelMessageBytes <= kMaxMessagePayloadBytes);
 
-// Wire widths of offer fields that the neutral protocol carries as uint32.
+// Wire widths of offer fields that the neutral protocol carries as uint32 (docs/protocol.md
+// §4, §16): chn_flags, sub_channel_index and both MMIO sizes are u16; beside the
+// monitor_allocated bit sit 7 reserved bits, beside the dedicated-interrupt bit 15.
+inline constexpr uint32_t kMaxOfferFlags = 0xFFFF;
 inline constexpr uint32_t kMaxSubChannelIndex = 0xFFFF;
 inline constexpr uint32_t kMaxMmioMegabytes = 0xFFFF;
+inline constexpr uint32_t kMaxMonitorAllocatedReservedBits = 0x7F;
+inline constexpr uint32_t kMaxDedicatedInterruptReservedBits = 0x7FFF;
+
+// chn_flags bits vbus names (docs/protocol.md §4).
+inline constexpr uint32_t kOfferFlagTlnpiProvider = 0x2000;  // an hv_sock offer
 
 // GPADL handles: chosen by the guest, non-zero, unique among live ones. vbus counts up from
 // Linux's first handle.

@@ -78,6 +78,10 @@ absl::string_view ControlMessageKindName(const v1::ControlMessage& m) {
       return "Unload";
     case v1::ControlMessage::kUnloadResponse:
       return "UnloadResponse";
+    case v1::ControlMessage::kTlConnectRequest:
+      return "TlConnectRequest";
+    case v1::ControlMessage::kTlConnectResult:
+      return "TlConnectResult";
     case v1::ControlMessage::MESSAGE_NOT_SET:
       break;
   }
@@ -109,7 +113,7 @@ std::string DescribeControlMessage(const v1::ControlMessage& m) {
           " instance=", x.interface_instance().value(), " sub=", x.sub_channel_index(),
           " flags=", Hex(x.flags()), " conn_id=", x.connection_id(),
           " monitor=", x.monitor_allocated() ? absl::StrCat(x.monitor_id()) : "none",
-          " dedicated=", x.dedicated_interrupt() ? 1 : 0, "}");
+          " dedicated=", x.dedicated_interrupt() ? 1 : 0, " mmio=", x.mmio_megabytes(), "}");
     }
     case v1::ControlMessage::kAllOffersDelivered:
       return "AllOffersDelivered{}";
@@ -162,6 +166,18 @@ std::string DescribeControlMessage(const v1::ControlMessage& m) {
       return "Unload{}";
     case v1::ControlMessage::kUnloadResponse:
       return "UnloadResponse{}";
+    case v1::ControlMessage::kTlConnectRequest: {
+      const auto& x = m.tl_connect_request();
+      return absl::StrCat("TlConnectRequest{endpoint=", x.guest_endpoint_id().value(),
+                          " service=", x.host_service_id().value(),
+                          x.has_silo_id() ? absl::StrCat(" silo=", x.silo_id().value()) : "", "}");
+    }
+    case v1::ControlMessage::kTlConnectResult: {
+      const auto& x = m.tl_connect_result();
+      return absl::StrCat("TlConnectResult{endpoint=", x.guest_endpoint_id().value(),
+                          " service=", x.host_service_id().value(), " status=", Hex(x.status()),
+                          "}");
+    }
     case v1::ControlMessage::MESSAGE_NOT_SET:
       break;
   }

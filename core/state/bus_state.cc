@@ -88,6 +88,7 @@ void BusState::OnHostMessage(const v1::ControlMessage& m, Actions* out) {
     case M::kCloseChannel:
     case M::kModifyChannel:
     case M::kUnload:
+    case M::kTlConnectRequest:
       Ignore(IgnoreReason::kGuestToHostKind,
              absl::InvalidArgumentError(absl::StrCat("host sent ", ControlMessageKindName(m),
                                                      ", which only a guest sends")),
@@ -131,6 +132,12 @@ void BusState::OnHostMessage(const v1::ControlMessage& m, Actions* out) {
       return;
     case M::kUnloadResponse:
       HandleUnloadResponse(out);
+      return;
+    case M::kTlConnectResult:
+      Ignore(IgnoreReason::kTlConnectResultUnexpected,
+             absl::InvalidArgumentError("host sent TlConnectResult, but this guest sent no "
+                                        "TlConnectRequest (vbus does not use hv_sock)"),
+             out);
       return;
     default:
       return;  // every kind is handled above

@@ -56,6 +56,84 @@ TEST(BusStateOfferTest, OffersAreListedByRelidWithTheirFields) {
   EXPECT_EQ(h.bus().counters().offers_accepted, 2u);
 }
 
+// The offer's wire fields vbus does not interpret reach the OfferInfo (and so the driver's
+// Channel::offer()) exactly as the host sent them, at the widest values their wire fields hold.
+TEST(BusStateOfferTest, EveryWireFieldIsCarriedUnchanged) {
+  BusHarness h;
+  h.Connected();
+  v1::ControlMessage full = OfferMsg(2047, kEchoClass, kInstanceB);
+  v1::Offer& f = *full.mutable_offer();
+  f.set_flags(0xFFFF);
+  f.set_mmio_megabytes(0xFFFF);
+  f.set_interrupt_latency(0xFEDCBA9876543210);
+  f.set_reserved(0x0123456789ABCDEF);
+  f.set_mmio_megabytes_optional(0xFFFF);
+  f.set_monitor_allocated_reserved_bits(0x7F);
+  f.set_dedicated_interrupt_reserved_bits(0x7FFF);
+  f.set_connection_id(0xFFFFFFFF);
+  EXPECT_THAT(h.Host(full), ElementsAre(Added(1, 2047, kB)));
+  const std::vector<OfferInfo> offers = h.bus().Offers();
+  ASSERT_EQ(offers.size(), 1u);
+  const OfferInfo& o = offers[0];
+  EXPECT_EQ(o.flags, 0xFFFFu);
+  EXPECT_EQ(o.mmio_megabytes, 0xFFFFu);
+  EXPECT_EQ(o.interrupt_latency, 0xFEDCBA9876543210u);
+  EXPECT_EQ(o.reserved, 0x0123456789ABCDEFu);
+  EXPECT_EQ(o.mmio_megabytes_optional, 0xFFFFu);
+  EXPECT_EQ(o.monitor_allocated_reserved_bits, 0x7Fu);
+  EXPECT_EQ(o.dedicated_interrupt_reserved_bits, 0x7FFFu);
+  EXPECT_EQ(o.connection_id, 0xFFFFFFFFu);
+}
+
+// One past each wire width refuses the offer (and releases its relid): a value the Hyper-V
+// encoding cannot hold never reaches a driver.
+TEST(BusStateOfferTest, FieldsWiderThanTheWireRefuseTheOffer) {
+  BusHarness h;
+  h.Connected();
+  struct Case {
+    void (*spoil)(v1::Offer&);
+    const char* why;
+  };
+  const Case cases[] = {
+      {[](v1::Offer& o) { o.set_flags(0x10000); }, "flags 65536, above 65535"},
+      {[](v1::Offer& o) { o.set_mmio_megabytes_optional(0x10000); },
+       "mmio_megabytes_optional 65536, above 65535"},
+      {[](v1::Offer& o) { o.set_monitor_allocated_reserved_bits(0x80); },
+       "monitor_allocated_reserved_bits 128, above 127"},
+      {[](v1::Offer& o) { o.set_dedicated_interrupt_reserved_bits(0x8000); },
+       "dedicated_interrupt_reserved_bits 32768, above 32767"},
+  };
+  uint32_t relid = 20;
+  for (const Case& c : cases) {
+    v1::ControlMessage m = OfferMsg(relid, kEchoClass, kInstanceA);
+    c.spoil(*m.mutable_offer());
+    EXPECT_THAT(
+        h.Host(m),
+        ElementsAre(::testing::AllOf(::testing::StartsWith("ignored offer_field_out_of_range"),
+                                     ::testing::HasSubstr(c.why)),
+                    "send RelidReleased{relid=" + std::to_string(relid) + "}"));
+    ++relid;
+  }
+  EXPECT_THAT(h.bus().Offers(), IsEmpty());
+}
+
+// hv_sock's connection messages: vbus sends no TlConnectRequest, so a host's TlConnectResult
+// is unexpected and a TlConnectRequest from the host is a guest's message.
+TEST(BusStateOfferTest, TlConnectMessagesFromTheHostAreIgnored) {
+  BusHarness h;
+  h.Connected();
+  v1::ControlMessage result;
+  result.mutable_tl_connect_result()->set_status(0);
+  EXPECT_THAT(h.Host(result),
+              ElementsAre(::testing::StartsWith("ignored tl_connect_result_unexpected")));
+  v1::ControlMessage request;
+  request.mutable_tl_connect_request();
+  EXPECT_THAT(h.Host(request), ElementsAre(::testing::StartsWith("ignored guest_to_host_kind")));
+  EXPECT_EQ(
+      h.bus().counters().ignored[static_cast<size_t>(IgnoreReason::kTlConnectResultUnexpected)],
+      1u);
+}
+
 TEST(BusStateOfferTest, HotAddAfterAllOffersDelivered) {
   BusHarness h;
   h.Connected();

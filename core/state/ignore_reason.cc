@@ -48,6 +48,8 @@ absl::string_view IgnoreReasonName(IgnoreReason reason) {
       return "modify_response_unexpected";
     case IgnoreReason::kUnloadResponseUnexpected:
       return "unload_response_unexpected";
+    case IgnoreReason::kTlConnectResultUnexpected:
+      return "tl_connect_result_unexpected";
     case IgnoreReason::kInternalInconsistency:
       return "internal_inconsistency";
   }

@@ -46,6 +46,9 @@ enum class IgnoreReason {
   kModifyResponseUnexpected,
   // UnloadResponse with no Unload waiting.
   kUnloadResponseUnexpected,
+  // TlConnectResult: vbus sends no TlConnectRequest (it does not use hv_sock yet), so no
+  // result is ever expected.
+  kTlConnectResultUnexpected,
   // Handling the message found the state machine's own tables disagreeing (a bug in vbus; the
   // message is dropped instead of crashing the guest).
   kInternalInconsistency,

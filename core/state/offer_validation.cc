@@ -39,16 +39,27 @@ absl::StatusOr<OfferInfo> ValidateOffer(const v1::Offer& offer, IgnoreReason* re
                   absl::StrCat("offer of relid ", relid, " has monitor id ", offer.monitor_id(),
                                ", not below ", protocol::kMonitorIdCount));
   }
-  if (offer.sub_channel_index() > protocol::kMaxSubChannelIndex) {
-    return Reject(
-        IgnoreReason::kOfferFieldOutOfRange, reason,
-        absl::StrCat("offer of relid ", relid, " has sub_channel_index ", offer.sub_channel_index(),
-                     ", above ", protocol::kMaxSubChannelIndex));
-  }
-  if (offer.mmio_megabytes() > protocol::kMaxMmioMegabytes) {
-    return Reject(IgnoreReason::kOfferFieldOutOfRange, reason,
-                  absl::StrCat("offer of relid ", relid, " has mmio_megabytes ",
-                               offer.mmio_megabytes(), ", above ", protocol::kMaxMmioMegabytes));
+  // Every field the wire carries narrower than the neutral uint32 (docs/protocol.md §16).
+  const struct {
+    const char* name;
+    uint32_t value;
+    uint32_t max;
+  } widths[] = {
+      {"flags", offer.flags(), protocol::kMaxOfferFlags},
+      {"sub_channel_index", offer.sub_channel_index(), protocol::kMaxSubChannelIndex},
+      {"mmio_megabytes", offer.mmio_megabytes(), protocol::kMaxMmioMegabytes},
+      {"mmio_megabytes_optional", offer.mmio_megabytes_optional(), protocol::kMaxMmioMegabytes},
+      {"monitor_allocated_reserved_bits", offer.monitor_allocated_reserved_bits(),
+       protocol::kMaxMonitorAllocatedReservedBits},
+      {"dedicated_interrupt_reserved_bits", offer.dedicated_interrupt_reserved_bits(),
+       protocol::kMaxDedicatedInterruptReservedBits},
+  };
+  for (const auto& w : widths) {
+    if (w.value > w.max) {
+      return Reject(
+          IgnoreReason::kOfferFieldOutOfRange, reason,
+          absl::StrCat("offer of relid ", relid, " has ", w.name, " ", w.value, ", above ", w.max));
+    }
   }
   if (offer.user_defined().size() > protocol::kUserDefinedBytes) {
     return Reject(IgnoreReason::kOfferFieldOutOfRange, reason,
@@ -67,6 +78,13 @@ absl::StatusOr<OfferInfo> ValidateOffer(const v1::Offer& offer, IgnoreReason* re
   info.monitor_id = offer.monitor_allocated() ? static_cast<uint8_t>(offer.monitor_id()) : 0;
   info.dedicated_interrupt = offer.dedicated_interrupt();
   info.connection_id = offer.connection_id();
+  info.interrupt_latency = offer.interrupt_latency();
+  info.reserved = offer.reserved();
+  info.mmio_megabytes_optional = static_cast<uint16_t>(offer.mmio_megabytes_optional());
+  info.monitor_allocated_reserved_bits =
+      static_cast<uint8_t>(offer.monitor_allocated_reserved_bits());
+  info.dedicated_interrupt_reserved_bits =
+      static_cast<uint16_t>(offer.dedicated_interrupt_reserved_bits());
   return info;
 }
 

@@ -26,7 +26,8 @@ namespace vbus {
 
 // OfferInfo
 // One validated offer. Invariants (guaranteed by ValidateOffer): 1 <= relid <= 2047;
-// monitor_id < 128 (and 0 unless monitor_allocated); user_defined.size() <= 120.
+// monitor_id < 128 (and 0 unless monitor_allocated); user_defined.size() <= 120; flags and
+// every other field fit their wire width.
 struct OfferInfo {
   // Assigned by the bus state machine when it accepts the offer; never reused.
   OfferId id;
@@ -49,6 +50,14 @@ struct OfferInfo {
   uint8_t monitor_id = 0;
   bool dedicated_interrupt = false;
   uint32_t connection_id = 0;
+  // The wire fields vbus does not interpret, carried as sent (proto/control.proto, Offer):
+  // interrupt latency and the reserved u64, the u16 after sub_channel_index, and the reserved
+  // bits beside monitor_allocated (7) and dedicated_interrupt (15), shifted down.
+  uint64_t interrupt_latency = 0;
+  uint64_t reserved = 0;
+  uint16_t mmio_megabytes_optional = 0;
+  uint8_t monitor_allocated_reserved_bits = 0;
+  uint16_t dedicated_interrupt_reserved_bits = 0;
 
   bool is_sub_channel() const { return sub_channel_index != 0; }
 };
@@ -59,7 +68,9 @@ struct OfferInfo {
 //   relid 0 or >= 2048                        → kOfferRelidOutOfRange
 //   interface_type / interface_instance text  → kOfferBadGuid
 //   monitor_allocated and monitor_id >= 128   → kOfferBadMonitorId
-//   sub_channel_index or mmio_megabytes > 0xFFFF, user_defined > 120 bytes
+//   flags, sub_channel_index, mmio_megabytes or mmio_megabytes_optional > 0xFFFF,
+//   user_defined > 120 bytes, monitor_allocated_reserved_bits > 0x7F,
+//   dedicated_interrupt_reserved_bits > 0x7FFF
 //                                             → kOfferFieldOutOfRange
 // A monitor_id without monitor_allocated is meaningless and becomes 0 (not an error: hosts
 // leave junk there). Pure function; thread-safe.

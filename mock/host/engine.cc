@@ -80,6 +80,20 @@ absl::Status ValidateSpec(const v1::OfferSpec& spec,
     return absl::InvalidArgumentError(
         absl::StrCat("mmio_megabytes ", spec.mmio_megabytes(), " does not fit a u16"));
   }
+  if (spec.mmio_megabytes_optional() > protocol::kMaxMmioMegabytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mmio_megabytes_optional ", spec.mmio_megabytes_optional(), " does not fit a u16"));
+  }
+  if (spec.monitor_allocated_reserved_bits() > protocol::kMaxMonitorAllocatedReservedBits) {
+    return absl::InvalidArgumentError(absl::StrCat("monitor_allocated_reserved_bits ",
+                                                   spec.monitor_allocated_reserved_bits(),
+                                                   " do not fit 7 bits"));
+  }
+  if (spec.dedicated_interrupt_reserved_bits() > protocol::kMaxDedicatedInterruptReservedBits) {
+    return absl::InvalidArgumentError(absl::StrCat("dedicated_interrupt_reserved_bits ",
+                                                   spec.dedicated_interrupt_reserved_bits(),
+                                                   " do not fit 15 bits"));
+  }
   return absl::OkStatus();
 }
 
@@ -337,6 +351,11 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
     o.set_user_defined(spec.user_defined());
     o.set_dedicated_interrupt(spec.dedicated_interrupt());
     o.set_connection_id(kChannelConnectionIdBase + relid);
+    o.set_interrupt_latency(spec.interrupt_latency());
+    o.set_reserved(spec.reserved());
+    o.set_mmio_megabytes_optional(spec.mmio_megabytes_optional());
+    o.set_monitor_allocated_reserved_bits(spec.monitor_allocated_reserved_bits());
+    o.set_dedicated_interrupt_reserved_bits(spec.dedicated_interrupt_reserved_bits());
     if (spec.monitored()) {
       uint32_t id = 0;
       while (g.monitor_ids.test(id)) ++id;  // a free one exists (checked above)

@@ -354,6 +354,7 @@ class HostEngine {
   void OnOfferRefused(Guest& g, Channel& c, absl::Time now, Actions* out);
   void OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Time now, Actions* out);
   void OnUnload(Guest& g, absl::Time now, Actions* out);
+  void OnTlConnectRequest(Guest& g, const v1::TlConnectRequest& m, absl::Time now, Actions* out);
   void OnSignal(Guest& g, const v1::Signal& m, absl::Time now, Actions* out);
   void OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now, Actions* out);
 

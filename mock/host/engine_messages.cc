@@ -105,6 +105,7 @@ void HostEngine::OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now
     case v1::ControlMessage::kOpenResult:
     case v1::ControlMessage::kModifyChannelResponse:
     case v1::ControlMessage::kUnloadResponse:
+    case v1::ControlMessage::kTlConnectResult:
       Reject(g, absl::StatusCode::kInvalidArgument, RelidOf(m),
              type + " is a host → guest message; a guest may not send it", now, out);
       return;
@@ -142,6 +143,9 @@ void HostEngine::OnControl(Guest& g, const v1::ControlMessage& m, absl::Time now
       break;
     case v1::ControlMessage::kUnload:
       OnUnload(g, now, out);
+      break;
+    case v1::ControlMessage::kTlConnectRequest:
+      OnTlConnectRequest(g, m.tl_connect_request(), now, out);
       break;
     default:
       break;  // every other case returned above
@@ -561,6 +565,30 @@ void HostEngine::OnSignal(Guest& g, const v1::Signal& m, absl::Time now, Actions
     return;
   }
   out->push_back(SignalChannel{g.id, m.child_relid()});
+}
+
+void HostEngine::OnTlConnectRequest(Guest& g, const v1::TlConnectRequest& m, absl::Time now,
+                                    Actions* out) {
+  if (!protocol::HasTlConnect(g.version)) {
+    Reject(g, absl::StatusCode::kFailedPrecondition, 0,
+           absl::StrCat("tl_connect_request needs version 4.0; this connection is at ",
+                        protocol::VersionName(g.version)),
+           now, out);
+    return;
+  }
+  // The mock host has no hv_sock services, so every connection is refused: with
+  // TlConnectResult where the version has it (docs/protocol.md §5), else by offering nothing.
+  ++counters_.requests_refused;
+  Event(g.id, v1::EVENT_KIND_ERROR, 0, now, out,
+        absl::StrCat("tl_connect_request to service ", m.host_service_id().value(),
+                     " refused: the mock host has no hv_sock services"));
+  if (!protocol::HasTlConnectResult(g.version)) return;
+  v1::ControlMessage reply;
+  v1::TlConnectResult* r = reply.mutable_tl_connect_result();
+  *r->mutable_guest_endpoint_id() = m.guest_endpoint_id();
+  *r->mutable_host_service_id() = m.host_service_id();
+  r->set_status(protocol::kStatusUnsuccessful);
+  SendControl(g, std::move(reply), now, out);
 }
 
 }  // namespace vbus::mock

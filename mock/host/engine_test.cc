@@ -25,6 +25,7 @@ using ::testing::ElementsAre;
 using testing::EngineChannelTest;
 using testing::EngineHarness;
 using testing::EqualsProto;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using testing::kGpadl;
 using testing::OfKind;
@@ -239,6 +240,59 @@ TEST(EngineOfferTest, ExactOfferFields) {
                     connection_id: 65537
                   }
                 })pb")));
+}
+
+// The wire fields vbus carries without interpreting: the spec's values reach the offer as they
+// are, and one past a wire width is refused.
+TEST(EngineOfferTest, UninterpretedWireFieldsAreOffered) {
+  EngineHarness h;
+  ScriptedGuest g(h, "vm");
+  g.Connect();
+  ASSERT_TRUE(h.Offer("vm", R"pb(
+                 device: "raw"
+                 interrupt_latency: 0x1122334455667788
+                 reserved: 9
+                 mmio_megabytes_optional: 0xFFFF
+                 monitor_allocated_reserved_bits: 0x7F
+                 dedicated_interrupt_reserved_bits: 0x7FFF
+               )pb")
+                  .ok());
+  std::vector<v1::HostToGuest> inbox = g.Inbox();
+  ASSERT_THAT(inbox, SizeIs(1));
+  const v1::Offer& o = inbox[0].control().offer();
+  EXPECT_EQ(o.interrupt_latency(), 0x1122334455667788u);
+  EXPECT_EQ(o.reserved(), 9u);
+  EXPECT_EQ(o.mmio_megabytes_optional(), 0xFFFFu);
+  EXPECT_EQ(o.monitor_allocated_reserved_bits(), 0x7Fu);
+  EXPECT_EQ(o.dedicated_interrupt_reserved_bits(), 0x7FFFu);
+  EXPECT_THAT(h.Offer("vm", "device: 'raw' mmio_megabytes_optional: 65536").status().message(),
+              HasSubstr("mmio_megabytes_optional 65536 does not fit a u16"));
+  EXPECT_THAT(
+      h.Offer("vm", "device: 'raw' monitor_allocated_reserved_bits: 128").status().message(),
+      HasSubstr("do not fit 7 bits"));
+  EXPECT_THAT(
+      h.Offer("vm", "device: 'raw' dedicated_interrupt_reserved_bits: 32768").status().message(),
+      HasSubstr("do not fit 15 bits"));
+}
+
+// hv_sock: the mock host has no services, so it refuses every TlConnectRequest with a
+// TlConnectResult echoing the ids (from 4.1); before 4.0 the message does not exist.
+TEST(EngineOfferTest, TlConnectRequestIsRefused) {
+  EngineHarness h;
+  ScriptedGuest g(h, "vm");
+  g.Connect();
+  const std::string ids = R"pb(
+    guest_endpoint_id { value: "00000000-1111-2222-3333-444444444444" }
+    host_service_id { value: "57164f39-9115-4e78-ab55-382f3bd5422d" })pb";
+  EXPECT_THAT(
+      g.Send("tl_connect_request {" + ids + "}"),
+      ElementsAre(EqualsProto("control { tl_connect_result {" + ids + " status: 0xC0000001 } }")));
+  ScriptedGuest old(h, "old");
+  old.Connect(protocol::kVersion3_0);
+  std::vector<v1::HostToGuest> r = old.Send("tl_connect_request {" + ids + "}");
+  ASSERT_THAT(r, SizeIs(1));
+  EXPECT_EQ(r[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(r[0].error().message(), HasSubstr("tl_connect_request needs version 4.0"));
 }
 
 TEST(EngineOfferTest, HotAddAfterOffersAndHeldBefore) {
