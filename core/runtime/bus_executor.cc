@@ -237,13 +237,13 @@ void BusExecutor::ModifyChannel(const std::shared_ptr<Channel>& channel, uint32_
   Execute(std::move(out));
 }
 
-void BusExecutor::Unload(absl::Time deadline, CallDone done) {
+void BusExecutor::Unload(absl::Time deadline, CallDone done, UnloadMode mode) {
   if (stopped_) {
     done.Finish({absl::FailedPreconditionError("the channel bus is shut down")});
     return;
   }
   Actions out;
-  const RequestId id = state_.Unload(deadline, &out);
+  const RequestId id = state_.Unload(deadline, &out, mode);
   Track(id, PendingCall{RequestKind::kUnload, nullptr, std::move(done), deadline});
   Execute(std::move(out));
 }

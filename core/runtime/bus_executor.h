@@ -138,7 +138,7 @@ class BusExecutor {
                      CallDone done);
   void ModifyChannel(const std::shared_ptr<Channel>& channel, uint32_t target_vp,
                      absl::Time deadline, CallDone done);
-  void Unload(absl::Time deadline, CallDone done);
+  void Unload(absl::Time deadline, CallDone done, UnloadMode mode = UnloadMode::kOrderly);
   // Closes every open or opening channel, sub-channels first; finishes with the first failure
   // (OK if none).
   void CloseAll(absl::Time deadline, CallDone done);

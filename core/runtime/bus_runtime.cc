@@ -246,6 +246,23 @@ absl::Status BusRuntime::Quiesce(absl::Time deadline) {
   return absl::OkStatus();
 }
 
+absl::Status BusRuntime::ForceUnload(absl::Time deadline) {
+  if (absl::Status s = CheckBlockingAllowed("forced unload"); !s.ok()) return s;
+  if (strands_.OnStrandThread()) {
+    return absl::FailedPreconditionError(
+        "forced unload called on a driver strand would wait for the drivers it runs among");
+  }
+  absl::Status unloaded =
+      CallAndWait(*this, "forced unload", deadline,
+                  [deadline](BusExecutor& executor, CallDone done) {
+                    executor.Unload(deadline, std::move(done), UnloadMode::kForced);
+                  })
+          .status;
+  if (!unloaded.ok()) return unloaded;
+  // Every driver has been told (Remove ran) and every offer released before this returns.
+  return Quiesce(deadline);
+}
+
 absl::Status BusRuntime::Shutdown(absl::Time deadline) {
   if (OnOwnThread()) {
     return absl::FailedPreconditionError(

@@ -53,6 +53,7 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   absl::Status Connect(absl::Time deadline);
   absl::Status BindDrivers(absl::Time deadline);
   absl::Status Shutdown(absl::Time deadline);
+  absl::Status ForceUnload(absl::Time deadline);
   std::vector<DeviceEntry> Devices() const;
   BusStats stats() const;
   const BusExecutor& executor() const { return *executor_; }

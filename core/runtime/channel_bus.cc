@@ -61,6 +61,10 @@ absl::Status ChannelBus::BindDrivers(absl::Time deadline) {
 
 absl::Status ChannelBus::Shutdown(absl::Time deadline) { return runtime_->Shutdown(deadline); }
 
+absl::Status ChannelBus::ForceUnload(absl::Time deadline) {
+  return runtime_->ForceUnload(deadline);
+}
+
 BusPhase ChannelBus::phase() const { return runtime_->executor().phase(); }
 
 uint32_t ChannelBus::version() const { return runtime_->executor().version(); }

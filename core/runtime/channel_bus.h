@@ -178,6 +178,18 @@ class ChannelBus final {
   // (destroy the bus there instead).
   absl::Status Shutdown(absl::Time deadline);
 
+  // ForceUnload
+  // Unloads from the host with channels still open, as a guest does before a crash dump or a
+  // kexec (docs/protocol.md §9): every channel stops dispatching at once (no receive callback
+  // runs after it), calls waiting on channels complete (opens and GPADL creations fail with
+  // Cancelled, closes succeed), the host is sent Unload and tears every channel and GPADL
+  // down, and at its UnloadResponse every offer is removed: each driver's Remove and
+  // on_offer_removed run (reason Cancelled) and ring and GPADL memory goes back to the backend
+  // before this returns. The bus is then disconnected; Connect may run again. Errors:
+  // FailedPrecondition (not connected, version below 3.0, called from the bus's own threads),
+  // DeadlineExceeded (no UnloadResponse: the offers are dropped locally all the same).
+  absl::Status ForceUnload(absl::Time deadline);
+
   // State (snapshots).
   BusPhase phase() const;
   uint32_t version() const;

@@ -270,7 +270,7 @@ void BusState::ConnectTimedOut(RequestId id, Actions* out) {
          out);
 }
 
-RequestId BusState::Unload(absl::Time deadline, Actions* out) {
+RequestId BusState::Unload(absl::Time deadline, Actions* out, UnloadMode mode) {
   if (phase_ != BusPhase::kConnected) {
     return CompleteNow(
         RequestKind::kUnload, OfferId(),
@@ -288,12 +288,24 @@ RequestId BusState::Unload(absl::Time deadline, Actions* out) {
   for (const auto& [id, rec] : offers_) {
     if (rec.channel != ChannelState::kClosed) busy.push_back(absl::StrCat(rec.info.relid));
   }
-  if (!busy.empty()) {
+  if (!busy.empty() && mode == UnloadMode::kOrderly) {
     return CompleteNow(RequestKind::kUnload, OfferId(),
                        absl::FailedPreconditionError(
                            absl::StrCat("unload: channels of relids ", absl::StrJoin(busy, ", "),
                                         " are not closed; close them first")),
                        out);
+  }
+  if (mode == UnloadMode::kForced) {
+    // No callback may run, and no call may wait, once the host starts tearing down. Sub-channels
+    // first, as on every path that drops channels.
+    const absl::Status why = absl::CancelledError("the bus is unloading with the channel open");
+    for (bool subs : {true, false}) {
+      for (auto& [id, rec] : offers_) {
+        if (rec.state == OfferState::kActive && rec.info.is_sub_channel() == subs) {
+          DropChannel(rec, why, out);
+        }
+      }
+    }
   }
   phase_ = BusPhase::kUnloading;
   unload_request_ = NewRequest(RequestKind::kUnload, OfferId(), deadline);
@@ -626,7 +638,10 @@ absl::Status BusState::CheckInvariants() const {
         return broken("offer ", id.value(), " lists GPADL 0x", absl::Hex(handle),
                       ", which is not its own");
       }
-      if ((g->second.state == GpadlState::kDropped) != (rec.state != OfferState::kActive)) {
+      // A forced unload drops an active offer's GPADLs before its UnloadResponse.
+      const bool dropped_ok = rec.state != OfferState::kActive || phase_ == BusPhase::kUnloading;
+      const bool dropped_needed = rec.state != OfferState::kActive;
+      if (g->second.state == GpadlState::kDropped ? !dropped_ok : dropped_needed) {
         return broken("GPADL 0x", absl::Hex(handle), " is ", GpadlStateName(g->second.state),
                       " on a ", OfferStateName(rec.state), " offer");
       }

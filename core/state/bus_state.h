@@ -161,6 +161,12 @@ struct OpenParams {
   std::string user_data;
 };
 
+// UnloadMode: how BusState::Unload treats channels still open.
+enum class UnloadMode {
+  kOrderly,  // refuse while any channel is open
+  kForced,   // unload anyway; the host tears every channel down
+};
+
 // GpadlParams
 // One range of whole pages. byte_count 0 means "all of the pages".
 struct GpadlParams {
@@ -323,11 +329,18 @@ class BusState {
   RequestId ModifyChannel(OfferId offer, uint32_t target_vp, absl::Time deadline, Actions* out);
 
   // Unload
-  // Disconnects from the bus (suspend, shutdown). Needs version 3.0 and every channel closed.
-  // Completes at UnloadResponse; every offer is then removed (reason Cancelled) and the
-  // phase is kDisconnected, so Connect may run again. On deadline the connection is
-  // considered ended the same way.
-  RequestId Unload(absl::Time deadline, Actions* out);
+  // Disconnects from the bus. Needs version 3.0. Completes at UnloadResponse; every offer is
+  // then removed (reason Cancelled) and the phase is kDisconnected, so Connect may run again.
+  // On deadline the connection is considered ended the same way.
+  //   - kOrderly (suspend, shutdown): every channel must be closed first (FailedPrecondition
+  //     naming the open ones).
+  //   - kForced (crash dump, kexec: docs/protocol.md §9): channels may be open. Before the
+  //     Unload is sent every channel is retired and every call waiting on a channel completes
+  //     (opens, modifies and GPADL creations fail with Cancelled, closes and teardowns
+  //     succeed: the host drops everything); GPADLs stay reserved, their memory held, until
+  //     the offers are released after the UnloadResponse, since the host may use them until
+  //     it has processed the Unload.
+  RequestId Unload(absl::Time deadline, Actions* out, UnloadMode mode = UnloadMode::kOrderly);
 
   // ReleaseOffer
   // The runtime has finished with a removed (rescinded or detached) offer: for a rescinded one

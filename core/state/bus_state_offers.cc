@@ -225,8 +225,10 @@ void BusState::DropChannel(OfferRecord& rec, const absl::Status& why, Actions* o
         Finish(id, absl::OkStatus(), out);  // a teardown: the host dropped the GPADL
       }
     }
-    g.teardown_sent = g.state == GpadlState::kTearingDown;
-    g.state = GpadlState::kDropped;
+    if (g.state != GpadlState::kDropped) {  // dropped already by a forced unload
+      g.teardown_sent = g.state == GpadlState::kTearingDown;
+      g.state = GpadlState::kDropped;
+    }
   }
   rec.channel = ChannelState::kClosed;
   rec.ring_gpadl = 0;

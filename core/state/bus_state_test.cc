@@ -1,6 +1,7 @@
 // BusState: connection tests — negotiation, fallback, deadlines, unload, link loss.
 #include "core/state/bus_state.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/state/bus_state_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -254,6 +255,61 @@ TEST(BusStateUnloadTest, UnloadNeedsVersion30AndClosedChannels) {
               ElementsAre("complete request=4 unload: FAILED_PRECONDITION: unload: channels of "
                           "relids 7, 9 are not closed; close them first"));
   EXPECT_EQ(h.bus().phase(), BusPhase::kConnected);
+}
+
+// A forced unload (crash dump, kexec) goes ahead with channels open: every channel is retired
+// and every call on a channel completes before the Unload goes out; the GPADLs stay reserved
+// (their memory held) until the offers are released after the UnloadResponse.
+TEST(BusStateUnloadTest, AForcedUnloadRetiresEveryChannelThenUnloads) {
+  BusHarness h;
+  h.Connected();
+  const OfferId open = h.Offered(7);
+  const OfferId opening = h.Offered(8, kEchoClass, kInstanceB);
+  const uint32_t ring = h.Opened(open);
+  GpadlParams p;
+  p.pfns = Pfns(500, 2);
+  h.Call([&](BusState& b, Actions* o) { return b.CreateGpadl(open, p, kDeadline, o); });
+  h.Call([&](BusState& b, Actions* o) { return b.Open(opening, SmallRings(), kDeadline, o); });
+  const uint32_t opening_ring = h.SentGpadl();
+  EXPECT_THAT(
+      h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o, UnloadMode::kForced); }),
+      ElementsAre("retire offer=1 relid=7", "cancel_timer request=3",
+                  "complete request=3 gpadl_create offer=1: CANCELLED: GPADL 0xe1e11 of relid 7 "
+                  "failed: the bus is unloading with the channel open",
+                  "cancel_timer request=4",
+                  "complete request=4 open offer=2: CANCELLED: open of relid 8 failed: the bus is "
+                  "unloading with the channel open",
+                  "send Unload{}", "arm_timer request=5 at=+10s"));
+  EXPECT_EQ(h.bus().phase(), BusPhase::kUnloading);
+  EXPECT_EQ(h.bus().GetChannel(open)->channel_state, ChannelState::kClosed);
+  EXPECT_EQ(h.bus().Gpadls().size(), 3u);  // nothing released before the host has unloaded
+  // The host's answer to the abandoned open crosses the Unload: nothing reopens.
+  EXPECT_THAT(h.Host(GpadlCreatedMsg(8, opening_ring)),
+              ElementsAre(::testing::StartsWith("ignored gpadl_created_unexpected")));
+  EXPECT_THAT(h.Host(UnloadResponseMsg()),
+              ElementsAre("offer_removed offer=1 relid=7: CANCELLED: bus unloaded",
+                          "offer_removed offer=2 relid=8: CANCELLED: bus unloaded",
+                          "cancel_timer request=5", "complete request=5 unload: OK"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { EXPECT_TRUE(b.ReleaseOffer(open, o).ok()); }),
+              ElementsAre(absl::StrCat("release_gpadl offer=1 gpadl=0x", absl::Hex(ring)),
+                          "release_gpadl offer=1 gpadl=0xe1e11"));
+  EXPECT_THAT(h.Do([&](BusState& b, Actions* o) { EXPECT_TRUE(b.ReleaseOffer(opening, o).ok()); }),
+              ElementsAre(absl::StrCat("release_gpadl offer=2 gpadl=0x", absl::Hex(opening_ring))));
+  EXPECT_THAT(h.bus().Gpadls(), ::testing::IsEmpty());
+  EXPECT_EQ(h.bus().phase(), BusPhase::kDisconnected);
+}
+
+TEST(BusStateUnloadTest, AForcedUnloadStillNeedsVersion30) {
+  BusConfig c;
+  c.max_version = protocol::kVersion2_4;
+  BusHarness h(c);
+  h.Connected(protocol::kVersion2_4);
+  h.Opened(h.Offered(7));
+  EXPECT_THAT(
+      h.Call([](BusState& b, Actions* o) { return b.Unload(kDeadline, o, UnloadMode::kForced); }),
+      ElementsAre("complete request=3 unload: FAILED_PRECONDITION: unload needs protocol 3.0 or "
+                  "newer; negotiated 2.4"));
+  EXPECT_EQ(h.bus().GetChannel(OfferId(1))->channel_state, ChannelState::kOpen);
 }
 
 TEST(BusStateUnloadTest, UnloadDeadlineEndsTheConnection) {
