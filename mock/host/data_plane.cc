@@ -35,6 +35,7 @@ class HostChannel final : public ChannelPort {
         inbound_pages_(std::move(inbound)) {}
 
   uint32_t relid() const override { return relid_; }
+  std::string guest_id() const override { return plane_->guest_id(); }
   absl::Status Send(PacketType type, uint16_t flags, uint64_t trans_id,
                     absl::Span<const uint8_t> payload) override {
     return SendAndReport(type, flags, trans_id, payload).status();

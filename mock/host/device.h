@@ -76,6 +76,9 @@ class ChannelPort {
 
   // The channel's relid.
   virtual uint32_t relid() const = 0;
+
+  // The id of the guest the channel belongs to ("" where there is no guest, e.g. in tests).
+  virtual std::string guest_id() const { return ""; }
 };
 
 // PacketDisposition: what a device did with a packet.

@@ -55,6 +55,26 @@ class HostControlService final : public v1::HostControl::Service {
                          v1::HostSettings* response) override {
     return Reply(host_->Configure(*request), response);
   }
+  grpc::Status RequestShutdown(grpc::ServerContext*, const v1::GuestShutdownRequest* request,
+                               v1::GuestShutdownResponse* response) override {
+    return Reply(host_->RequestShutdown(*request), response);
+  }
+  grpc::Status KvpExchange(grpc::ServerContext*, const v1::KvpRequest* request,
+                           v1::KvpResponse* response) override {
+    return Reply(host_->KvpExchange(*request), response);
+  }
+  grpc::Status TimeSync(grpc::ServerContext*, const v1::TimeSyncRequest* request,
+                        v1::TimeSyncResponse* response) override {
+    return Reply(host_->TimeSync(*request), response);
+  }
+  grpc::Status IcStatus(grpc::ServerContext*, const v1::IcStatusRequest* request,
+                        v1::IcStatusResponse* response) override {
+    return Reply(host_->IcStatus(*request), response);
+  }
+  grpc::Status ConfigureIc(grpc::ServerContext*, const v1::ConfigureIcRequest* request,
+                           v1::IcSettings* response) override {
+    return Reply(host_->ConfigureIc(*request), response);
+  }
   grpc::Status WatchEvents(grpc::ServerContext* context, const v1::WatchEventsRequest* request,
                            grpc::ServerWriter<v1::ProtocolEvent>* writer) override {
     auto sub = host_->WatchEvents(*request);

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "mock/host/guest_stream.h"
+#include "mock/host/ic_host.h"
 #include "mock/host/mock_host_internal.h"
 
 namespace vbus::mock {
@@ -30,24 +31,37 @@ constexpr absl::Duration kSignalEventPeriod = absl::Milliseconds(250);
 // --- MockHost -------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<MockHost>> MockHost::Create(MockHostOptions options) {
-  const DeviceRegistry* devices =
-      options.devices != nullptr ? options.devices : &DeviceRegistry::Default();
+  // Without a registry of its own the host serves the default kinds and the IC emulators.
+  std::unique_ptr<DeviceRegistry> own_devices;
+  std::shared_ptr<IcHub> ic_hub;
+  if (options.devices == nullptr) {
+    own_devices = std::make_unique<DeviceRegistry>(DeviceRegistry::Default());
+    ic_hub = std::make_shared<IcHub>();
+    if (absl::Status s = RegisterIcDevices(own_devices.get(), ic_hub); !s.ok()) return s;
+    options.devices = own_devices.get();
+  }
+  const DeviceRegistry* devices = options.devices;
   options.engine.device_classes.clear();
   for (const std::string& name : devices->Names()) {
     options.engine.device_classes[name] = devices->Find(name)->class_id;
   }
   absl::StatusOr<std::unique_ptr<HostEngine>> engine = HostEngine::Create(options.engine);
   if (!engine.ok()) return engine.status();
-  return std::unique_ptr<MockHost>(new MockHost(std::move(options), std::move(*engine)));
+  return std::unique_ptr<MockHost>(new MockHost(std::move(options), std::move(*engine),
+                                                std::move(own_devices), std::move(ic_hub)));
 }
 
-MockHost::MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine)
-    : options_(std::move(options)),
+MockHost::MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine,
+                   std::unique_ptr<DeviceRegistry> own_devices, std::shared_ptr<IcHub> ic_hub)
+    : own_devices_(std::move(own_devices)),
+      ic_hub_(std::move(ic_hub)),
+      options_(std::move(options)),
       devices_(options_.devices != nullptr ? options_.devices : &DeviceRegistry::Default()),
       events_(options_.watch_queue_limit),
       packets_(options_.watch_queue_limit),
       monitor_latency_us_(engine->settings().monitor_latency_us()),
       engine_(std::move(engine)) {
+  if (ic_hub_) ic_hub_->SetPublisher([this](v1::ProtocolEvent e) { PublishEvent(std::move(e)); });
   host_control_ = NewHostControlService(this);
   guest_link_ = NewGuestLinkService(this);
   timer_thread_ = std::thread(&MockHost::TimerLoop, this);

@@ -68,7 +68,8 @@ struct MockHostOptions {
   // Settings, default offers and the GUID seed (EngineOptions::device_classes is filled from
   // `devices`).
   EngineOptions engine;
-  // Device kinds and their emulators; nullptr = DeviceRegistry::Default() (echo, sink, raw).
+  // Device kinds and their emulators; nullptr = DeviceRegistry::Default() (echo, sink, raw)
+  // plus the integration components (heartbeat, shutdown, timesync, kvp; ic_host.h).
   const DeviceRegistry* devices = nullptr;
   // Receives the log lines (attach, detach, errors); empty = one line each on stderr.
   std::function<void(absl::string_view)> log;
@@ -76,7 +77,9 @@ struct MockHostOptions {
   size_t watch_queue_limit = 65536;
 };
 
-class GuestStream;       // the GuestLink reactor (guest_stream.h)
+class GuestStream;  // the GuestLink reactor (guest_stream.h)
+class IcHub;        // the IC emulators' registry (ic_host.h)
+class IcHostChannel;
 class GuestLinkService;  // guest_link.cc
 
 class MockHost {
@@ -105,6 +108,15 @@ class MockHost {
   absl::StatusOr<v1::SendPacketResponse> SendPacket(const v1::SendPacketRequest& request);
   absl::Status InjectFault(const v1::InjectFaultRequest& request);
   absl::StatusOr<v1::HostSettings> Configure(const v1::ConfigureRequest& request);
+  // Integration components (ic_control.cc): one request on the guest's open IC channel of
+  // that kind (see proto/mock_host.proto). NotFound if there is none (or the host was created
+  // with its own DeviceRegistry, which has no IC emulators).
+  absl::StatusOr<v1::GuestShutdownResponse> RequestShutdown(
+      const v1::GuestShutdownRequest& request);
+  absl::StatusOr<v1::KvpResponse> KvpExchange(const v1::KvpRequest& request);
+  absl::StatusOr<v1::TimeSyncResponse> TimeSync(const v1::TimeSyncRequest& request);
+  absl::StatusOr<v1::IcStatusResponse> IcStatus(const v1::IcStatusRequest& request);
+  absl::StatusOr<v1::IcSettings> ConfigureIc(const v1::ConfigureIcRequest& request);
   // Watches: InvalidArgument for a bad filter. The subscription ends (Unavailable) at shutdown.
   absl::StatusOr<std::shared_ptr<WatchHub<v1::ProtocolEvent>::Subscription>> WatchEvents(
       const v1::WatchEventsRequest& request);
@@ -118,7 +130,11 @@ class MockHost {
   friend class GuestLinkService;
   struct Session;  // mock_host_internal.h
 
-  explicit MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine);
+  MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine,
+           std::unique_ptr<DeviceRegistry> own_devices, std::shared_ptr<IcHub> ic_hub);
+  // The IC channel of `kind` of `guest` (id or name).
+  absl::StatusOr<std::shared_ptr<IcHostChannel>> FindIc(const std::string& guest,
+                                                        const std::string& kind);
 
   // Runs `fn` (an engine call) under mu_ at the current time and carries out its Actions.
   // Sessions detached meanwhile are destroyed after mu_ is released.
@@ -153,6 +169,10 @@ class MockHost {
   void DoorbellLoop(Session* session);
   void TimerLoop();
 
+  // The default device registry (with the IC emulators) and their hub; declared first so
+  // that they outlive everything that uses them.
+  const std::unique_ptr<DeviceRegistry> own_devices_;
+  const std::shared_ptr<IcHub> ic_hub_;
   const MockHostOptions options_;
   const DeviceRegistry* const devices_;
   std::unique_ptr<grpc::Service> host_control_;
