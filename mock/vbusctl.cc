@@ -12,11 +12,14 @@
 //   watch [--json] [--kinds=GUEST_MESSAGE,HOST_MESSAGE,...] [--relid=N]
 //                                  stream protocol events until interrupted
 //   packets [--json] [--relid=N]   stream the packets guests write until interrupted
+//   shutdown | kvp | time | ic | ic-config
+//                                  the integration components (see mock/vbusctl_ic.h)
 //
 // Errors print the gRPC status code and message and exit 1 (2 for a usage error).
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,7 @@
 #include "core/data/protocol.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "mock/vbusctl_ic.h"
 #include "proto/mock_host.grpc.pb.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1:50051", "The mock host: HOST:PORT or unix:PATH");
@@ -53,7 +57,7 @@ ABSL_FLAG(std::string, text, "", "send: the payload as text");
 ABSL_FLAG(bool, completion, false, "send: send a completion packet (type 11)");
 ABSL_FLAG(bool, completion_requested, false, "send: set COMPLETION_REQUESTED");
 ABSL_FLAG(uint64_t, txid, 0, "send: the transaction id");
-ABSL_FLAG(bool, json, false, "watch, packets: one JSON object per line");
+ABSL_FLAG(bool, json, false, "one JSON object (watch, packets: per line)");
 ABSL_FLAG(std::vector<std::string>, kinds, {}, "watch: event kinds to stream (default: all)");
 ABSL_FLAG(uint32_t, relid, 0, "watch, packets: only this relid");
 
@@ -302,7 +306,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "usage: vbusctl [--host=ADDR] [--guest=ID|NAME] COMMAND [ARGS]\n"
       "  guests | channels | offer --kind=K | rescind RELID |\n"
-      "  send RELID --hex=HEX|--text=TEXT | watch [--json] | packets [--json]");
+      "  send RELID --hex=HEX|--text=TEXT | watch [--json] | packets [--json] |\n"
+      "  shutdown [--reboot|--hibernate] [--force] [--message=M] |\n"
+      "  kvp get|set|delete|enum [--key=K] [--value=V] [--pool=P] | time [--skew=5s] |\n"
+      "  ic | ic-config [--heartbeat_ms=N]");
   std::vector<char*> raw = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(raw.begin() + 1, raw.end());
   if (args.empty()) Usage("no command");
@@ -316,5 +323,12 @@ int main(int argc, char** argv) {
   if (command == "send") return Send(*stub, args);
   if (command == "watch") return Watch(*stub);
   if (command == "packets") return Packets(*stub);
+  vbus::vbusctl::IcContext ic;
+  ic.guest = absl::GetFlag(FLAGS_guest);
+  ic.json = absl::GetFlag(FLAGS_json);
+  ic.context = [] { return Context(); };
+  ic.check = Check;
+  ic.usage = [](const std::string& why) { Usage(why); };
+  if (std::optional<int> rc = vbus::vbusctl::RunIcCommand(*stub, args, ic)) return *rc;
   Usage("unknown command \"" + command + "\"");
 }
