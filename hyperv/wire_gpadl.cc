@@ -190,13 +190,13 @@ absl::StatusOr<std::optional<v1::GpadlCreate>> GpadlReassembler::Add(GpadlBodyPa
         "GPADL_BODY for gpadl 0x%x, which has no GPADL_HEADER in assembly", part.gpadl));
   }
   Pending& p = it->second;
-  const size_t have = static_cast<size_t>(p.message.pfns_size());
-  const size_t remaining = p.total_pfns - have;
+  const uint32_t total = p.total_pfns;
+  const size_t remaining = total - static_cast<size_t>(p.message.pfns_size());
   if (part.pfns.size() > remaining) {
-    Erase(part.gpadl);
+    Erase(part.gpadl);  // `p` dangles from here on
     return absl::InvalidArgumentError(absl::StrFormat(
         "GPADL_BODY for gpadl 0x%x carries %d PFNs, but only %d of its %d remain (dropped)",
-        part.gpadl, part.pfns.size(), remaining, p.total_pfns));
+        part.gpadl, part.pfns.size(), remaining, total));
   }
   p.message.mutable_pfns()->Add(part.pfns.begin(), part.pfns.end());
   if (part.pfns.size() < remaining) return std::optional<v1::GpadlCreate>();

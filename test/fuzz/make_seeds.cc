@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "core/data/ring_buffer.h"
+#include "google/protobuf/text_format.h"
+#include "hyperv/wire.h"
 #include "proto/control.pb.h"
 #include "proto/mock_host.pb.h"
 #include "test/fuzz/bus_fuzz_input.h"
@@ -364,6 +366,114 @@ void HostSeeds() {
   }
 }
 
+// Wire seeds: streams of [length byte][message] as wire_fuzzer reads them, encoded from
+// messages of every kind (and a few hand-spoiled ones), so the fuzzer starts from each type's
+// valid shape.
+void AppendWire(std::vector<uint8_t>& seed, const std::vector<uint8_t>& message) {
+  seed.push_back(static_cast<uint8_t>(message.size()));
+  seed.insert(seed.end(), message.begin(), message.end());
+}
+std::vector<uint8_t> WireSeed(const std::vector<std::string>& texts) {
+  std::vector<uint8_t> seed;
+  for (const std::string& text : texts) {
+    v1::ControlMessage m;
+    if (!google::protobuf::TextFormat::ParseFromString(text, &m)) std::abort();
+    absl::StatusOr<std::vector<hyperv::WireMessage>> parts = hyperv::EncodeMessage(m);
+    if (!parts.ok()) {
+      std::fprintf(stderr, "wire seed %s: %s\n", text.c_str(), parts.status().ToString().c_str());
+      std::abort();
+    }
+    for (const hyperv::WireMessage& p : *parts) AppendWire(seed, p);
+  }
+  return seed;
+}
+std::string GpadlText(uint32_t gpadl, uint32_t pages) {
+  std::string t = "gpadl_create { child_relid: 3 gpadl: " + std::to_string(gpadl) +
+                  " byte_count: " + std::to_string(pages * 4096);
+  for (uint32_t i = 0; i < pages; ++i) t += " pfns: " + std::to_string(0x1000 + i);
+  return t + " }";
+}
+
+void WireSeeds() {
+  const std::string ids =
+      "guest_endpoint_id { value: '00112233-4455-6677-8899-aabbccddeeff' } "
+      "host_service_id { value: 'f8615163-df3e-46c5-913f-f2d2f965ed0e' }";
+  const std::string offer =
+      "offer { interface_type { value: 'f8615163-df3e-46c5-913f-f2d2f965ed0e' } "
+      "interface_instance { value: '00112233-4455-6677-8899-aabbccddeeff' } child_relid: 5 "
+      "flags: 0x2411 mmio_megabytes: 3 user_defined: 'pipe' sub_channel_index: 1 "
+      "monitor_id: 9 monitor_allocated: true dedicated_interrupt: true connection_id: 65541 "
+      "interrupt_latency: 77 reserved: 1 mmio_megabytes_optional: 2 "
+      "monitor_allocated_reserved_bits: 3 dedicated_interrupt_reserved_bits: 4 }";
+  WriteFile("wire", "connect_5_3",
+            WireSeed({"initiate_contact { version_requested: 0x50003 message_sint: 2 "
+                      "monitor_page1: 4096 monitor_page2: 8192 }",
+                      "version_response { version_supported: true message_connection_id: 4 }",
+                      "request_offers {}", offer, "all_offers_delivered {}"}));
+  WriteFile("wire", "connect_old_and_6_0",
+            WireSeed({"initiate_contact { version_requested: 0x40001 interrupt_page: 0x5000 }",
+                      "version_response { connection_state: 2 }",
+                      "initiate_contact { version_requested: 0x60000 message_sint: 2 "
+                      "feature_flags: 9 client_id { value: "
+                      "'57164f39-9115-4e78-ab55-382f3bd5422d' } }",
+                      "version_response { version_supported: true supported_features: 3 }"}));
+  WriteFile("wire", "channel_life",
+            WireSeed({GpadlText(0xE1E10, 60), "gpadl_created { child_relid: 3 gpadl: 0xE1E10 }",
+                      "open_channel { child_relid: 3 open_id: 1 ring_buffer_gpadl: 0xE1E10 "
+                      "target_vp: 1 downstream_ring_page_offset: 30 user_data: 'x' }",
+                      "open_channel { child_relid: 3 open_id: 2 ring_buffer_gpadl: 0xE1E10 "
+                      "connection_id: 9 event_flag: 3 open_flags: 1 }",
+                      "open_result { child_relid: 3 open_id: 1 }",
+                      "modify_channel { child_relid: 3 target_vp: 2 }",
+                      "modify_channel_response { child_relid: 3 status: 1 }",
+                      "close_channel { child_relid: 3 }",
+                      "gpadl_teardown { child_relid: 3 gpadl: 0xE1E10 }",
+                      "gpadl_torndown { gpadl: 0xE1E10 }", "rescind_offer { child_relid: 3 }",
+                      "relid_released { child_relid: 3 }", "unload {}", "unload_response {}"}));
+  WriteFile("wire", "hv_sock",
+            WireSeed({"tl_connect_request { " + ids + " }",
+                      "tl_connect_request { " + ids +
+                          " silo_id { value: '57164f39-9115-4e78-ab55-382f3bd5422d' } }",
+                      "tl_connect_result { " + ids + " status: 0xC0000001 }"}));
+  // Two GPADLs interleaved part by part, and the largest that fits the fuzzer's 4 KiB input
+  // (400 pages: a header and 15 bodies).
+  std::vector<uint8_t> a = WireSeed({GpadlText(7, 60)});
+  std::vector<uint8_t> b = WireSeed({GpadlText(8, 40)});
+  std::vector<uint8_t> interleaved;
+  auto next_message = [](const std::vector<uint8_t>& from, size_t& at, std::vector<uint8_t>& to) {
+    if (at >= from.size()) return;
+    const size_t n = 1 + from[at];
+    to.insert(to.end(), from.begin() + at, from.begin() + at + n);
+    at += n;
+  };
+  size_t at_a = 0, at_b = 0;
+  while (at_a < a.size() || at_b < b.size()) {
+    next_message(a, at_a, interleaved);
+    next_message(b, at_b, interleaved);
+  }
+  WriteFile("wire", "gpadls_interleaved", interleaved);
+  WriteFile("wire", "gpadl_400_pages", WireSeed({GpadlText(9, 400)}));
+  // Hostile: a body with no header, a header twice, a header with two ranges, a message past
+  // 240 bytes, type 0, type 25, an offer one byte short.
+  std::vector<uint8_t> hostile = WireSeed({GpadlText(10, 30)});
+  const std::vector<uint8_t> header(hostile.begin() + 1, hostile.begin() + 1 + hostile[0]);
+  std::vector<uint8_t> spoiled;
+  AppendWire(spoiled, std::vector<uint8_t>(hostile.begin() + 1 + hostile[0], hostile.end()));
+  AppendWire(spoiled, header);
+  AppendWire(spoiled, header);
+  std::vector<uint8_t> two_ranges = header;
+  two_ranges[18] = 2;
+  AppendWire(spoiled, two_ranges);
+  std::vector<uint8_t> too_long(250, 0);
+  too_long[0] = 3;
+  AppendWire(spoiled, too_long);
+  AppendWire(spoiled, std::vector<uint8_t>(8, 0));
+  AppendWire(spoiled, {25, 0, 0, 0, 0, 0, 0, 0});
+  std::vector<uint8_t> short_offer = WireSeed({offer});
+  AppendWire(spoiled, std::vector<uint8_t>(short_offer.begin() + 1, short_offer.end() - 1));
+  WriteFile("wire", "hostile", spoiled);
+}
+
 }  // namespace
 }  // namespace vbus::fuzz
 
@@ -377,5 +487,6 @@ int main(int argc, char** argv) {
   vbus::fuzz::EventPageSeeds();
   vbus::fuzz::BusSeeds();
   vbus::fuzz::HostSeeds();
+  vbus::fuzz::WireSeeds();
   return 0;
 }
