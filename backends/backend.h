@@ -6,8 +6,9 @@
 //     (host → guest, with PauseDelivery / ResumeDelivery for suspend);
 //   - the negotiated connection: SetConnection (where later messages go);
 //   - signals: SignalHost (guest → host, per channel) and BackendListener::OnEventsPending
-//     (host → guest: "scan the receive event flags"), plus ReceiveEventFlags (the 2048-bit
-//     bitmap the host sets relid bits in);
+//     (host → guest: "scan virtual processor v's receive event flags"), plus
+//     ReceiveEventFlags(v) (the 2048-bit bitmap the host sets relid bits in, one per virtual
+//     processor the backend takes events on: vp_count());
 //   - memory: AllocatePages (host-reachable pages with PFNs).
 //
 // How the two backends implement it:
@@ -55,6 +56,9 @@ namespace vbus {
 // Number of event flags (relid bits) in a receive or send event bitmap: 2048 bits = 256 bytes.
 inline constexpr size_t kEventFlagCount = protocol::kRelidCount;
 inline constexpr size_t kEventFlagBytes = kEventFlagCount / 8;
+// The most virtual processors a backend may take host events on (each needs a dispatcher of
+// the channel table).
+inline constexpr uint32_t kMaxEventVps = 64;
 
 // ContactInfo
 // What the guest tells the host in InitiateContact about where it listens. The backend knows
@@ -115,11 +119,12 @@ class BackendListener {
   virtual void OnHostMessage(const v1::ControlMessage& message) = 0;
 
   // OnEventsPending
-  // The host set one or more bits in the receive event flags: scan them. May be called from
-  // any thread (an interrupt handler, a doorbell waiter), concurrently with itself and with
-  // OnHostMessage, and more often than bits were set (spurious wake-ups are allowed). Must not
-  // block.
-  virtual void OnEventsPending() = 0;
+  // The host set one or more bits in virtual processor `vp`'s receive event flags: scan them.
+  // May be called from any thread (an interrupt handler, a doorbell waiter), concurrently with
+  // itself (for the same VP or others) and with OnHostMessage, and more often than bits were
+  // set (spurious wake-ups are allowed). Must not block. A `vp` at or past vp_count() is
+  // counted and ignored.
+  virtual void OnEventsPending(uint32_t vp) = 0;
 
   // OnHostLost
   // The link to the host is gone (stream closed, host process exited, SynIC torn down).
@@ -186,13 +191,21 @@ class Backend {
   // thread. Unavailable if the link is gone; InvalidArgument for relid 0 or >= 2048.
   virtual absl::Status SignalHost(const ChannelSignal& signal) = 0;
 
+  // vp_count
+  // How many virtual processors the backend takes host events on, 1..kMaxEventVps: each has
+  // its own receive event flags and raises OnEventsPending(vp), and a channel's target_vp
+  // (OpenChannel, ModifyChannel) must name one of them (docs/protocol.md §12). Fixed for the
+  // backend's life; valid before Start.
+  virtual uint32_t vp_count() const = 0;
+
   // ReceiveEventFlags
-  // The guest's receive event flags: kEventFlagBytes (256) bytes, 8-byte aligned, shared with
-  // the host. Bit k (byte k / 8, bit k % 8) set by the host means "relid k has work"; bit 0 is
-  // never a channel. Readers test-and-clear bits atomically (core/data/event_page.h:
-  // EventPage::Attach(backend.ReceiveEventFlags())). Valid after Start, for the backend's
-  // lifetime.
-  virtual absl::Span<uint8_t> ReceiveEventFlags() = 0;
+  // Virtual processor `vp`'s receive event flags (vp < vp_count()): kEventFlagBytes (256)
+  // bytes, 8-byte aligned, shared with the host. Bit k (byte k / 8, bit k % 8) set by the host
+  // means "relid k has work"; bit 0 is never a channel. The host sets a channel's bit in the
+  // flags of the channel's target VP. Readers test-and-clear bits atomically
+  // (core/data/event_page.h: EventPage::Attach(backend.ReceiveEventFlags(vp))). Valid after
+  // Start, for the backend's lifetime; an empty span for a `vp` out of range.
+  virtual absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) = 0;
 
   // AllocatePages
   // `count` zero-filled pages the host can reach, mapped contiguously in the guest, with their

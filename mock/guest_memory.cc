@@ -53,6 +53,10 @@ absl::Status ValidateLayout(const MemoryLayout& layout, uint64_t page_count) {
                                                    " unknown (this build knows ", kLayoutRevision,
                                                    ")"));
   }
+  if (layout.vp_count == 0 || layout.vp_count > kMaxGuestVps) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("memory layout: vp_count ", layout.vp_count, " is outside 1..", kMaxGuestVps));
+  }
   const std::array<std::pair<const char*, uint64_t>, 5> special = {{
       {"guest_event_page_pfn", layout.guest_event_page_pfn},
       {"host_event_page_pfn", layout.host_event_page_pfn},
@@ -110,6 +114,7 @@ v1::MemoryLayout LayoutToProto(const MemoryLayout& layout) {
   proto.set_monitor_page1_pfn(layout.monitor_page1_pfn);
   proto.set_monitor_page2_pfn(layout.monitor_page2_pfn);
   proto.set_first_data_pfn(layout.first_data_pfn);
+  proto.set_vp_count(layout.vp_count);
   return proto;
 }
 
@@ -122,6 +127,7 @@ MemoryLayout LayoutFromProto(const v1::MemoryLayout& proto) {
   layout.monitor_page1_pfn = proto.monitor_page1_pfn();
   layout.monitor_page2_pfn = proto.monitor_page2_pfn();
   layout.first_data_pfn = proto.first_data_pfn();
+  layout.vp_count = proto.vp_count() == 0 ? 1 : proto.vp_count();
   return layout;
 }
 
@@ -277,14 +283,14 @@ absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns
   return view;
 }
 
-uint32_t GuestMemory::DoorbellValue(Doorbell doorbell) const {
+uint32_t GuestMemory::DoorbellValue(Doorbell doorbell, uint32_t vp) const {
   // [GM-A1] acquire: pairs with the ringer's [GM-R1] increment, so work published before the Ring
   // (event bits, ring contents) is visible once the new value is seen.
-  return Ref(Words(doorbell)->value).load(std::memory_order_acquire);
+  return Ref(Words(doorbell, vp)->value).load(std::memory_order_acquire);
 }
 
-void GuestMemory::Ring(Doorbell doorbell) const {
-  DoorbellWords* words = Words(doorbell);
+void GuestMemory::Ring(Doorbell doorbell, uint32_t vp) const {
+  DoorbellWords* words = Words(doorbell, vp);
   // [GM-R1] seq_cst increment, then [GM-R2] seq_cst load of the waiters count. The waiter does
   // [GM-W1] seq_cst increment of waiters, then [GM-W2] seq_cst load of value. In the single total
   // order of seq_cst operations either [GM-R2] follows [GM-W1] (we see the waiter and wake it) or
@@ -295,8 +301,9 @@ void GuestMemory::Ring(Doorbell doorbell) const {
   if (Ref(words->waiters).load(std::memory_order_seq_cst) != 0) FutexWake(&words->value);
 }
 
-absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline) const {
-  DoorbellWords* words = Words(doorbell);
+absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline,
+                               uint32_t vp) const {
+  DoorbellWords* words = Words(doorbell, vp);
   auto value = Ref(words->value);
   auto waiters = Ref(words->waiters);
   while (true) {

@@ -9,14 +9,17 @@
 // Layout of the first pages (MemoryLayout; the defaults below, chosen by the guest and sent to
 // the host in the GuestLink Attach message):
 //
-//   PFN 0  guest event page   2048-bit bitmap at offset 0; the HOST sets relid bits here
-//                             (host → guest events), the guest test-and-clears them.
+//   PFN 0  guest event page   one 2048-bit bitmap per virtual processor the guest takes
+//                             events on (vp_count, 1..16), VP v's at offset v * 256; the HOST
+//                             sets a channel's relid bit in its target VP's bitmap (host →
+//                             guest events), the guest test-and-clears them.
 //   PFN 1  host event page    2048-bit bitmap at offset 0; the GUEST sets relid bits here
 //                             (guest → host events), the host test-and-clears them.
-//   PFN 2  doorbell page      DoorbellPage: two futex doorbells, each {value u32, waiters u32}
-//                             on its own 64-byte line: the guest's doorbell @0 (rung by the
-//                             host, waited on by the guest) and the host's doorbell @64 (rung
-//                             by the guest, waited on by the host).
+//   PFN 2  doorbell page      DoorbellPage: futex doorbells, each {value u32, waiters u32}
+//                             on its own 64-byte line: the guest's doorbell for VP 0 @0 (rung
+//                             by the host, waited on by the guest), the host's doorbell @64
+//                             (rung by the guest, waited on by the host), and the guest's
+//                             doorbells for VPs 1..15 @128 + (v - 1) * 64.
 //   PFN 3  monitor page 1     host → guest monitor page (MonitorPage layout, docs/protocol.md §12).
 //   PFN 4  monitor page 2     guest → host monitor page: the guest sets a monitored channel's
 //                             bit in trigger_group[id / 32].pending; the host scans these at
@@ -77,8 +80,12 @@ inline constexpr uint32_t kLayoutRevision = 1;
 // MemoryLayout
 // Where the special pages sit, as PFNs. The C++ twin of vbus.v1.MemoryLayout; the defaults are
 // the layout documented above and what Create() uses unless told otherwise.
+// The most virtual processors a guest may take events on (their event flags share one page).
+inline constexpr uint32_t kMaxGuestVps = protocol::kPageSize / (protocol::kRelidCount / 8);
+
 struct MemoryLayout {
   uint32_t revision = kLayoutRevision;
+  uint32_t vp_count = 1;
   uint64_t guest_event_page_pfn = 0;
   uint64_t host_event_page_pfn = 1;
   uint64_t doorbell_page_pfn = 2;
@@ -90,9 +97,9 @@ struct MemoryLayout {
 };
 
 // ValidateLayout
-// OK if `layout` has a known revision, its five special pages are distinct and all below
-// first_data_pfn, and first_data_pfn leaves at least one data page in a file of `page_count`
-// pages. Otherwise InvalidArgument naming the offending field.
+// OK if `layout` has a known revision, 1..kMaxGuestVps VPs, its five special pages are distinct
+// and all below first_data_pfn, and first_data_pfn leaves at least one data page in a file of
+// `page_count` pages. Otherwise InvalidArgument naming the offending field.
 absl::Status ValidateLayout(const MemoryLayout& layout, uint64_t page_count);
 
 // ValidateDataPfns
@@ -119,9 +126,10 @@ struct DoorbellWords {
   uint8_t reserved[56];
 };
 struct DoorbellPage {
-  DoorbellWords guest;  // rung by the host, waited on by the guest
-  DoorbellWords host;   // rung by the guest, waited on by the host
-  uint8_t reserved[protocol::kPageSize - 2 * sizeof(DoorbellWords)];
+  DoorbellWords guest;                        // VP 0's: rung by the host, waited on by the guest
+  DoorbellWords host;                         // rung by the guest, waited on by the host
+  DoorbellWords guest_vps[kMaxGuestVps - 1];  // VPs 1..15
+  uint8_t reserved[protocol::kPageSize - (kMaxGuestVps + 1) * sizeof(DoorbellWords)];
 };
 static_assert(sizeof(DoorbellWords) == 64);
 static_assert(offsetof(DoorbellWords, value) == 0);
@@ -129,6 +137,7 @@ static_assert(offsetof(DoorbellWords, waiters) == 4);
 static_assert(sizeof(DoorbellPage) == protocol::kPageSize);
 static_assert(offsetof(DoorbellPage, guest) == 0);
 static_assert(offsetof(DoorbellPage, host) == 64);
+static_assert(offsetof(DoorbellPage, guest_vps) == 128);
 
 // MonitorPage
 // The Hyper-V monitor page (docs/protocol.md §12), of which the mock uses trigger_group[].pending
@@ -257,6 +266,13 @@ class GuestMemory {
 
   // The special pages (each protocol::kPageSize bytes).
   uint8_t* GuestEventPage() const { return Page(layout_.guest_event_page_pfn); }
+  // VP `vp`'s 256 bytes of host → guest event flags (vp < layout().vp_count); an empty span
+  // for a VP out of range.
+  absl::Span<uint8_t> GuestEventFlags(uint32_t vp) const {
+    if (vp >= layout_.vp_count) return {};
+    return absl::MakeSpan(GuestEventPage() + vp * (protocol::kRelidCount / 8),
+                          protocol::kRelidCount / 8);
+  }
   uint8_t* HostEventPage() const { return Page(layout_.host_event_page_pfn); }
   DoorbellPage* Doorbells() const {
     return reinterpret_cast<DoorbellPage*>(Page(layout_.doorbell_page_pfn));
@@ -268,23 +284,26 @@ class GuestMemory {
     return reinterpret_cast<MonitorPage*>(Page(layout_.monitor_page2_pfn));
   }
 
+  // DoorbellValue / Ring / Wait take `vp` for the guest's doorbells (one per VP; a VP out of
+  // range means VP 0); the host's doorbell has none.
+
   // DoorbellValue
   // The doorbell's current count (acquire). Read it before scanning the event page and pass
   // it to Wait().
-  uint32_t DoorbellValue(Doorbell doorbell) const;
+  uint32_t DoorbellValue(Doorbell doorbell, uint32_t vp = 0) const;
 
   // Ring
   // Increments the doorbell and, if anyone waits on it, wakes every waiter (FUTEX_WAKE on the
   // shared mapping, so waiters in other processes wake). Call after making the work visible
   // (setting the event bit). Never blocks.
-  void Ring(Doorbell doorbell) const;
+  void Ring(Doorbell doorbell, uint32_t vp = 0) const;
 
   // Wait
   // Blocks until the doorbell's value differs from `seen` (OK) or `deadline` passes
   // (DeadlineExceeded). Spurious wakeups and EINTR are absorbed. Several threads may wait at
   // once. The waiters count lives in shared memory that the peer can scribble on; that can
   // only cost the peer its own wakeups, and every wait still ends by its deadline.
-  absl::Status Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline) const;
+  absl::Status Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline, uint32_t vp = 0) const;
 
   // TriggerMonitor (guest side)
   // Sets monitor id `monitor_id`'s pending bit in the guest → host monitor page (release).
@@ -310,8 +329,10 @@ class GuestMemory {
 
   // Only for the special pages, which ValidateLayout placed inside the file.
   uint8_t* Page(uint64_t pfn) const { return base_ + pfn * protocol::kPageSize; }
-  DoorbellWords* Words(Doorbell doorbell) const {
-    return doorbell == Doorbell::kGuest ? &Doorbells()->guest : &Doorbells()->host;
+  DoorbellWords* Words(Doorbell doorbell, uint32_t vp) const {
+    if (doorbell == Doorbell::kHost) return &Doorbells()->host;
+    if (vp == 0 || vp >= layout_.vp_count) return &Doorbells()->guest;
+    return &Doorbells()->guest_vps[vp - 1];
   }
 
   const std::string path_;

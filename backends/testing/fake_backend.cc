@@ -1,5 +1,6 @@
 #include "backends/testing/fake_backend.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -9,7 +10,8 @@
 
 namespace vbus::testing {
 
-FakeBackend::FakeBackend(size_t data_pages, ContactInfo contact) : contact_(contact) {
+FakeBackend::FakeBackend(size_t data_pages, ContactInfo contact, uint32_t vp_count)
+    : contact_(contact), vp_count_(std::clamp<uint32_t>(vp_count, 1, kMaxVps)) {
   memory_ = static_cast<uint8_t*>(
       std::aligned_alloc(protocol::kPageSize, (1 + data_pages) * protocol::kPageSize));
   std::memset(memory_, 0, protocol::kPageSize);
@@ -111,8 +113,9 @@ absl::Status FakeBackend::SignalHost(const ChannelSignal& signal) {
   return absl::OkStatus();
 }
 
-absl::Span<uint8_t> FakeBackend::ReceiveEventFlags() {
-  return absl::Span<uint8_t>(memory_, kEventFlagBytes);
+absl::Span<uint8_t> FakeBackend::ReceiveEventFlags(uint32_t vp) {
+  if (vp >= vp_count_) return {};
+  return absl::Span<uint8_t>(memory_ + vp * kEventFlagBytes, kEventFlagBytes);
 }
 
 absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
@@ -148,10 +151,14 @@ void FakeBackend::Drain() {
   }
 }
 
-absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
+absl::Status FakeBackend::RaiseEvent(uint32_t relid, uint32_t vp) {
   if (relid == 0 || relid >= kEventFlagCount) {
     return absl::InvalidArgumentError(
         absl::StrCat("FakeBackend: event for relid ", relid, ", outside 1..2047"));
+  }
+  if (vp >= vp_count_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FakeBackend: event on VP ", vp, " of ", vp_count_));
   }
   BackendListener* listener = nullptr;
   {
@@ -164,9 +171,9 @@ absl::Status FakeBackend::RaiseEvent(uint32_t relid) {
   }
   // The guest test-and-clears bits atomically; set ours the same way. [FB-S1] release pairs
   // with the guest scanner's [EP-C1] exchange of the same 64-bit word.
-  uint64_t* word = reinterpret_cast<uint64_t*>(memory_) + relid / 64;
+  uint64_t* word = reinterpret_cast<uint64_t*>(memory_ + vp * kEventFlagBytes) + relid / 64;
   std::atomic_ref<uint64_t>(*word).fetch_or(uint64_t{1} << (relid % 64), std::memory_order_release);
-  listener->OnEventsPending();
+  listener->OnEventsPending(vp);
   LeaveListener();
   return absl::OkStatus();
 }

@@ -34,9 +34,12 @@ namespace vbus::testing {
 
 class FakeBackend final : public Backend {
  public:
-  // `data_pages` pages for AllocatePages, with PFNs from kFirstDataPfn.
+  // `data_pages` pages for AllocatePages, with PFNs from kFirstDataPfn; `vp_count` virtual
+  // processors (1..kMaxVps), each with its receive event flags.
   static constexpr uint64_t kFirstDataPfn = 16;
-  explicit FakeBackend(size_t data_pages = 256, ContactInfo contact = ContactInfo{});
+  static constexpr uint32_t kMaxVps = protocol::kPageSize / kEventFlagBytes;
+  explicit FakeBackend(size_t data_pages = 256, ContactInfo contact = ContactInfo{},
+                       uint32_t vp_count = 1);
   ~FakeBackend() override;
 
   // ---- Backend --------------------------------------------------------------------------
@@ -48,7 +51,8 @@ class FakeBackend final : public Backend {
   void PauseDelivery() override;
   void ResumeDelivery() override;
   absl::Status SignalHost(const ChannelSignal& signal) override;
-  absl::Span<uint8_t> ReceiveEventFlags() override;
+  uint32_t vp_count() const override { return vp_count_; }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
   absl::StatusOr<Pages> AllocatePages(size_t count) override;
 
   // ---- The test's side (the host) -------------------------------------------------------
@@ -59,9 +63,10 @@ class FakeBackend final : public Backend {
   absl::Status DeliverToGuest(v1::ControlMessage message);
 
   // RaiseEvent
-  // Sets relid's bit in the receive event flags and calls OnEventsPending. InvalidArgument
-  // for relid 0 or >= 2048; FailedPrecondition when not started.
-  absl::Status RaiseEvent(uint32_t relid);
+  // Sets relid's bit in VP `vp`'s receive event flags and calls OnEventsPending(vp).
+  // InvalidArgument for relid 0 or >= 2048 or a VP out of range; FailedPrecondition when not
+  // started.
+  absl::Status RaiseEvent(uint32_t relid, uint32_t vp = 0);
 
   // LoseHost
   // Drops queued messages and calls OnHostLost(status) once; later posts and signals fail
@@ -87,7 +92,8 @@ class FakeBackend final : public Backend {
   void Drain();
 
   const ContactInfo contact_;
-  uint8_t* memory_ = nullptr;  // event page (first page) + data pages
+  const uint32_t vp_count_;
+  uint8_t* memory_ = nullptr;  // event page (first page: 256 bytes per VP) + data pages
   std::unique_ptr<PagePool> pool_;
 
   // Waits until no other thread is inside OnHostMessage (Pause) or inside any listener call

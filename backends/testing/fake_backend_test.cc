@@ -24,11 +24,15 @@ class Recorder : public BackendListener {
     relids.push_back(m.rescind_offer().child_relid());
     if (hook) hook(m);
   }
-  void OnEventsPending() override { events.fetch_add(1); }
+  void OnEventsPending(uint32_t vp) override {
+    events.fetch_add(1);
+    last_vp.store(vp);
+  }
   void OnHostLost(const absl::Status& s) override { lost.push_back(s); }
 
   std::vector<uint32_t> relids;
   std::atomic<int> events{0};
+  std::atomic<uint32_t> last_vp{0};
   std::vector<absl::Status> lost;
   std::function<void(const v1::ControlMessage&)> hook;
 };
@@ -120,7 +124,7 @@ TEST(FakeBackendTest, EventsSetTheFlagAndRaiseOnEventsPending) {
   ASSERT_TRUE(backend.RaiseEvent(2047).ok());
   EXPECT_EQ(backend.RaiseEvent(0).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r.events.load(), 2);
-  absl::Span<uint8_t> flags = backend.ReceiveEventFlags();
+  absl::Span<uint8_t> flags = backend.ReceiveEventFlags(0);
   ASSERT_EQ(flags.size(), kEventFlagBytes);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(flags.data()) % 8, 0u);
   EXPECT_EQ(flags[0], 1u << 5);

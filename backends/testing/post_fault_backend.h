@@ -51,7 +51,10 @@ class PostFaultBackend final : public Backend {
   absl::Status SignalHost(const ChannelSignal& signal) override {
     return inner_->SignalHost(signal);
   }
-  absl::Span<uint8_t> ReceiveEventFlags() override { return inner_->ReceiveEventFlags(); }
+  uint32_t vp_count() const override { return inner_->vp_count(); }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
+    return inner_->ReceiveEventFlags(vp);
+  }
   absl::StatusOr<Pages> AllocatePages(size_t count) override {
     return inner_->AllocatePages(count);
   }

@@ -125,6 +125,7 @@ void BusExecutor::Open(const std::shared_ptr<Channel>& channel, const ChannelOpe
   }
   // Checked before anything is touched: a refused open leaves an open channel as it is.
   if (absl::Status s = channel->CheckCanOpen(); !s.ok()) return fail(std::move(s));
+  if (absl::Status s = CheckTargetVp(name, options.target_vp); !s.ok()) return fail(std::move(s));
   const uint32_t pages = options.outbound_ring_pages + options.inbound_ring_pages;
   absl::StatusOr<Pages> memory = backend_->AllocatePages(pages);
   if (!memory.ok()) {
@@ -220,12 +221,26 @@ void BusExecutor::TeardownGpadl(const std::shared_ptr<Channel>& channel, uint32_
   Execute(std::move(out));
 }
 
+absl::Status BusExecutor::CheckTargetVp(absl::string_view what, uint32_t target_vp) const {
+  // The host signals a channel in its target VP's event flags: one the backend does not take
+  // events on would never be scanned (docs/protocol.md §12).
+  if (target_vp < backend_->vp_count()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, ": target VP ", target_vp,
+                                                 ", but the backend takes events on VPs 0..",
+                                                 backend_->vp_count() - 1));
+}
+
 void BusExecutor::ModifyChannel(const std::shared_ptr<Channel>& channel, uint32_t target_vp,
                                 absl::Time deadline, CallDone done) {
   if (stopped_ || ChannelOf(channel->id()) != channel) {
     done.Finish({stopped_ ? absl::FailedPreconditionError("the channel bus is shut down")
                           : absl::UnavailableError(absl::StrCat(
                                 "modify of relid ", channel->relid(), ": offer released"))});
+    return;
+  }
+  if (absl::Status s = CheckTargetVp(absl::StrCat("modify of relid ", channel->relid()), target_vp);
+      !s.ok()) {
+    done.Finish({std::move(s)});
     return;
   }
   PendingCall call{RequestKind::kModifyChannel, channel, std::move(done), deadline};

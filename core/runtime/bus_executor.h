@@ -209,6 +209,8 @@ class BusExecutor {
   void Execute(Actions actions);
   void ExecuteOne(Action& action, Actions* more);
   void Post(const SendMessage& send, Actions* more);
+  // InvalidArgument unless the backend takes events on `target_vp`.
+  absl::Status CheckTargetVp(absl::string_view what, uint32_t target_vp) const;
   void Publish(const PublishChannel& publish, Actions* more);
   void Added(const OfferAdded& added);
   void Removed(const OfferRemoved& removed, Actions* more);

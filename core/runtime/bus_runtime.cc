@@ -60,15 +60,28 @@ absl::StatusOr<std::shared_ptr<BusRuntime>> BusRuntime::Create(Backend* backend,
 }
 
 absl::Status BusRuntime::Start() {
-  absl::StatusOr<std::unique_ptr<EventDispatch>> dispatch = EventDispatch::Create(&table_);
-  if (!dispatch.ok()) return dispatch.status();
-  dispatch_ = *std::move(dispatch);
+  // One dispatch point per virtual processor the host signals (docs/protocol.md §12): each
+  // scans its own event flags, all deliver through the one relid table.
+  const uint32_t vps = backend_->vp_count();
+  if (vps == 0 || vps > kMaxEventVps) {
+    return absl::InvalidArgumentError(absl::StrCat("the backend takes events on ", vps,
+                                                   " virtual processors; 1..", kMaxEventVps,
+                                                   " are supported"));
+  }
+  for (uint32_t vp = 0; vp < vps; ++vp) {
+    absl::StatusOr<std::unique_ptr<EventDispatch>> dispatch = EventDispatch::Create(&table_);
+    if (!dispatch.ok()) return dispatch.status();
+    dispatch_.push_back(*std::move(dispatch));
+  }
   // Host messages that arrive before the control thread runs wait in its queue; events raised
   // before the event flags are attached are scanned by Attach's first pass.
   if (absl::Status s = backend_->Start(this); !s.ok()) return s;
-  if (absl::Status s = dispatch_->Attach(backend_->ReceiveEventFlags()); !s.ok()) {
-    backend_->Stop();
-    return absl::Status(s.code(), absl::StrCat("backend's receive event flags: ", s.message()));
+  for (uint32_t vp = 0; vp < vps; ++vp) {
+    if (absl::Status s = dispatch_[vp]->Attach(backend_->ReceiveEventFlags(vp)); !s.ok()) {
+      backend_->Stop();
+      return absl::Status(
+          s.code(), absl::StrCat("backend's receive event flags of VP ", vp, ": ", s.message()));
+    }
   }
   ExecutorOptions executor_options;
   executor_options.stall_report = options_.retire_timeout;
@@ -130,7 +143,14 @@ void BusRuntime::OnHostMessage(const v1::ControlMessage& message) {
   runner_.Post([this, message] { executor_->OnHostMessage(message); }, /*may_run_here=*/true);
 }
 
-void BusRuntime::OnEventsPending() { dispatch_->Raise(); }
+void BusRuntime::OnEventsPending(uint32_t vp) {
+  // dispatch_ is fixed before the backend starts: no lock.
+  if (vp < dispatch_.size()) {
+    dispatch_[vp]->Raise();
+  } else {
+    bad_vp_events_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
 
 void BusRuntime::OnHostLost(const absl::Status& status) {
   host_lost_.store(true, std::memory_order_relaxed);
@@ -406,9 +426,13 @@ BusStats BusRuntime::stats() const {
   s.errors = c.errors + probe_failures_.load(std::memory_order_relaxed);
   s.calls_undone = c.calls_undone;
   s.retires_deferred = c.deferred_retires;
-  const EventDispatchStats d = dispatch_->stats();
-  s.events_raised = d.raised;
-  s.events_dispatched = d.delivered;
+  s.events_raised = bad_vp_events_.load(std::memory_order_relaxed);
+  for (const std::unique_ptr<EventDispatch>& dispatch : dispatch_) {
+    const EventDispatchStats d = dispatch->stats();
+    s.events_raised += d.raised;
+    s.events_dispatched += d.delivered;
+    s.events_dispatched_per_vp.push_back(d.delivered);
+  }
   s.spurious_events = table_.spurious_events();
   s.channels = c.released_channels;
   for (const std::shared_ptr<Channel>& channel : executor_->Channels()) {

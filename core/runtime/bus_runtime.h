@@ -4,7 +4,7 @@
 //
 // It wires the pieces together:
 //   - the backend's listener: host messages and link loss go to the control thread, event
-//     raises to the EventDispatch;
+//     raises to the EventDispatch of their virtual processor;
 //   - the executor's runner (core/runtime/serial_runner.h): every input and the executor's
 //     timers, one at a time — a host message on the backend's delivery thread when the executor is
 //     idle (no hand-off for a reply), everything else on the runner's own "vbus-control" thread;
@@ -69,7 +69,7 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
 
   // BackendListener.
   void OnHostMessage(const v1::ControlMessage& message) override;
-  void OnEventsPending() override;
+  void OnEventsPending(uint32_t vp) override;
   void OnHostLost(const absl::Status& status) override;
   // ChannelLink.
   bool Post(std::function<void(BusExecutor&)> work) override;
@@ -106,7 +106,8 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   Backend* const backend_;
   const ChannelBusOptions options_;
   ChannelTable table_;
-  std::unique_ptr<EventDispatch> dispatch_;
+  std::vector<std::unique_ptr<EventDispatch>> dispatch_;  // one per VP; fixed after Start
+  std::atomic<uint64_t> bad_vp_events_{0};                // raises for a VP out of range
   std::unique_ptr<BusExecutor> executor_;
   bool started_ = false;
 

@@ -111,7 +111,9 @@ struct BusStats {
   uint64_t post_failures = 0;
   uint64_t events_raised = 0;      // OnEventsPending calls from the backend
   uint64_t events_dispatched = 0;  // channel callbacks run by dispatch
-  uint64_t spurious_events = 0;    // event bits for relids with no published channel
+  // The same, per virtual processor the backend takes events on (index = VP).
+  std::vector<uint64_t> events_dispatched_per_vp;
+  uint64_t spurious_events = 0;  // event bits for relids with no published channel
   uint64_t offers_added = 0;
   uint64_t offers_removed = 0;
   uint64_t errors = 0;            // bus-level: failed publishes/retires, probe failures, ...

@@ -381,10 +381,16 @@ TEST_F(ChannelBusTest, SetTargetVp) {
   host_.AddOffer(7, kTestClass, kInstance1);
   ConnectBus();
   std::shared_ptr<Channel> channel = bus_->FindChannel(7);
-  EXPECT_FALSE(channel->SetTargetVp(1, Deadline()).ok());  // not open
+  EXPECT_FALSE(channel->SetTargetVp(0, Deadline()).ok());  // not open
   ASSERT_TRUE(channel->Open(SmallRings(), Deadline()).ok());
-  ASSERT_TRUE(channel->SetTargetVp(1, Deadline()).ok());
-  EXPECT_EQ(host_.Posted().back().modify_channel().target_vp(), 1u);
+  ASSERT_TRUE(channel->SetTargetVp(0, Deadline()).ok());
+  EXPECT_EQ(host_.Posted().back().modify_channel().target_vp(), 0u);
+  // The backend takes events on VP 0 only: VP 1 would never be scanned.
+  const size_t posted = host_.Posted().size();
+  absl::Status s = channel->SetTargetVp(1, Deadline());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("target VP 1"));
+  EXPECT_EQ(host_.Posted().size(), posted);  // nothing was sent
 }
 
 TEST_F(ChannelBusTest, LinkLostMidOpenFailsWithUnavailableAndRemovesDrivers) {

@@ -17,7 +17,8 @@ std::string KindOf(const v1::ControlMessage& m) {
 
 }  // namespace
 
-TestHost::TestHost(size_t data_pages) : fake_(data_pages) {
+TestHost::TestHost(size_t data_pages, uint32_t vp_count)
+    : fake_(data_pages, ContactInfo{}, vp_count) {
   thread_ = std::thread([this] { HostLoop(); });
 }
 
@@ -176,6 +177,7 @@ void TestHost::Handle(const v1::ControlMessage& m) {
           const size_t all_bytes = pfns.size() * protocol::kPageSize;
           HostChannel& ch = open_[o.child_relid()];
           ch = HostChannel{};
+          target_vp_[o.child_relid()] = o.target_vp();
           absl::StatusOr<IncomingRing> from = IncomingRing::Attach({base, out_bytes});
           absl::StatusOr<OutgoingRing> to =
               OutgoingRing::Attach({base + out_bytes, all_bytes - out_bytes});
@@ -218,6 +220,7 @@ void TestHost::Handle(const v1::ControlMessage& m) {
         offers_.erase(m.relid_released().child_relid());
         break;
       case v1::ControlMessage::kModifyChannel: {
+        target_vp_[m.modify_channel().child_relid()] = m.modify_channel().target_vp();
         v1::ControlMessage r;
         r.mutable_modify_channel_response()->set_child_relid(m.modify_channel().child_relid());
         replies.push_back(r);
@@ -281,9 +284,15 @@ absl::Status TestHost::SignalHost(const ChannelSignal& signal) {
         }
       }
     }
-    if (raise) fake_.RaiseEvent(relid).IgnoreError();
+    if (raise) RaiseEvent(relid).IgnoreError();
   });
   return absl::OkStatus();
+}
+
+uint32_t TestHost::TargetVp(uint32_t relid) const {
+  MutexLock lock(&mu_);
+  auto it = target_vp_.find(relid);
+  return it == target_vp_.end() ? 0 : it->second;
 }
 
 void TestHost::Echo(uint32_t relid) {
@@ -352,7 +361,7 @@ absl::StatusOr<bool> TestHost::WriteToGuest(uint32_t relid, PacketType type, uin
     signal = *w == WriteResult::kWrittenSignal;
   }
   if (signal) {
-    if (absl::Status s = fake_.RaiseEvent(relid); !s.ok()) return s;
+    if (absl::Status s = RaiseEvent(relid); !s.ok()) return s;
   }
   return signal;
 }
@@ -379,7 +388,7 @@ absl::StatusOr<std::vector<HostPacket>> TestHost::ReadFromGuest(uint32_t relid) 
     if (!committed.ok()) return committed.status();
     wake = *committed;
   }
-  if (wake) fake_.RaiseEvent(relid).IgnoreError();
+  if (wake) RaiseEvent(relid).IgnoreError();
   return packets;
 }
 

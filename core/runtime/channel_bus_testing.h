@@ -86,7 +86,9 @@ class TestHost final : public Backend {
     bool echo = false;
   };
 
-  explicit TestHost(size_t data_pages = 4096);
+  // `vp_count` virtual processors take events; the host signals each open channel on the
+  // target VP of its OpenChannel or latest ModifyChannel.
+  explicit TestHost(size_t data_pages = 4096, uint32_t vp_count = 1);
   ~TestHost() override;
 
   void Update(const std::function<void(Rules&)>& change);
@@ -125,8 +127,11 @@ class TestHost final : public Backend {
   // say so (returns whether it did). ResourceExhausted when the ring is full.
   absl::StatusOr<bool> WriteToGuest(uint32_t relid, PacketType type, uint16_t flags,
                                     uint64_t trans_id, absl::Span<const uint8_t> payload);
-  // Raises relid's event whatever the ring says (a spurious or hostile signal).
-  absl::Status RaiseEvent(uint32_t relid) { return fake_.RaiseEvent(relid); }
+  // Raises relid's event on its target VP whatever the ring says (a spurious or hostile
+  // signal).
+  absl::Status RaiseEvent(uint32_t relid) { return fake_.RaiseEvent(relid, TargetVp(relid)); }
+  // The VP the host signals relid on (0 when not open).
+  uint32_t TargetVp(uint32_t relid) const;
   // Takes the packets the guest wrote and the host has not consumed (not while echoing).
   absl::StatusOr<std::vector<HostPacket>> ReadFromGuest(uint32_t relid);
   // The raw control pages of an open channel's rings (for corruption tests).
@@ -146,7 +151,10 @@ class TestHost final : public Backend {
   void PauseDelivery() override { fake_.PauseDelivery(); }
   void ResumeDelivery() override { fake_.ResumeDelivery(); }
   absl::Status SignalHost(const ChannelSignal& signal) override;
-  absl::Span<uint8_t> ReceiveEventFlags() override { return fake_.ReceiveEventFlags(); }
+  uint32_t vp_count() const override { return fake_.vp_count(); }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
+    return fake_.ReceiveEventFlags(vp);
+  }
   absl::StatusOr<Pages> AllocatePages(size_t count) override;
 
  private:
@@ -187,6 +195,7 @@ class TestHost final : public Backend {
   std::map<uint32_t, std::vector<uint64_t>> gpadls_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, HostChannel> open_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, uint64_t> signals_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, uint32_t> target_vp_ ABSL_GUARDED_BY(mu_);  // of open channels
   // First PFN → guest address of every allocation the bus made through us.
   std::map<uint64_t, std::pair<uint8_t*, size_t>> allocations_ ABSL_GUARDED_BY(mu_);
 

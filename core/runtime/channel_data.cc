@@ -442,6 +442,11 @@ void Channel::FailDataPath(const absl::Status& status) {
 // ---------------------------------------------------------------------------------------------
 
 bool Channel::OnEvent(uint32_t relid) {
+  // Several VPs' dispatchers may call this at once (a channel moving to another VP receives
+  // signals on both for a while: docs/protocol.md §12). Everything below is safe for that:
+  // counters and the event count are atomic, writable callbacks are taken under send_mu_, and
+  // the drain hand-off ([CH-G1]..[CH-G5]) lets exactly one caller drain the ring at a time
+  // while the others leave their announcement to it.
   (void)relid;
   Add(counters_.signals_received);
   NoteEvent();

@@ -553,9 +553,9 @@ class EarlySignalBackend final : public Backend {
   explicit EarlySignalBackend(TestHost* host) : host_(host) {}
   absl::Status Start(BackendListener* listener) override {
     if (absl::Status s = host_->Start(listener); !s.ok()) return s;
-    absl::Span<uint8_t> flags = host_->ReceiveEventFlags();
+    absl::Span<uint8_t> flags = host_->ReceiveEventFlags(0);
     std::atomic_ref<uint8_t>(flags[0]).fetch_or(0x80);  // relid 7
-    listener->OnEventsPending();
+    listener->OnEventsPending(0);
     return absl::OkStatus();
   }
   void Stop() override { host_->Stop(); }
@@ -565,7 +565,10 @@ class EarlySignalBackend final : public Backend {
   void PauseDelivery() override { host_->PauseDelivery(); }
   void ResumeDelivery() override { host_->ResumeDelivery(); }
   absl::Status SignalHost(const ChannelSignal& s) override { return host_->SignalHost(s); }
-  absl::Span<uint8_t> ReceiveEventFlags() override { return host_->ReceiveEventFlags(); }
+  uint32_t vp_count() const override { return host_->vp_count(); }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
+    return host_->ReceiveEventFlags(vp);
+  }
   absl::StatusOr<Pages> AllocatePages(size_t count) override { return host_->AllocatePages(count); }
 
  private:
@@ -579,7 +582,7 @@ TEST_F(RobustnessTest, EventsRaisedWhileStartingAreScanned) {
   EarlySignalBackend backend(&host_);
   absl::StatusOr<std::unique_ptr<ChannelBus>> bus = ChannelBus::Create(&backend, {});
   ASSERT_TRUE(bus.ok()) << bus.status();
-  EXPECT_EQ(std::atomic_ref<uint8_t>(host_.ReceiveEventFlags()[0]).load() & 0x80, 0)
+  EXPECT_EQ(std::atomic_ref<uint8_t>(host_.ReceiveEventFlags(0)[0]).load() & 0x80, 0)
       << "relid 7's bit is still set";
   EXPECT_EQ((*bus)->stats().spurious_events, 1u);
   bus->reset();

@@ -24,34 +24,39 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
 
 MockBackend::MockBackend(GuestLinkOpener open, MockBackendOptions options,
                          std::unique_ptr<GuestMemory> memory, std::unique_ptr<PagePool> pool,
-                         EventPage guest_events, EventPage host_events)
+                         std::vector<EventPage> guest_events, EventPage host_events)
     : open_(std::move(open)),
       options_(std::move(options)),
       memory_(std::move(memory)),
       pool_(std::move(pool)),
-      guest_events_(guest_events),
+      guest_events_(std::move(guest_events)),
       host_events_(host_events) {}
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(GuestLinkOpener open,
                                                                  MockBackendOptions options) {
   if (!open) return absl::InvalidArgumentError("MockBackend needs a GuestLink opener");
+  MemoryLayout wanted;
+  wanted.vp_count = options.vp_count;
   absl::StatusOr<std::unique_ptr<GuestMemory>> memory =
-      GuestMemory::Create(options.memory_path, options.memory_bytes);
+      GuestMemory::Create(options.memory_path, options.memory_bytes, wanted);
   if (!memory.ok()) return memory.status();
   const MemoryLayout& layout = (*memory)->layout();
   absl::StatusOr<uint8_t*> first = (*memory)->Translate(layout.first_data_pfn);
   if (!first.ok()) return first.status();
   auto pool = std::make_unique<PagePool>(*first, layout.first_data_pfn,
                                          (*memory)->page_count() - layout.first_data_pfn);
-  absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan((*memory)->GuestEventPage(), EventPage::kBytes));
-  if (!guest_events.ok()) return guest_events.status();
+  std::vector<EventPage> guest_events;
+  for (uint32_t vp = 0; vp < layout.vp_count; ++vp) {
+    absl::StatusOr<EventPage> page = EventPage::Attach((*memory)->GuestEventFlags(vp));
+    if (!page.ok()) return page.status();
+    guest_events.push_back(*page);
+  }
   absl::StatusOr<EventPage> host_events =
       EventPage::Attach(absl::MakeSpan((*memory)->HostEventPage(), EventPage::kBytes));
   if (!host_events.ok()) return host_events.status();
   return std::unique_ptr<MockBackend>(new MockBackend(std::move(open), std::move(options),
                                                       std::move(*memory), std::move(pool),
-                                                      *guest_events, *host_events));
+                                                      std::move(guest_events), *host_events));
 }
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Connect(
@@ -129,7 +134,9 @@ absl::Status MockBackend::Start(BackendListener* listener) {
       batches = host_accepts_batches_;
     }
     writer_ = std::thread([this, batches] { WriteLoop(batches); });
-    doorbell_ = std::thread([this] { DoorbellLoop(); });
+    for (uint32_t vp = 0; vp < guest_events_.size(); ++vp) {
+      doorbells_.emplace_back([this, vp] { DoorbellLoop(vp); });
+    }
     return absl::OkStatus();
   }
   // Not attached: end the stream, let the reader finish, and report why.
@@ -157,10 +164,11 @@ void MockBackend::Stop() {
     queue_.clear();
   }
   stop_doorbell_.store(true, std::memory_order_relaxed);
-  if (doorbell_.joinable()) {
-    memory_->Ring(Doorbell::kGuest);  // wakes the doorbell thread now
-    doorbell_.join();
+  for (uint32_t vp = 0; vp < doorbells_.size(); ++vp) {
+    memory_->Ring(Doorbell::kGuest, vp);  // wakes the doorbell thread now
+    doorbells_[vp].join();
   }
+  doorbells_.clear();
   bool drained = false;
   if (writer_.joinable()) {
     // Let the writer send what was posted (bounded: a host that stopped reading would block
@@ -293,7 +301,14 @@ void MockBackend::HandleHostMessage(v1::HostToGuest* message) {
     case v1::HostToGuest::kSignal: {
       // The slow path of a host → guest event: same effect as the doorbell.
       stream_signals_.fetch_add(1, std::memory_order_relaxed);
-      absl::StatusOr<bool> set = guest_events_.Set(message->signal().child_relid());
+      const uint32_t vp = message->signal().target_vp();
+      if (vp >= guest_events_.size()) {
+        Log(absl::StrCat("ignoring a host signal for relid ", message->signal().child_relid(),
+                         " on VP ", vp, ": this guest takes events on ", guest_events_.size(),
+                         " VPs"));
+        return;
+      }
+      absl::StatusOr<bool> set = guest_events_[vp].Set(message->signal().child_relid());
       if (!set.ok()) {
         Log(absl::StrCat("ignoring a host signal: ", set.status().message()));
         return;
@@ -303,7 +318,7 @@ void MockBackend::HandleHostMessage(v1::HostToGuest* message) {
         MutexLock lock(&mu_);
         if (!stopping_ && attached_) listener = listener_;
       }
-      if (listener != nullptr) listener->OnEventsPending();
+      if (listener != nullptr) listener->OnEventsPending(vp);
       return;
     }
     case v1::HostToGuest::kError:
@@ -400,8 +415,8 @@ void MockBackend::WriteLoop(bool batches) {
   }
 }
 
-void MockBackend::DoorbellLoop() {
-  pthread_setname_np(pthread_self(), "vbus-doorbell");
+void MockBackend::DoorbellLoop(uint32_t vp) {
+  pthread_setname_np(pthread_self(), absl::StrCat("vbus-doorbell", vp).substr(0, 15).c_str());
   BackendListener* listener;
   {
     MutexLock lock(&mu_);
@@ -409,16 +424,16 @@ void MockBackend::DoorbellLoop() {
   }
   // The receiver's loop of mock/guest_memory.h: read the doorbell, scan, wait for a change.
   // Reading `seen` before the scan means a ring during the scan ends the wait at once.
-  uint32_t seen = memory_->DoorbellValue(Doorbell::kGuest);
-  listener->OnEventsPending();
+  uint32_t seen = memory_->DoorbellValue(Doorbell::kGuest, vp);
+  listener->OnEventsPending(vp);
   while (!stop_doorbell_.load(std::memory_order_relaxed)) {
     const absl::Status waited =
-        memory_->Wait(Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice);
+        memory_->Wait(Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice, vp);
     if (stop_doorbell_.load(std::memory_order_relaxed)) break;
     if (!waited.ok()) continue;  // the slice ended with no ring: look for Stop, wait again
-    seen = memory_->DoorbellValue(Doorbell::kGuest);
+    seen = memory_->DoorbellValue(Doorbell::kGuest, vp);
     doorbell_wakeups_.fetch_add(1, std::memory_order_relaxed);
-    listener->OnEventsPending();
+    listener->OnEventsPending(vp);
   }
 }
 
@@ -526,8 +541,8 @@ absl::Status MockBackend::SignalHost(const ChannelSignal& signal) {
   return absl::OkStatus();
 }
 
-absl::Span<uint8_t> MockBackend::ReceiveEventFlags() {
-  return absl::MakeSpan(memory_->GuestEventPage(), kEventFlagBytes);
+absl::Span<uint8_t> MockBackend::ReceiveEventFlags(uint32_t vp) {
+  return memory_->GuestEventFlags(vp);
 }
 
 absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }

@@ -25,9 +25,10 @@
 //     what did not parse — instead of waiting out attach_timeout;
 //   - host text (ProtocolError messages, the host's status message when the stream ends)
 //     reaches log lines and Status messages only through vbus::HostText (escaped, bounded);
-//   - events host → guest: a doorbell thread waits on the guest's futex doorbell (in deadline
-//     slices, so Stop is prompt) and raises OnEventsPending whenever it rang; the receive event
-//     flags are the guest event page of the file;
+//   - events host → guest: the guest takes events on options.vp_count virtual processors; per
+//     VP a doorbell thread waits on that VP's futex doorbell (in deadline slices, so Stop is
+//     prompt) and raises OnEventsPending(vp) whenever it rang; VP v's receive event flags are
+//     its 256 bytes of the guest event page of the file (mock/guest_memory.h);
 //   - signals guest → host: SignalHost sets the relid's bit in the host event page and rings
 //     the host's doorbell only if the bit was clear (so a burst of signals costs one wake-up);
 //     a monitored channel sets its monitor bit instead (the host scans those periodically).
@@ -54,6 +55,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -82,8 +84,11 @@ struct MockBackendOptions {
   std::string memory_path;
   // How long Start waits for the host's `attached`.
   absl::Duration attach_timeout = absl::Seconds(10);
-  // The doorbell thread re-checks for Stop at least this often while no doorbell rings.
+  // The doorbell threads re-check for Stop at least this often while no doorbell rings.
   absl::Duration doorbell_slice = absl::Milliseconds(100);
+  // Virtual processors the guest takes host events on (1..kMaxGuestVps), each with its event
+  // flags, doorbell and doorbell thread. Sent to the host in the Attach's memory layout.
+  uint32_t vp_count = 1;
   // Log lines (host ProtocolErrors, the end of the stream); empty = stderr.
   std::function<void(absl::string_view)> log;
 };
@@ -136,7 +141,8 @@ class MockBackend final : public Backend {
   void PauseDelivery() override;
   void ResumeDelivery() override;
   absl::Status SignalHost(const ChannelSignal& signal) override;
-  absl::Span<uint8_t> ReceiveEventFlags() override;
+  uint32_t vp_count() const override { return memory_->layout().vp_count; }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
   absl::StatusOr<Pages> AllocatePages(size_t count) override;
 
   // ---- Mock specifics --------------------------------------------------------------------
@@ -152,7 +158,8 @@ class MockBackend final : public Backend {
 
  private:
   MockBackend(GuestLinkOpener open, MockBackendOptions options, std::unique_ptr<GuestMemory> memory,
-              std::unique_ptr<PagePool> pool, EventPage guest_events, EventPage host_events);
+              std::unique_ptr<PagePool> pool, std::vector<EventPage> guest_events,
+              EventPage host_events);
 
   void ReadLoop();
   // One parsed host message.
@@ -164,7 +171,7 @@ class MockBackend final : public Backend {
   // `batches`: the host accepts ControlBatch (its Attached said so).
   void WriteLoop(bool batches);
   void WriterDone();  // the writer thread's last act
-  void DoorbellLoop();
+  void DoorbellLoop(uint32_t vp);
   // Queues a host message (or a checked batch's messages, in order) and delivers what may be
   // delivered now.
   void Deliver(v1::ControlMessage message);
@@ -176,8 +183,8 @@ class MockBackend final : public Backend {
   const MockBackendOptions options_;
   const std::unique_ptr<GuestMemory> memory_;
   const std::unique_ptr<PagePool> pool_;
-  EventPage guest_events_;  // host sets bits, the bus scans them
-  EventPage host_events_;   // we set bits, the host scans them
+  std::vector<EventPage> guest_events_;  // per VP: host sets bits, the bus scans them
+  EventPage host_events_;                // we set bits, the host scans them
 
   // The stream. Written by the writer thread (and Start, Stop) under write_mu_; read by the
   // reader thread; finished by the reader thread under write_mu_ (gRPC forbids Finish
@@ -219,7 +226,7 @@ class MockBackend final : public Backend {
   std::atomic<bool> link_up_{false};
   std::atomic<bool> stop_doorbell_{false};
   std::thread reader_;
-  std::thread doorbell_;
+  std::vector<std::thread> doorbells_;  // one per VP
 
   // Counters (relaxed).
   std::atomic<uint64_t> messages_posted_{0};

@@ -158,8 +158,8 @@ TEST_F(MockBackendHostTest, PagesComeFromTheSharedFile) {
   EXPECT_EQ(*backend_->memory().Translate(pages->pfns()[2]), pages->page(2));
   EXPECT_EQ(backend_->AllocatePages(backend_->memory().page_count()).status().code(),
             absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(backend_->ReceiveEventFlags().data(), backend_->memory().GuestEventPage());
-  EXPECT_EQ(backend_->ReceiveEventFlags().size(), kEventFlagBytes);
+  EXPECT_EQ(backend_->ReceiveEventFlags(0).data(), backend_->memory().GuestEventPage());
+  EXPECT_EQ(backend_->ReceiveEventFlags(0).size(), kEventFlagBytes);
 }
 
 TEST(MockBackendDialTest, UnreachableHostIsUnavailable) {
@@ -304,7 +304,7 @@ TEST_F(MockBackendScriptTest, JunkFromTheHostIsIgnoredAndTheLinkLossReported) {
   EXPECT_EQ(recorder_.lost()[0].code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(recorder_.lost()[0].message()), HasSubstr("host restarting"));
   // The stream signal set relid 9's bit and raised an event; relid 5000 was refused.
-  absl::StatusOr<EventPage> page = EventPage::Attach(backend_->ReceiveEventFlags());
+  absl::StatusOr<EventPage> page = EventPage::Attach(backend_->ReceiveEventFlags(0));
   ASSERT_TRUE(page.ok());
   EXPECT_TRUE(page->IsSet(9));
   EXPECT_GE(recorder_.events(), 1);
@@ -360,7 +360,7 @@ TEST_F(MockBackendScriptTest, GuestDoorbellRaisesEvents) {
       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(recorder_.mu_) { return recorder_.events_ >= 1; }));
   const int before = recorder_.events();
   // What the host does: set the bit, ring the guest's doorbell.
-  absl::StatusOr<EventPage> page = EventPage::Attach(backend_->ReceiveEventFlags());
+  absl::StatusOr<EventPage> page = EventPage::Attach(backend_->ReceiveEventFlags(0));
   ASSERT_TRUE(page.ok());
   ASSERT_TRUE(page->Set(11).ok());
   backend_->memory().Ring(Doorbell::kGuest);

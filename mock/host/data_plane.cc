@@ -27,10 +27,11 @@ struct PendingPacket {
 class HostChannel final : public ChannelPort {
  public:
   HostChannel(GuestDataPlane* plane, uint32_t relid, std::optional<uint32_t> monitor_id,
-              MappedPages outbound, MappedPages inbound)
+              uint32_t target_vp, MappedPages outbound, MappedPages inbound)
       : plane_(plane),
         relid_(relid),
         monitor_id_(monitor_id),
+        target_vp_(target_vp),
         outbound_pages_(std::move(outbound)),
         inbound_pages_(std::move(inbound)) {}
 
@@ -64,7 +65,7 @@ class HostChannel final : public ChannelPort {
     bytes_to_guest_.fetch_add(payload.size(), std::memory_order_relaxed);
     if (*r == WriteResult::kWrittenSignal) {
       signals_to_guest_.fetch_add(1, std::memory_order_relaxed);
-      plane_->SignalGuest(relid_);
+      plane_->SignalGuest(relid_, target_vp());
       return true;
     }
     return false;
@@ -113,9 +114,14 @@ class HostChannel final : public ChannelPort {
     return c;
   }
 
+  // The VP the guest wants this channel's events on. Relaxed: a signal racing a change may use
+  // either VP, and the guest scans both (docs/protocol.md §12).
+  uint32_t target_vp() const { return target_vp_.load(std::memory_order_relaxed); }
+
   GuestDataPlane* const plane_;
   const uint32_t relid_;
   const std::optional<uint32_t> monitor_id_;
+  std::atomic<uint32_t> target_vp_;
   const MappedPages outbound_pages_;  // guest → host ring
   const MappedPages inbound_pages_;   // host → guest ring
   std::vector<uint8_t> scratch_;      // wrapped packets of the incoming ring
@@ -153,25 +159,28 @@ class HostChannel final : public ChannelPort {
 absl::StatusOr<std::unique_ptr<GuestDataPlane>> GuestDataPlane::Create(
     std::string guest_id, std::unique_ptr<GuestMemory> memory, const DeviceRegistry* devices,
     DataPlaneHooks hooks) {
-  absl::StatusOr<EventPage> guest_events =
-      EventPage::Attach(absl::MakeSpan(memory->GuestEventPage(), protocol::kPageSize));
-  if (!guest_events.ok()) return guest_events.status();
+  std::vector<EventPage> guest_events;
+  for (uint32_t vp = 0; vp < memory->layout().vp_count; ++vp) {
+    absl::StatusOr<EventPage> page = EventPage::Attach(memory->GuestEventFlags(vp));
+    if (!page.ok()) return page.status();
+    guest_events.push_back(*page);
+  }
   absl::StatusOr<EventPage> host_events =
       EventPage::Attach(absl::MakeSpan(memory->HostEventPage(), protocol::kPageSize));
   if (!host_events.ok()) return host_events.status();
   return std::unique_ptr<GuestDataPlane>(new GuestDataPlane(std::move(guest_id), std::move(memory),
                                                             devices, std::move(hooks),
-                                                            *guest_events, *host_events));
+                                                            std::move(guest_events), *host_events));
 }
 
 GuestDataPlane::GuestDataPlane(std::string guest_id, std::unique_ptr<GuestMemory> memory,
                                const DeviceRegistry* devices, DataPlaneHooks hooks,
-                               EventPage guest_events, EventPage host_events)
+                               std::vector<EventPage> guest_events, EventPage host_events)
     : guest_id_(std::move(guest_id)),
       memory_(std::move(memory)),
       devices_(devices != nullptr ? devices : &DeviceRegistry::Default()),
       hooks_(std::move(hooks)),
-      guest_events_(guest_events),
+      guest_events_(std::move(guest_events)),
       host_events_(host_events) {}
 
 GuestDataPlane::~GuestDataPlane() {
@@ -186,8 +195,12 @@ GuestDataPlane::~GuestDataPlane() {
 absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device,
                                         absl::Span<const uint64_t> outbound_pfns,
                                         absl::Span<const uint64_t> inbound_pfns,
-                                        std::optional<uint32_t> monitor_id) {
+                                        std::optional<uint32_t> monitor_id, uint32_t target_vp) {
   if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
+  if (target_vp >= guest_events_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target VP ", target_vp, " of ", guest_events_.size()));
+  }
   if (monitor_id && *monitor_id >= protocol::kMonitorIdCount) {
     return absl::InvalidArgumentError(absl::StrCat("monitor id ", *monitor_id, " out of range"));
   }
@@ -205,7 +218,7 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
     return absl::Status(inbound.status().code(),
                         absl::StrCat("map the inbound ring: ", inbound.status().message()));
   }
-  auto c = std::make_unique<HostChannel>(this, relid, monitor_id, std::move(*outbound),
+  auto c = std::make_unique<HostChannel>(this, relid, monitor_id, target_vp, std::move(*outbound),
                                          std::move(*inbound));
   c->scratch_.resize(std::min(c->outbound_pages_.size() - protocol::kPageSize, kMaxPacketLength));
   {
@@ -241,6 +254,19 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
     ++monitored_open_;
   }
   channels_.emplace(relid, std::move(c));
+  return absl::OkStatus();
+}
+
+absl::Status GuestDataPlane::SetTargetVp(uint32_t relid, uint32_t target_vp) {
+  if (target_vp >= guest_events_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target VP ", target_vp, " of ", guest_events_.size()));
+  }
+  ReaderMutexLock lock(&channels_mu_);
+  auto it = channels_.find(relid);
+  if (it == channels_.end())
+    return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
+  it->second->target_vp_.store(target_vp, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -382,7 +408,7 @@ GuestDataPlane::DrainResult GuestDataPlane::DrainOnce(HostChannel& c) {
           c.Fail(wake.status());
           return DrainResult::kDone;
         }
-        if (*wake) SignalGuest(c.relid_);
+        if (*wake) SignalGuest(c.relid_, c.target_vp());
         absl::StatusOr<bool> ready = c.ArmPendingSend();
         // Room appeared meanwhile: start over (the pending packet goes first).
         return ready.ok() && *ready ? DrainResult::kAgain : DrainResult::kDone;
@@ -394,7 +420,7 @@ GuestDataPlane::DrainResult GuestDataPlane::DrainOnce(HostChannel& c) {
       return DrainResult::kDone;
     }
     // The guest armed pending_send_sz on its outbound ring and now has room: wake it.
-    if (*wake_writer) SignalGuest(c.relid_);
+    if (*wake_writer) SignalGuest(c.relid_, c.target_vp());
     absl::StatusOr<bool> more = in.UnmaskInterrupts();
     if (!more.ok()) {
       c.Fail(more.status());
@@ -473,12 +499,13 @@ bool GuestDataPlane::HasMonitoredChannels() const {
   return monitored_open_ > 0;
 }
 
-void GuestDataPlane::SignalGuest(uint32_t relid) {
+void GuestDataPlane::SignalGuest(uint32_t relid, uint32_t vp) {
+  if (vp >= guest_events_.size()) vp = 0;  // MapChannel and SetTargetVp checked it
   // [EP-S1] inside Set is a release that pairs with the guest's scan exchange: the ring contents
   // and write_index stored before are visible to the guest once it sees the bit. Ring only on
   // a 0 → 1 transition: a set bit means the guest was rung for it and has not scanned yet.
-  absl::StatusOr<bool> was_clear = guest_events_.Set(relid);
-  if (was_clear.ok() && *was_clear) memory_->Ring(Doorbell::kGuest);
+  absl::StatusOr<bool> was_clear = guest_events_[vp].Set(relid);
+  if (was_clear.ok() && *was_clear) memory_->Ring(Doorbell::kGuest, vp);
 }
 
 void GuestDataPlane::PublishError(uint32_t relid, const std::string& detail) {

@@ -35,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
@@ -102,7 +103,13 @@ class GuestDataPlane {
   absl::Status MapChannel(uint32_t relid, absl::string_view device,
                           absl::Span<const uint64_t> outbound_pfns,
                           absl::Span<const uint64_t> inbound_pfns,
-                          std::optional<uint32_t> monitor_id);
+                          std::optional<uint32_t> monitor_id, uint32_t target_vp = 0);
+
+  // SetTargetVp
+  // Signals the channel in VP `target_vp`'s event flags from now on (a signal already being
+  // made may still use the old VP). NotFound if not mapped; InvalidArgument for a VP the guest
+  // does not take events on.
+  absl::Status SetTargetVp(uint32_t relid, uint32_t target_vp);
 
   // UnmapChannel
   // Closes the device and unmaps the rings, after any drain or send in progress finishes.
@@ -152,16 +159,16 @@ class GuestDataPlane {
  private:
   friend class HostChannel;
   GuestDataPlane(std::string guest_id, std::unique_ptr<GuestMemory> memory,
-                 const DeviceRegistry* devices, DataPlaneHooks hooks, EventPage guest_events,
-                 EventPage host_events);
+                 const DeviceRegistry* devices, DataPlaneHooks hooks,
+                 std::vector<EventPage> guest_events, EventPage host_events);
 
   // Drains one channel; channels_mu_ held (shared).
   void Drain(HostChannel& channel) ABSL_SHARED_LOCKS_REQUIRED(channels_mu_);
   enum class DrainResult { kDone, kAgain };
   // One pass of Drain; also the channel's read_mu_ held.
   DrainResult DrainOnce(HostChannel& channel) ABSL_SHARED_LOCKS_REQUIRED(channels_mu_);
-  // Sets the relid's bit in the guest event page and rings the guest doorbell if it was clear.
-  void SignalGuest(uint32_t relid);
+  // Sets the relid's bit in VP `vp`'s event flags and rings that VP's doorbell if it was clear.
+  void SignalGuest(uint32_t relid, uint32_t vp);
   void PublishError(uint32_t relid, const std::string& detail);
   absl::Time Now() const { return hooks_.now ? hooks_.now() : absl::Now(); }
 
@@ -169,8 +176,8 @@ class GuestDataPlane {
   const std::unique_ptr<GuestMemory> memory_;
   const DeviceRegistry* const devices_;
   const DataPlaneHooks hooks_;
-  EventPage guest_events_;  // host sets bits (host → guest)
-  EventPage host_events_;   // guest sets bits, host scans (guest → host)
+  std::vector<EventPage> guest_events_;  // per VP; host sets bits (host → guest)
+  EventPage host_events_;                // guest sets bits, host scans (guest → host)
 
   // Shared by drains, sends and reads of counters; exclusive to map and unmap a channel.
   mutable SharedMutex channels_mu_;

@@ -137,6 +137,16 @@ struct MapRings {
   std::vector<uint64_t> inbound_pfns;
   // Set if the guest signals this channel through the monitor pages.
   std::optional<uint32_t> monitor_id;
+  // The VP whose event flags the host signals the channel in (< the guest's vp_count).
+  uint32_t target_vp = 0;
+};
+
+// An open channel's target VP changed (ModifyChannel): signal it in `target_vp`'s event flags
+// from now on.
+struct RetargetChannel {
+  std::string guest_id;
+  uint32_t relid = 0;
+  uint32_t target_vp = 0;
 };
 
 // The channel's rings must no longer be touched (close, rescind, unload, detach). Stop its
@@ -158,8 +168,8 @@ struct DisconnectGuest {
   std::string reason;
 };
 
-using Action =
-    std::variant<SendToGuest, PublishEvent, MapRings, UnmapRings, SignalChannel, DisconnectGuest>;
+using Action = std::variant<SendToGuest, PublishEvent, MapRings, UnmapRings, SignalChannel,
+                            RetargetChannel, DisconnectGuest>;
 using Actions = std::vector<Action>;
 
 // EngineCounters: what the engine refused, or was refused, since it was created (all guests).

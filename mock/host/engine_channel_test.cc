@@ -340,6 +340,30 @@ TEST(EngineRescindTest, RescindOfAnOfferNeverSentIsSilent) {
 
 // --- Modify ---------------------------------------------------------------------------------
 
+// The guest takes events on kHarnessVps VPs: a channel targeting another could never be
+// signalled, so the host refuses the open and the move (docs/protocol.md §12).
+TEST_F(EngineChannelTest, AVpTheGuestDoesNotTakeEventsOnIsRefused) {
+  g_.CreateGpadl(1, kGpadl, 10, 8);
+  v1::ControlMessage open = testing::OpenChannelMsg(1, kGpadl, 4);
+  open.mutable_open_channel()->set_target_vp(testing::kHarnessVps);
+  std::vector<v1::HostToGuest> r = g_.Send(open);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].control().open_result().status(), protocol::kStatusUnsuccessful);
+  EXPECT_EQ(Channel(h_, "vm", 1).state(), v1::CHANNEL_STATE_OFFERED);
+  open.mutable_open_channel()->set_target_vp(testing::kHarnessVps - 1);
+  open.mutable_open_channel()->set_open_id(2);
+  r = g_.Send(open);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].control().open_result().status(), 0u);
+  EXPECT_EQ(Channel(h_, "vm", 1).target_vp(), testing::kHarnessVps - 1);
+  EXPECT_THAT(
+      g_.Send(testing::ModifyChannelMsg(1, testing::kHarnessVps)),
+      ElementsAre(EqualsProto(R"pb(control {
+                                     modify_channel_response { child_relid: 1 status: 0xC0000001 }
+                                   })pb")));
+  EXPECT_EQ(Channel(h_, "vm", 1).target_vp(), testing::kHarnessVps - 1);
+}
+
 TEST_F(EngineChannelTest, ModifyChannelAt5_3Answers) {
   g_.CreateGpadl(1, kGpadl, 10, 8);
   g_.Open(1, kGpadl, 4);

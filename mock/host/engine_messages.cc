@@ -334,6 +334,10 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
     return refuse(absl::StrCat("user_data has ", m.user_data().size(), " bytes; at most ",
                                protocol::kUserDefinedBytes));
   }
+  if (m.target_vp() >= g.layout.vp_count) {  // it could never be signalled
+    return refuse(absl::StrCat("target VP ", m.target_vp(), ", but the guest takes events on ",
+                               g.layout.vp_count, " VPs"));
+  }
   c->state = ChannelState::kOpening;
   c->open_refused = false;
   c->ring_gpadl = gpadl->handle;
@@ -349,6 +353,7 @@ void HostEngine::OnOpenChannel(Guest& g, const v1::OpenChannel& m, absl::Time no
   map.outbound_pfns.assign(gpadl->pfns.begin(), gpadl->pfns.begin() + offset);
   map.inbound_pfns.assign(gpadl->pfns.begin() + offset, gpadl->pfns.end());
   map.monitor_id = c->monitor_id;
+  map.target_vp = c->target_vp;
   out->push_back(std::move(map));
 }
 
@@ -513,7 +518,15 @@ void HostEngine::OnModifyChannel(Guest& g, const v1::ModifyChannel& m, absl::Tim
     return refuse(absl::StatusCode::kFailedPrecondition,
                   absl::StrCat("the channel is ", StateName(c->state)));
   }
+  if (m.target_vp() >= g.layout.vp_count) {
+    return refuse(absl::StatusCode::kInvalidArgument,
+                  absl::StrCat("target VP ", m.target_vp(), ", but the guest takes events on ",
+                               g.layout.vp_count, " VPs"));
+  }
   c->target_vp = m.target_vp();
+  // Signals from now on go to the new VP's event flags; one already on its way may still land
+  // on the old VP, which the guest scans as well (docs/protocol.md §12).
+  out->push_back(RetargetChannel{g.id, c->relid, c->target_vp});
   answer(0);
 }
 

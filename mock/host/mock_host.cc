@@ -125,7 +125,7 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
           it == sessions_.end()
               ? absl::FailedPreconditionError("the guest has no data plane")
               : it->second->plane->MapChannel(map->relid, map->device, map->outbound_pfns,
-                                              map->inbound_pfns, map->monitor_id);
+                                              map->inbound_pfns, map->monitor_id, map->target_vp);
       Actions more;
       (void)engine_->CompleteOpen(map->guest_id, map->relid, mapped, absl::Now(), &more);
       // The completion's actions come before everything that followed the MapRings.
@@ -147,6 +147,11 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
     } else if (auto* signal = std::get_if<SignalChannel>(&action)) {
       auto it = sessions_.find(signal->guest_id);
       if (it != sessions_.end()) (void)it->second->plane->RaiseEvent(signal->relid);
+    } else if (auto* retarget = std::get_if<RetargetChannel>(&action)) {
+      auto it = sessions_.find(retarget->guest_id);
+      if (it != sessions_.end()) {
+        (void)it->second->plane->SetTargetVp(retarget->relid, retarget->target_vp);
+      }
     } else if (auto* disconnect = std::get_if<DisconnectGuest>(&action)) {
       DetachLocked(disconnect->guest_id, disconnect->reason,
                    grpc::Status(grpc::StatusCode::UNAVAILABLE, disconnect->reason), dead);

@@ -49,6 +49,9 @@ void EngineHarness::Run(Actions actions) {
       if (mapped_.erase({unmap->guest_id, unmap->relid}) == 0) ++action_violations_;
     } else if (auto* signal = std::get_if<SignalChannel>(&a)) {
       signals_.push_back(*signal);
+    } else if (auto* retarget = std::get_if<RetargetChannel>(&a)) {
+      // Only a mapped channel has a target VP to change.
+      if (!mapped_.contains({retarget->guest_id, retarget->relid})) ++action_violations_;
     } else if (auto* disconnect = std::get_if<DisconnectGuest>(&a)) {
       disconnects_.push_back(*disconnect);
     }
@@ -108,7 +111,9 @@ ScriptedGuest::ScriptedGuest(EngineHarness& harness, const std::string& name, ui
   attach.set_guest_name(name);
   attach.set_memory_path("/dev/shm/scripted-" + name);
   attach.set_memory_size_bytes(pages * protocol::kPageSize);
-  *attach.mutable_layout() = LayoutToProto(MemoryLayout{});
+  MemoryLayout layout;
+  layout.vp_count = kHarnessVps;
+  *attach.mutable_layout() = LayoutToProto(layout);
   Actions out;
   absl::StatusOr<std::string> id = harness_.engine().Attach(attach, harness_.now(), &out);
   EXPECT_TRUE(id.ok()) << id.status();

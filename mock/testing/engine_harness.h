@@ -87,10 +87,14 @@ class EngineHarness {
 };
 
 // ScriptedGuest: one attached raw guest.
+// Virtual processors a ScriptedGuest takes events on (channels may target VPs 0..3).
+inline constexpr uint32_t kHarnessVps = 4;
+
 class ScriptedGuest {
  public:
-  // Attaches `name` with `pages` pages of memory in the default layout (no file exists: the
-  // engine only checks numbers). Fails the calling test if the attach is refused.
+  // Attaches `name` with `pages` pages of memory in the default layout with kHarnessVps VPs (no
+  // file exists: the engine only checks numbers). Fails the calling test if the attach is
+  // refused.
   ScriptedGuest(EngineHarness& harness, const std::string& name, uint64_t pages = 256);
 
   const std::string& id() const { return id_; }

@@ -39,7 +39,7 @@ class RecordingListener : public BackendListener {
     messages_.push_back(message);
     cv_.SignalAll();
   }
-  void OnEventsPending() override {
+  void OnEventsPending(uint32_t /*vp*/) override {
     MutexLock lock(&mu_);
     ++events_;
     cv_.SignalAll();

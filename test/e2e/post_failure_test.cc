@@ -34,6 +34,7 @@ class PostFailureTest : public ::testing::TestWithParam<Mode> {
     host_ = std::move(*host);
     mock::MockBackendOptions backend_options;
     backend_options.guest_name = kGuest;
+    backend_options.vp_count = 2;
     absl::StatusOr<std::unique_ptr<mock::MockBackend>> backend =
         mock::MockBackend::Connect(host_->channel(), backend_options);
     ASSERT_TRUE(backend.ok()) << backend.status();

@@ -64,8 +64,8 @@ absl::Status SimBackend::SignalHost(const ChannelSignal& signal) {
   return absl::OkStatus();
 }
 
-absl::Span<uint8_t> SimBackend::ReceiveEventFlags() {
-  return absl::MakeSpan(memory_->GuestEventPage(), protocol::kPageSize);
+absl::Span<uint8_t> SimBackend::ReceiveEventFlags(uint32_t vp) {
+  return memory_->GuestEventFlags(vp);
 }
 
 absl::StatusOr<Pages> SimBackend::AllocatePages(size_t count) {

@@ -6,7 +6,8 @@
 //   - SignalHost sets the relid's bit in the host event page and rings the host's doorbell on
 //     a 0 → 1 transition (or sets the monitor trigger bit of a monitored channel), then tells
 //     the world (which may let the host react at once); Unavailable while the link is down;
-//   - ReceiveEventFlags is the guest event page of the simulated guest memory;
+//   - ReceiveEventFlags(vp) is VP vp's part of the guest event page of the simulated guest
+//     memory (the simulated guest takes events on several VPs);
 //   - AllocatePages hands out runs of the world's PagePool and keeps a record of each run
 //     until the executor destroys its Pages: what it was allocated for (tagged by the world
 //     around the executor call that allocates) and which GPADL describes it. The world checks
@@ -86,7 +87,8 @@ class SimBackend final : public Backend, private PageReleaser {
   void PauseDelivery() override {}
   void ResumeDelivery() override {}
   absl::Status SignalHost(const ChannelSignal& signal) override;
-  absl::Span<uint8_t> ReceiveEventFlags() override;
+  uint32_t vp_count() const override { return memory_->layout().vp_count; }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
   absl::StatusOr<Pages> AllocatePages(size_t count) override;
 
   // ---- For the world ----------------------------------------------------------------------

@@ -78,6 +78,14 @@ void World::ExecuteHost(mock::Actions actions) {
       }
     } else if (auto* signal = std::get_if<mock::SignalChannel>(&action)) {
       (void)plane_->RaiseEvent(signal->relid);
+    } else if (auto* retarget = std::get_if<mock::RetargetChannel>(&action)) {
+      Trace(absl::StrCat("    host signals relid ", retarget->relid, " on VP ", retarget->target_vp,
+                         " from now on"));
+      if (absl::Status s = plane_->SetTargetVp(retarget->relid, retarget->target_vp); !s.ok()) {
+        Fail(absl::StrCat("the host could not move relid ", retarget->relid, " to VP ",
+                          retarget->target_vp, ": ", s.ToString()));
+        return;
+      }
     } else if (auto* disconnect = std::get_if<mock::DisconnectGuest>(&action)) {
       Fail(absl::StrCat("the host disconnected the guest: ", disconnect->reason));
       return;
@@ -169,7 +177,7 @@ void World::MapRings(const mock::MapRings& map) {
     return;
   }
   const absl::Status mapped = plane_->MapChannel(map.relid, map.device, map.outbound_pfns,
-                                                 map.inbound_pfns, map.monitor_id);
+                                                 map.inbound_pfns, map.monitor_id, map.target_vp);
   if (!mapped.ok()) {
     Fail(absl::StrCat("the host could not map the rings of relid ", map.relid, ": ",
                       mapped.ToString()));

@@ -112,10 +112,12 @@ void World::DeliverToGuest() {
 
 void World::CheckDoorbells() {
   // A doorbell that moved since the last step was rung: that side raised an interrupt.
-  const uint32_t guest_bell = memory_->DoorbellValue(mock::Doorbell::kGuest);
-  if (guest_bell != guest_bell_seen_) {
-    guest_bell_seen_ = guest_bell;
-    RaiseInterrupt(/*to_guest=*/true);
+  for (uint32_t vp = 0; vp < kSimVps; ++vp) {
+    const uint32_t guest_bell = memory_->DoorbellValue(mock::Doorbell::kGuest, vp);
+    if (guest_bell != guest_bell_seen_[vp]) {
+      guest_bell_seen_[vp] = guest_bell;
+      RaiseInterrupt(/*to_guest=*/true, vp);
+    }
   }
   const uint32_t host_bell = memory_->DoorbellValue(mock::Doorbell::kHost);
   if (host_bell != host_bell_seen_) {
@@ -124,7 +126,7 @@ void World::CheckDoorbells() {
   }
 }
 
-void World::RaiseInterrupt(bool to_guest) {
+void World::RaiseInterrupt(bool to_guest, uint32_t vp) {
   ++stats_.interrupts;
   const char* side = to_guest ? "guest" : "host";
   if (config_.drops && link_rng_.Chance(config_.drop_probability)) {
@@ -133,14 +135,15 @@ void World::RaiseInterrupt(bool to_guest) {
     Trace(absl::StrCat("    interrupt to the ", side, " dropped"));
     return;
   }
-  bool& pending = to_guest ? guest_irq_pending_ : host_irq_pending_;
+  bool& pending = to_guest ? guest_irq_pending_[vp] : host_irq_pending_;
   if (pending) return;  // one is on its way; its scan sees every bit set by then
   pending = true;
-  sched_.After(Delay(config_.interrupts), SimScheduler::kWork, absl::StrCat(side, " interrupt"),
-               [this, to_guest] {
+  sched_.After(Delay(config_.interrupts), SimScheduler::kWork,
+               to_guest ? absl::StrCat("guest interrupt on VP ", vp) : "host interrupt",
+               [this, to_guest, vp] {
                  if (to_guest) {
-                   guest_irq_pending_ = false;
-                   GuestInterrupt("interrupt");
+                   guest_irq_pending_[vp] = false;
+                   GuestInterrupt("interrupt", vp);
                  } else {
                    host_irq_pending_ = false;
                    HostInterrupt("interrupt");
@@ -148,20 +151,22 @@ void World::RaiseInterrupt(bool to_guest) {
                });
 }
 
-void World::GuestInterrupt(absl::string_view why) {
+void World::GuestInterrupt(absl::string_view why, uint32_t vp) {
   // The production hand-off: the raising thread scans unless a scan is in progress (a blocked
   // callback below us); then that scan goes round again when it is done.
-  const EventDispatchStats before = dispatch_->stats();
+  EventDispatch& dispatch = *dispatch_[vp];
+  const EventDispatchStats before = dispatch.stats();
   const uint64_t spurious_before = table_.spurious_events();
-  dispatch_->Raise();
-  const EventDispatchStats after = dispatch_->stats();
+  dispatch.Raise();
+  const EventDispatchStats after = dispatch.stats();
   const uint64_t delivered = after.delivered - before.delivered;
   const uint64_t spurious = table_.spurious_events() - spurious_before;
   if (delivered + spurious > 0) {
-    Trace(absl::StrCat("    guest ", why, ": ", delivered, " channel events, ", spurious,
-                       " spurious", after.requeued > before.requeued ? " (budgets ran out)" : ""));
+    Trace(absl::StrCat("    guest ", why, " on VP ", vp, ": ", delivered, " channel events, ",
+                       spurious, " spurious",
+                       after.requeued > before.requeued ? " (budgets ran out)" : ""));
   } else if (after.passes == before.passes) {
-    Trace(absl::StrCat("    guest ", why, ": left to the scan in progress"));
+    Trace(absl::StrCat("    guest ", why, " on VP ", vp, ": left to the scan in progress"));
   }
   if (!failed_) SchedulePolls();
 }
@@ -179,7 +184,7 @@ void World::SchedulePoll(bool guest) {
   sched_.After(period, SimScheduler::kPeriodic, guest ? "guest poll" : "host poll", [this, guest] {
     ++stats_.polls;
     if (guest) {
-      GuestInterrupt("poll");
+      for (uint32_t vp = 0; vp < kSimVps; ++vp) GuestInterrupt("poll", vp);
     } else {
       HostInterrupt("poll");
     }

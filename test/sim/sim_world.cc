@@ -140,7 +140,7 @@ World::~World() {
   offers_.clear();
   sessions_.clear();
   calls_.clear();
-  dispatch_.reset();
+  dispatch_.clear();
   backend_.reset();
 }
 
@@ -224,8 +224,10 @@ void World::ChooseConfig() {
 }
 
 absl::Status World::Setup() {
+  mock::MemoryLayout guest_layout;
+  guest_layout.vp_count = kSimVps;
   absl::StatusOr<std::unique_ptr<mock::GuestMemory>> memory =
-      mock::GuestMemory::Create("", kMemoryBytes);
+      mock::GuestMemory::Create("", kMemoryBytes, guest_layout);
   if (!memory.ok()) return memory.status();
   memory_ = *std::move(memory);
   const mock::MemoryLayout& layout = memory_->layout();
@@ -237,10 +239,12 @@ absl::Status World::Setup() {
   SimBackendPeer* peer = this;
   backend_ = std::make_unique<SimBackend>(memory_.get(), &*pool_, peer);
   if (absl::Status s = backend_->Start(nullptr); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<EventDispatch>> dispatch = EventDispatch::Create(&table_);
-  if (!dispatch.ok()) return dispatch.status();
-  dispatch_ = *std::move(dispatch);
-  if (absl::Status s = dispatch_->Attach(backend_->ReceiveEventFlags()); !s.ok()) return s;
+  for (uint32_t vp = 0; vp < backend_->vp_count(); ++vp) {
+    absl::StatusOr<std::unique_ptr<EventDispatch>> dispatch = EventDispatch::Create(&table_);
+    if (!dispatch.ok()) return dispatch.status();
+    if (absl::Status s = (*dispatch)->Attach(backend_->ReceiveEventFlags(vp)); !s.ok()) return s;
+    dispatch_.push_back(*std::move(dispatch));
+  }
   const BusConfig bus_config = BusConfigFor(backend_->contact_info(), config_.guest_max_version);
   ExecutorOptions executor_options;
   executor_options.stall_report = config_.stall_report;
@@ -265,7 +269,9 @@ absl::Status World::Setup() {
 
   if (absl::Status s = AttachHost(); !s.ok()) return s;
 
-  guest_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kGuest);
+  for (uint32_t vp = 0; vp < kSimVps; ++vp) {
+    guest_bell_seen_[vp] = memory_->DoorbellValue(mock::Doorbell::kGuest, vp);
+  }
   host_bell_seen_ = memory_->DoorbellValue(mock::Doorbell::kHost);
   to_host_tail_ = to_guest_tail_ = sched_.now();
   if (config_.polling) {

@@ -56,6 +56,10 @@
 
 namespace vbus::sim {
 
+// Virtual processors the simulated guest takes events on: channels open on a random one and
+// move between them (ModifyChannel), each with its own event flags, doorbell and dispatch.
+inline constexpr uint32_t kSimVps = 4;
+
 // A deadline no answer can miss: the longest message delay is a few milliseconds.
 inline constexpr absl::Duration kGenerousDeadline = absl::Seconds(10);
 // Settling may take at most this much virtual time while work is scheduled.
@@ -299,8 +303,9 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   void SendToGuest(v1::ControlMessage message);
   void DeliverToGuest();
   void CheckDoorbells();
-  void RaiseInterrupt(bool to_guest);
-  void GuestInterrupt(absl::string_view why);
+  // `vp`: the guest VP whose doorbell rang (host interrupts have none).
+  void RaiseInterrupt(bool to_guest, uint32_t vp = 0);
+  void GuestInterrupt(absl::string_view why, uint32_t vp);
   void HostInterrupt(absl::string_view why);
   void SchedulePoll(bool guest);
   void ScheduleHostMonitorScan();
@@ -410,7 +415,7 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   std::optional<PagePool> pool_;
   std::unique_ptr<SimBackend> backend_;
   ChannelTable table_;
-  std::unique_ptr<EventDispatch> dispatch_;
+  std::vector<std::unique_ptr<EventDispatch>> dispatch_;  // one per guest VP
   std::unique_ptr<BusExecutor> executor_;
   SimScheduler::EventId wakeup_event_ = 0;
   absl::Time wakeup_at_ = absl::InfiniteFuture();
@@ -446,9 +451,9 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   absl::Time to_host_tail_;
   absl::Time to_guest_tail_;
   // Interrupts.
-  uint32_t guest_bell_seen_ = 0;
+  std::array<uint32_t, kSimVps> guest_bell_seen_{};
   uint32_t host_bell_seen_ = 0;
-  bool guest_irq_pending_ = false;
+  std::array<bool, kSimVps> guest_irq_pending_{};
   bool host_irq_pending_ = false;
 
   // Host side.

@@ -76,7 +76,10 @@ class RaisingBackend final : public Backend, private BackendListener {
   void PauseDelivery() override { inner_->PauseDelivery(); }
   void ResumeDelivery() override { inner_->ResumeDelivery(); }
   absl::Status SignalHost(const ChannelSignal& s) override { return inner_->SignalHost(s); }
-  absl::Span<uint8_t> ReceiveEventFlags() override { return inner_->ReceiveEventFlags(); }
+  uint32_t vp_count() const override { return inner_->vp_count(); }
+  absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
+    return inner_->ReceiveEventFlags(vp);
+  }
   absl::StatusOr<Pages> AllocatePages(size_t count) override {
     return inner_->AllocatePages(count);
   }
@@ -84,7 +87,7 @@ class RaisingBackend final : public Backend, private BackendListener {
  private:
   // The inner backend's listener calls go straight through.
   void OnHostMessage(const v1::ControlMessage& m) override { listener_->OnHostMessage(m); }
-  void OnEventsPending() override { listener_->OnEventsPending(); }
+  void OnEventsPending(uint32_t vp) override { listener_->OnEventsPending(vp); }
   void OnHostLost(const absl::Status& s) override { listener_->OnHostLost(s); }
 
   void Raise(int index) {
@@ -100,7 +103,7 @@ class RaisingBackend final : public Backend, private BackendListener {
         if (!raising_) continue;
       }
       raises_.fetch_add(1, std::memory_order_relaxed);
-      listener_->OnEventsPending();
+      listener_->OnEventsPending(static_cast<uint32_t>(rng() % inner_->vp_count()));
     }
   }
 
