@@ -21,7 +21,7 @@ patterns=(
   'guest → host .*GpadlCreate'
   'guest → host .*OpenChannel'
   'host  → guest .*OpenResult'
-  'host  → guest .*relid [0-9]+ heartbeat +negotiate'
+  'host  → guest .*relid [0-9]+ [a-z]+ +negotiate: versions'
   'guest → host .*negotiated framework'
   '== 2\. heartbeats'
   'host  → guest .*heartbeat +beat [0-9]+'

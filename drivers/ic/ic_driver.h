@@ -3,7 +3,9 @@
 // IcEndpoint (the negotiation and the IC's own IcService) and sends the answers back.
 //
 // The host may send its NEGOTIATE as soon as the rings are mapped, before the guest has seen
-// the OpenResult; an answer computed then is held and sent the moment Open returns OK.
+// the OpenResult; an answer computed then is held and sent the moment Open returns OK. An
+// answer that finds the outbound ring full (the host has not yet released the space of the
+// previous ones) waits for room (Channel::WhenWritable) and goes out, in order, once there is.
 //
 // A concrete IC derives from IcDriver and implements IcService (type, versions, Handle):
 //   class HeartbeatDriver final : public IcDriver { ... };
@@ -17,6 +19,7 @@
 #ifndef VBUS_DRIVERS_IC_IC_DRIVER_H_
 #define VBUS_DRIVERS_IC_IC_DRIVER_H_
 
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -60,7 +63,12 @@ class IcDriver : public Driver, public IcService {
 
  private:
   void OnPacket(const PacketView& packet);
-  void SendAnswer(IcEndpoint::Output& out);
+  // Sends `out` now or queues it behind answers waiting for room (mu_ held). Returns true if
+  // the caller must ask for room (WhenWritable) once it has released mu_.
+  bool SendOrQueue(IcEndpoint::Output out, std::vector<std::function<void()>>* after_send);
+  // Sends the queued answers that fit (WhenWritable's callback).
+  void FlushWaiting();
+  void AskForRoom();
 
   const std::string name_;
   const IcDriverOptions options_;
@@ -69,7 +77,8 @@ class IcDriver : public Driver, public IcService {
 
   mutable std::mutex mu_;  // guards the fields below; sends happen under it, so answers keep order
   bool open_ = false;
-  std::vector<IcEndpoint::Output> held_;  // answers computed before Open returned
+  std::vector<IcEndpoint::Output> held_;    // answers computed before Open returned
+  std::deque<IcEndpoint::Output> waiting_;  // answers waiting for room in the ring
   uint64_t send_failures_ = 0;
 };
 

@@ -73,6 +73,16 @@ absl::StatusOr<IcExchange> IcHostChannel::Exchange(std::vector<uint8_t> body,
   answer_.reset();
   awaiting_ = true;
   absl::Status sent = port_->Send(PacketType::kDataInband, 0, 0, request);
+  // A full inbound ring: the guest has not yet released the space of the previous requests.
+  // Try again every millisecond until the deadline (a device has no doorbell of its own to
+  // wait on; the guest frees the space as soon as its dispatcher gets to it).
+  while (sent.code() == absl::StatusCode::kResourceExhausted && !stopping_ &&
+         absl::Now() < deadline) {
+    cv_.AwaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(1)),
+                          [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; });
+    if (stopping_ || port_ == nullptr) break;
+    sent = port_->Send(PacketType::kDataInband, 0, 0, request);
+  }
   if (!sent.ok()) {
     awaiting_ = false;
     return sent;

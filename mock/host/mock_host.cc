@@ -134,6 +134,9 @@ void MockHost::Execute(Actions actions, std::vector<std::unique_ptr<Session>>* d
     } else if (auto* unmap = std::get_if<UnmapRings>(&action)) {
       auto it = sessions_.find(unmap->guest_id);
       if (it == sessions_.end()) continue;
+      // What the guest wrote before it closed the channel still reaches the device (an IC
+      // guest answers a shutdown request and closes right after).
+      (void)it->second->plane->DrainChannel(unmap->relid);
       absl::StatusOr<ChannelCounters> last = it->second->plane->UnmapChannel(unmap->relid);
       if (last.ok()) {
         ChannelCounters& sum = it->second->closed_counters[unmap->relid];
