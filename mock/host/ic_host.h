@@ -166,7 +166,8 @@ class IcHub {
   v1::IcSettings settings() const;
   absl::StatusOr<v1::IcSettings> Configure(const v1::IcSettings& change);
 
-  // The open channel of `kind` of a guest (the newest if several), or nullptr.
+  // The open channel of `kind` of a guest (the one with the highest relid if several), or
+  // nullptr.
   std::shared_ptr<IcHostChannel> Find(const std::string& guest_id, const std::string& kind) const;
   // Every open IC channel of a guest (every guest if empty), by guest and relid.
   std::vector<std::shared_ptr<IcHostChannel>> List(const std::string& guest_id) const;
