@@ -69,8 +69,11 @@ struct ContactInfo {
   // From 5.0: SINT on which the host posts control messages (2 on Hyper-V) and the VTL.
   uint32_t message_sint = 2;
   uint32_t message_vtl = 0;
-  // Below 5.0: guest-physical address of the legacy interrupt page (0 if the backend has
-  // none; vbus negotiates 2.4 or newer, where events come from the event flags directly).
+  // Below 5.0: guest-physical address of the interrupt page InitiateContact carries. The guest
+  // sets a channel's bit in its send half (the second 2 KiB) on every signal (SignalHost); its
+  // receive half is unused from 2.4 on, where host events come from the event flags directly.
+  // A backend that may negotiate below 5.0 must provide one (the mock platform's is its host
+  // event page; docs/protocol.md §12).
   uint64_t interrupt_page_gpa = 0;
   // Guest-physical addresses of the monitor pages (host → guest, guest → host); 0 if none.
   uint64_t monitor_page1_gpa = 0;
@@ -189,6 +192,12 @@ class Backend {
   // Tells the host that channel `signal.relid` has work (new packets in the outbound ring or
   // space freed in the inbound one). Cheap and non-blocking; safe on the data path from any
   // thread. Unavailable if the link is gone; InvalidArgument for relid 0 or >= 2048.
+  // The signal is the one Hyper-V defines (docs/protocol.md §12), in this order: unless
+  // `dedicated_interrupt`, set the relid's bit in the send half of the interrupt page (release
+  // order, after the ring writes it announces); then, for a `monitor_allocated` channel, set
+  // its trigger bit in the guest → host monitor page and nothing else (the host scans those),
+  // otherwise signal the connection (HvSignalEvent; the mock rings the host's doorbell when
+  // the bit was clear). The mock host checks the interrupt bit of every monitored signal.
   virtual absl::Status SignalHost(const ChannelSignal& signal) = 0;
 
   // vp_count

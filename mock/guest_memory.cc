@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/data/event_page.h"
 
 namespace vbus::mock {
 namespace {
@@ -325,6 +326,37 @@ absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time dead
     // [GM-A2] acquire re-check: pairs with [GM-R1].
     if (value.load(std::memory_order_acquire) != seen) return absl::OkStatus();
   }
+}
+
+vbus::ContactInfo GuestMemory::GuestContactInfo() const {
+  vbus::ContactInfo contact;
+  contact.target_vcpu = 0;
+  contact.message_sint = 2;
+  contact.interrupt_page_gpa = layout_.host_event_page_pfn * protocol::kPageSize;
+  contact.monitor_page1_gpa = layout_.monitor_page1_pfn * protocol::kPageSize;
+  contact.monitor_page2_gpa = layout_.monitor_page2_pfn * protocol::kPageSize;
+  return contact;
+}
+
+absl::StatusOr<GuestMemory::Signalled> GuestMemory::SignalChannel(
+    uint32_t relid, std::optional<uint32_t> monitor_id) const {
+  absl::StatusOr<EventPage> host_events =
+      EventPage::Attach(absl::MakeSpan(HostEventPage(), EventPage::kBytes));
+  if (!host_events.ok()) return host_events.status();
+  // [EP-S1] inside Set is a release OR: the ring writes before this signal are visible to the
+  // host's scan that takes the bit, and, for a monitored channel, the bit is visible to the
+  // host once it has taken the trigger below ([GM-R3] comes after it).
+  absl::StatusOr<bool> was_clear = host_events->Set(relid);
+  if (!was_clear.ok()) return was_clear.status();
+  if (monitor_id.has_value()) {
+    if (absl::Status s = TriggerMonitor(*monitor_id); !s.ok()) return s;
+    return Signalled::kMonitored;
+  }
+  // Ring only on a 0 → 1 transition: a set bit means the host has not scanned yet and will
+  // see this channel in that scan.
+  if (!*was_clear) return Signalled::kCoalesced;
+  Ring(Doorbell::kHost);
+  return Signalled::kRang;
 }
 
 absl::Status GuestMemory::TriggerMonitor(uint32_t monitor_id) const {

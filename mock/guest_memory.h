@@ -64,12 +64,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "backends/backend.h"
 #include "core/data/protocol.h"
 #include "proto/mock_host.pb.h"
 
@@ -307,8 +309,25 @@ class GuestMemory {
 
   // TriggerMonitor (guest side)
   // Sets monitor id `monitor_id`'s pending bit in the guest → host monitor page (release).
-  // InvalidArgument if monitor_id >= 128.
+  // InvalidArgument if monitor_id >= 128. A guest signalling a channel uses SignalChannel,
+  // which also sets the channel's interrupt bit first.
   absl::Status TriggerMonitor(uint32_t monitor_id) const;
+
+  // ContactInfo (guest side)
+  // What a guest on this memory tells the host in InitiateContact: the monitor pages and, for
+  // versions below 5.0, the interrupt page, which on the mock platform is the host event page
+  // (the send half the guest sets for every signal; docs/protocol.md §12). VP 0 takes control
+  // messages on SINT 2.
+  vbus::ContactInfo GuestContactInfo() const;
+
+  // SignalChannel (guest side)
+  // The guest's whole signal for channel `relid` (docs/protocol.md §12): its bit in the host
+  // event page (the send half of the interrupt page) first, with release order; then, for a
+  // monitored channel, its monitor trigger bit (the host scans those at its monitor latency:
+  // no doorbell), otherwise the host's doorbell if the bit was clear. InvalidArgument for
+  // relid 0 or >= 2048 or a monitor id >= 128.
+  enum class Signalled { kRang, kCoalesced, kMonitored };
+  absl::StatusOr<Signalled> SignalChannel(uint32_t relid, std::optional<uint32_t> monitor_id) const;
 
   // TakeMonitorTriggers (host side)
   // Atomically takes (and clears) the pending bits of trigger group `group` (0..3) of the

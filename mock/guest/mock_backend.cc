@@ -24,13 +24,12 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
 
 MockBackend::MockBackend(GuestLinkOpener open, MockBackendOptions options,
                          std::unique_ptr<GuestMemory> memory, std::unique_ptr<PagePool> pool,
-                         std::vector<EventPage> guest_events, EventPage host_events)
+                         std::vector<EventPage> guest_events)
     : open_(std::move(open)),
       options_(std::move(options)),
       memory_(std::move(memory)),
       pool_(std::move(pool)),
-      guest_events_(std::move(guest_events)),
-      host_events_(host_events) {}
+      guest_events_(std::move(guest_events)) {}
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(GuestLinkOpener open,
                                                                  MockBackendOptions options) {
@@ -51,12 +50,9 @@ absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Create(GuestLinkOpener
     if (!page.ok()) return page.status();
     guest_events.push_back(*page);
   }
-  absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan((*memory)->HostEventPage(), EventPage::kBytes));
-  if (!host_events.ok()) return host_events.status();
   return std::unique_ptr<MockBackend>(new MockBackend(std::move(open), std::move(options),
                                                       std::move(*memory), std::move(pool),
-                                                      std::move(guest_events), *host_events));
+                                                      std::move(guest_events)));
 }
 
 absl::StatusOr<std::unique_ptr<MockBackend>> MockBackend::Connect(
@@ -522,21 +518,20 @@ absl::Status MockBackend::SignalHost(const ChannelSignal& signal) {
   if (!link_up_.load(std::memory_order_relaxed)) {
     return absl::UnavailableError("the link to the mock host is gone");
   }
-  if (signal.monitor_allocated) {
-    // The host scans monitor triggers at its monitor latency: no doorbell.
-    monitor_signals_.fetch_add(1, std::memory_order_relaxed);
-    return memory_->TriggerMonitor(signal.monitor_id);
-  }
-  // [EP-S1] EventPage::Set is a release OR: the host's scan (acquire) sees the ring writes that
-  // preceded this signal. Ring only on a 0 → 1 transition: a set bit means the host has not
-  // scanned yet and will see this channel in that scan.
-  absl::StatusOr<bool> was_clear = host_events_.Set(signal.relid);
-  if (!was_clear.ok()) return was_clear.status();
-  if (*was_clear) {
-    host_doorbells_.fetch_add(1, std::memory_order_relaxed);
-    memory_->Ring(Doorbell::kHost);
-  } else {
-    signals_coalesced_.fetch_add(1, std::memory_order_relaxed);
+  absl::StatusOr<GuestMemory::Signalled> signalled = memory_->SignalChannel(
+      signal.relid,
+      signal.monitor_allocated ? std::optional<uint32_t>(signal.monitor_id) : std::nullopt);
+  if (!signalled.ok()) return signalled.status();
+  switch (*signalled) {
+    case GuestMemory::Signalled::kMonitored:
+      monitor_signals_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case GuestMemory::Signalled::kRang:
+      host_doorbells_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case GuestMemory::Signalled::kCoalesced:
+      signals_coalesced_.fetch_add(1, std::memory_order_relaxed);
+      break;
   }
   return absl::OkStatus();
 }
@@ -547,14 +542,7 @@ absl::Span<uint8_t> MockBackend::ReceiveEventFlags(uint32_t vp) {
 
 absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
 
-ContactInfo MockBackend::contact_info() const {
-  ContactInfo contact;
-  contact.target_vcpu = 0;
-  contact.message_sint = 2;
-  contact.monitor_page1_gpa = memory_->layout().monitor_page1_pfn * protocol::kPageSize;
-  contact.monitor_page2_gpa = memory_->layout().monitor_page2_pfn * protocol::kPageSize;
-  return contact;
-}
+ContactInfo MockBackend::contact_info() const { return memory_->GuestContactInfo(); }
 
 size_t MockBackend::held_messages() const {
   MutexLock lock(&mu_);

@@ -158,8 +158,7 @@ class MockBackend final : public Backend {
 
  private:
   MockBackend(GuestLinkOpener open, MockBackendOptions options, std::unique_ptr<GuestMemory> memory,
-              std::unique_ptr<PagePool> pool, std::vector<EventPage> guest_events,
-              EventPage host_events);
+              std::unique_ptr<PagePool> pool, std::vector<EventPage> guest_events);
 
   void ReadLoop();
   // One parsed host message.
@@ -184,7 +183,6 @@ class MockBackend final : public Backend {
   const std::unique_ptr<GuestMemory> memory_;
   const std::unique_ptr<PagePool> pool_;
   std::vector<EventPage> guest_events_;  // per VP: host sets bits, the bus scans them
-  EventPage host_events_;                // we set bits, the host scans them
 
   // The stream. Written by the writer thread (and Start, Stop) under write_mu_; read by the
   // reader thread; finished by the reader thread under write_mu_ (gRPC forbids Finish

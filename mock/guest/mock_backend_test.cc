@@ -331,14 +331,16 @@ TEST_F(MockBackendScriptTest, SignalsSetBitsAndRingTheHostDoorbellOnce) {
   ASSERT_TRUE(host_page.ok());
   EXPECT_TRUE(host_page->IsSet(5));
   EXPECT_EQ(memory.DoorbellValue(Doorbell::kHost), rings_before + 1);
-  // Monitored channels use the monitor page instead.
+  // Monitored channels set their interrupt bit too, then the monitor trigger instead of the
+  // doorbell (docs/protocol.md §12).
   ChannelSignal monitored;
   monitored.relid = 6;
   monitored.monitor_allocated = true;
   monitored.monitor_id = 35;
   ASSERT_TRUE(backend_->SignalHost(monitored).ok());
   EXPECT_EQ(memory.TakeMonitorTriggers(1), 1u << 3);
-  EXPECT_FALSE(host_page->IsSet(6));
+  EXPECT_TRUE(host_page->IsSet(6));
+  EXPECT_EQ(memory.DoorbellValue(Doorbell::kHost), rings_before + 1);
   MockBackendStats stats = backend_->stats();
   EXPECT_EQ(stats.host_doorbells, 1u);
   EXPECT_EQ(stats.signals_coalesced, 1u);

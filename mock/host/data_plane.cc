@@ -122,6 +122,9 @@ class HostChannel final : public ChannelPort {
   const uint32_t relid_;
   const std::optional<uint32_t> monitor_id_;
   std::atomic<uint32_t> target_vp_;
+  // A monitored channel's interrupt bit was taken by a scan before its trigger arrived
+  // (ProcessEvents only; relaxed: one thread at a time).
+  std::atomic<bool> interrupt_bit_seen_{false};
   const MappedPages outbound_pages_;  // guest → host ring
   const MappedPages inbound_pages_;   // host → guest ring
   std::vector<uint8_t> scratch_;      // wrapped packets of the incoming ring
@@ -293,14 +296,11 @@ absl::StatusOr<ChannelCounters> GuestDataPlane::UnmapChannel(uint32_t relid) {
 
 size_t GuestDataPlane::ProcessEvents() {
   ReaderMutexLock lock(&channels_mu_);
-  std::bitset<protocol::kRelidCount> seen;
   std::vector<uint32_t> relids;
-  host_events_.Scan([&](uint32_t relid) {
-    if (!seen.test(relid)) {
-      seen.set(relid);
-      relids.push_back(relid);
-    }
-  });
+  // Monitor triggers first, then the event bits: a guest sets a monitored channel's interrupt
+  // bit before its trigger (docs/protocol.md §12), so once [GM-A3] has taken the trigger the
+  // bit is visible to the scan below — set now, or taken by an earlier scan (noted then).
+  std::bitset<protocol::kRelidCount> triggered;
   for (uint32_t group = 0; group < protocol::kMonitorIdCount / 32; ++group) {
     uint32_t bits = memory_->TakeMonitorTriggers(group);
     while (bits != 0) {
@@ -309,10 +309,32 @@ size_t GuestDataPlane::ProcessEvents() {
       const uint32_t relid = monitor_relid_[group * 32 + bit];
       if (relid == 0) {
         spurious_events_.fetch_add(1, std::memory_order_relaxed);
-      } else if (!seen.test(relid)) {
-        seen.set(relid);
-        relids.push_back(relid);
+      } else {
+        triggered.set(relid);
       }
+    }
+  }
+  std::bitset<protocol::kRelidCount> bit_set;
+  host_events_.Scan([&](uint32_t relid) { bit_set.set(relid); });
+  const std::bitset<protocol::kRelidCount> any = bit_set | triggered;
+  for (size_t r = any._Find_first(); r < any.size(); r = any._Find_next(r)) {
+    const uint32_t relid = static_cast<uint32_t>(r);
+    relids.push_back(relid);
+    auto it = channels_.find(relid);
+    if (it == channels_.end() || !it->second->monitor_id_.has_value()) continue;
+    HostChannel& c = *it->second;
+    if (!triggered.test(relid)) {  // its trigger is on the way
+      c.interrupt_bit_seen_.store(true, std::memory_order_relaxed);
+    } else if (!bit_set.test(relid) &&
+               !c.interrupt_bit_seen_.exchange(false, std::memory_order_relaxed)) {
+      // Signalled through the monitor page alone: a real host would still find the channel,
+      // but a guest that does this is not doing what the protocol says. Counted and reported.
+      monitor_signals_without_bit_.fetch_add(1, std::memory_order_relaxed);
+      PublishError(relid,
+                   "signalled through its monitor trigger without setting its bit in "
+                   "the interrupt page's send half (the host event page)");
+    } else {
+      c.interrupt_bit_seen_.store(false, std::memory_order_relaxed);
     }
   }
   size_t drained = 0;

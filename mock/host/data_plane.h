@@ -155,6 +155,11 @@ class GuestDataPlane {
   bool HasMonitoredChannels() const;
   // Event bits that named no open channel.
   uint64_t spurious_events() const { return spurious_events_.load(std::memory_order_relaxed); }
+  // Monitor triggers whose channel's interrupt bit the guest did not set (each also an ERROR
+  // event).
+  uint64_t monitor_signals_without_bit() const {
+    return monitor_signals_without_bit_.load(std::memory_order_relaxed);
+  }
 
  private:
   friend class HostChannel;
@@ -188,6 +193,7 @@ class GuestDataPlane {
 
   // Relaxed: a statistic.
   std::atomic<uint64_t> spurious_events_{0};
+  std::atomic<uint64_t> monitor_signals_without_bit_{0};
 };
 
 }  // namespace vbus::mock

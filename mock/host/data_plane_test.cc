@@ -256,12 +256,14 @@ TEST_F(DataPlaneTest, ScatteredGpadlPagesWork) {
 TEST_F(DataPlaneTest, MonitoredChannelsAreFoundThroughTriggerBits) {
   std::unique_ptr<GuestRings> rings = Open(6, "echo", 4, 4, /*monitor_id=*/37);
   EXPECT_TRUE(plane_->HasMonitoredChannels());
-  // Write without the event bit or doorbell: only the monitor trigger says "look".
+  // Write without signalling, then signal as a guest does for a monitored channel: its
+  // interrupt bit and its monitor trigger, no doorbell.
   rings->outbound_control()->interrupt_mask = 1;  // so Send does not signal
   ASSERT_FALSE(*rings->Send(PacketType::kDataInband, 0, 1, Bytes("mnf")));
   rings->outbound_control()->interrupt_mask = 0;
-  ASSERT_TRUE(guest_memory_->TriggerMonitor(37).ok());
+  ASSERT_EQ(*guest_memory_->SignalChannel(6, 37), GuestMemory::Signalled::kMonitored);
   EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  EXPECT_EQ(plane_->monitor_signals_without_bit(), 0u);
   auto p = rings->TryReceive();
   ASSERT_TRUE(p.ok() && p->has_value());
   EXPECT_EQ((*p)->payload, Padded(Bytes("mnf")));
@@ -271,6 +273,33 @@ TEST_F(DataPlaneTest, MonitoredChannelsAreFoundThroughTriggerBits) {
   EXPECT_EQ(plane_->spurious_events(), 1u);
   ASSERT_TRUE(plane_->UnmapChannel(6).ok());
   EXPECT_FALSE(plane_->HasMonitoredChannels());
+}
+
+// A guest must set a monitored channel's interrupt bit as well as its trigger
+// (docs/protocol.md §12): a trigger alone still drains the channel, but is counted and reported.
+// The bit may also have been taken by an earlier scan, before the trigger arrived.
+TEST_F(DataPlaneTest, AMonitorTriggerWithoutTheInterruptBitIsReported) {
+  std::unique_ptr<GuestRings> rings = Open(6, "echo", 4, 4, /*monitor_id=*/37);
+  rings->outbound_control()->interrupt_mask = 1;
+  ASSERT_FALSE(*rings->Send(PacketType::kDataInband, 0, 1, Bytes("only-trigger")));
+  ASSERT_TRUE(guest_memory_->TriggerMonitor(37).ok());
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  EXPECT_EQ(plane_->monitor_signals_without_bit(), 1u);
+  {
+    MutexLock lock(&mu_);
+    ASSERT_FALSE(events_.empty());
+    EXPECT_EQ(events_.back().kind(), v1::EVENT_KIND_ERROR);
+    EXPECT_THAT(events_.back().detail(), ::testing::HasSubstr("without setting its bit"));
+  }
+  // The bit first, taken by a scan of its own; the trigger afterwards: in order.
+  absl::StatusOr<EventPage> host_events =
+      EventPage::Attach(absl::MakeSpan(guest_memory_->HostEventPage(), EventPage::kBytes));
+  ASSERT_TRUE(host_events.ok());
+  ASSERT_TRUE(host_events->Set(6).ok());
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  ASSERT_TRUE(guest_memory_->TriggerMonitor(37).ok());
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  EXPECT_EQ(plane_->monitor_signals_without_bit(), 1u);
 }
 
 TEST_F(DataPlaneTest, CorruptRingFailsOnlyThatChannel) {

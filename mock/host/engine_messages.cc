@@ -170,7 +170,20 @@ void HostEngine::OnInitiateContact(Guest& g, const v1::InitiateContact& m, absl:
   const uint32_t v = m.version_requested();
   v1::ControlMessage answer;
   v1::VersionResponse* r = answer.mutable_version_response();
-  if (IsSupportedVersion(v) && v <= settings_.max_version()) {
+  // Below 5.0 the message carries the guest's interrupt page, whose send half the guest sets a
+  // channel's bit in on every signal; on the mock platform that is the host event page
+  // (docs/protocol.md §12). A guest that names another page signals where the host does not
+  // look: the version is refused, as if unsupported, with an ERROR event saying why.
+  const uint64_t interrupt_page = g.layout.host_event_page_pfn * protocol::kPageSize;
+  const bool bad_interrupt_page = IsSupportedVersion(v) && !protocol::UsesReturnedConnectionId(v) &&
+                                  m.interrupt_page() != interrupt_page;
+  if (bad_interrupt_page) {
+    Event(g.id, v1::EVENT_KIND_ERROR, 0, now, out,
+          absl::StrFormat("initiate_contact for version %s names interrupt page 0x%x; this "
+                          "guest's is the host event page at 0x%x",
+                          protocol::VersionName(v), m.interrupt_page(), interrupt_page));
+  }
+  if (IsSupportedVersion(v) && v <= settings_.max_version() && !bad_interrupt_page) {
     g.state = v1::GUEST_STATE_CONNECTED;
     g.version = v;
     r->set_version_supported(true);

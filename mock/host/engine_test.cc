@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/data/protocol.h"
 #include "gmock/gmock.h"
@@ -142,6 +143,28 @@ TEST(EngineNegotiationTest, GuestFallsBackToTheConfiguredMaximum) {
         << protocol::VersionName(v);
   }
   EXPECT_EQ(h.engine().ListGuests().guests(0).version(), protocol::kVersion4_0);
+}
+
+// Below 5.0 InitiateContact names the guest's interrupt page, whose send half the guest sets
+// for every signal; on the mock platform that must be the host event page (docs/protocol.md
+// §12). Naming another (or none) refuses the version, with an ERROR event saying why.
+TEST(EngineNegotiationTest, BelowFiveTheInterruptPageMustBeTheHostEventPage) {
+  EngineHarness h;
+  ScriptedGuest g(h, "vm");
+  v1::ControlMessage contact = testing::InitiateContactMsg(protocol::kVersion4_1);
+  contact.mutable_initiate_contact()->set_interrupt_page(0);
+  std::vector<v1::HostToGuest> r = g.Send(contact);
+  ASSERT_THAT(r, SizeIs(1));
+  EXPECT_FALSE(r[0].control().version_response().version_supported());
+  bool reported = false;
+  for (const v1::ProtocolEvent& e : h.TakeEvents()) {
+    reported |= e.kind() == v1::EVENT_KIND_ERROR &&
+                absl::StrContains(e.detail(), "names interrupt page 0x0");
+  }
+  EXPECT_TRUE(reported);
+  r = g.Send(testing::InitiateContactMsg(protocol::kVersion4_1));  // the right page
+  ASSERT_THAT(r, SizeIs(1));
+  EXPECT_TRUE(r[0].control().version_response().version_supported());
 }
 
 TEST(EngineNegotiationTest, ConfigureLowersTheMaximumForLaterNegotiations) {

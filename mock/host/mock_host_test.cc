@@ -387,7 +387,7 @@ TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {
   ASSERT_TRUE(rings.ok());
   (*rings)->outbound_control()->interrupt_mask = 1;  // no event bit, no doorbell
   ASSERT_FALSE(*(*rings)->Send(PacketType::kDataInband, 0, 8, std::vector<uint8_t>(8, 2)));
-  ASSERT_TRUE(guest->memory().TriggerMonitor((*offers)[1].monitor_id()).ok());
+  ASSERT_TRUE(guest->memory().SignalChannel(offered.child_relid(), (*offers)[1].monitor_id()).ok());
   absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->trans_id, 8u);

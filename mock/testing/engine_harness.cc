@@ -190,7 +190,12 @@ void ScriptedGuest::Open(uint32_t relid, uint32_t handle, uint32_t offset) {
 v1::ControlMessage InitiateContactMsg(uint32_t version) {
   v1::ControlMessage m;
   m.mutable_initiate_contact()->set_version_requested(version);
-  m.mutable_initiate_contact()->set_message_sint(2);
+  if (protocol::UsesReturnedConnectionId(version)) {
+    m.mutable_initiate_contact()->set_message_sint(2);
+  } else {  // the interrupt page: the default layout's host event page
+    m.mutable_initiate_contact()->set_interrupt_page(MemoryLayout{}.host_event_page_pfn *
+                                                     protocol::kPageSize);
+  }
   return m;
 }
 

@@ -139,8 +139,13 @@ absl::StatusOr<grpc::Status> RawGuestClient::WaitForEnd(absl::Time deadline) {
 absl::StatusOr<std::vector<v1::Offer>> RawGuestClient::Connect(uint32_t version,
                                                                absl::Time deadline) {
   v1::ControlMessage contact;
+  const ContactInfo info = memory_->GuestContactInfo();
   contact.mutable_initiate_contact()->set_version_requested(version);
-  contact.mutable_initiate_contact()->set_message_sint(2);
+  if (protocol::UsesReturnedConnectionId(version)) {
+    contact.mutable_initiate_contact()->set_message_sint(info.message_sint);
+  } else {
+    contact.mutable_initiate_contact()->set_interrupt_page(info.interrupt_page_gpa);
+  }
   contact.mutable_initiate_contact()->set_monitor_page1(memory_->layout().monitor_page1_pfn *
                                                         protocol::kPageSize);
   contact.mutable_initiate_contact()->set_monitor_page2(memory_->layout().monitor_page2_pfn *

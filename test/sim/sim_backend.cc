@@ -9,11 +9,7 @@
 namespace vbus::sim {
 
 SimBackend::SimBackend(mock::GuestMemory* memory, PagePool* pool, SimBackendPeer* peer)
-    : memory_(memory), pool_(pool), peer_(peer) {
-  absl::StatusOr<EventPage> host_events =
-      EventPage::Attach(absl::MakeSpan(memory_->HostEventPage(), protocol::kPageSize));
-  if (host_events.ok()) host_events_.emplace(*host_events);
-}
+    : memory_(memory), pool_(pool), peer_(peer) {}
 
 SimBackend::~SimBackend() {
   // Runs still out belong to whoever destroys them later; the pool gets them back here.
@@ -23,20 +19,10 @@ SimBackend::~SimBackend() {
 
 absl::Status SimBackend::Start(BackendListener* listener) {
   (void)listener;  // the world feeds the executor's inputs itself
-  if (!host_events_.has_value()) {
-    return absl::FailedPreconditionError("the host event page does not attach");
-  }
   return absl::OkStatus();
 }
 
-ContactInfo SimBackend::contact_info() const {
-  ContactInfo contact;
-  contact.target_vcpu = 0;
-  contact.message_sint = 2;
-  contact.monitor_page1_gpa = memory_->layout().monitor_page1_pfn * protocol::kPageSize;
-  contact.monitor_page2_gpa = memory_->layout().monitor_page2_pfn * protocol::kPageSize;
-  return contact;
-}
+ContactInfo SimBackend::contact_info() const { return memory_->GuestContactInfo(); }
 
 absl::Status SimBackend::PostMessage(const v1::ControlMessage& message) {
   return peer_->BackendPost(message);
@@ -51,15 +37,11 @@ absl::Status SimBackend::SignalHost(const ChannelSignal& signal) {
     return absl::InvalidArgumentError(absl::StrCat("signal for relid ", signal.relid));
   }
   if (!peer_->BackendLinkUp()) return absl::UnavailableError("the link to the host is down");
-  if (signal.monitor_allocated) {
-    // The host scans monitor triggers at its monitor latency: no doorbell.
-    if (absl::Status s = memory_->TriggerMonitor(signal.monitor_id); !s.ok()) return s;
-  } else {
-    absl::StatusOr<bool> was_clear = host_events_->Set(signal.relid);
-    if (!was_clear.ok()) return was_clear.status();
-    // Ring only on 0 → 1: a set bit means the host was rung for it and has not scanned yet.
-    if (*was_clear) memory_->Ring(mock::Doorbell::kHost);
-  }
+  // The platform's whole signal: the interrupt bit, then the monitor trigger or the doorbell.
+  absl::StatusOr<mock::GuestMemory::Signalled> signalled = memory_->SignalChannel(
+      signal.relid,
+      signal.monitor_allocated ? std::optional<uint32_t>(signal.monitor_id) : std::nullopt);
+  if (!signalled.ok()) return signalled.status();
   peer_->BackendSignal(signal);
   return absl::OkStatus();
 }

@@ -112,7 +112,6 @@ class SimBackend final : public Backend, private PageReleaser {
   mock::GuestMemory* const memory_;
   PagePool* const pool_;
   SimBackendPeer* const peer_;
-  std::optional<EventPage> host_events_;
   AllocationTag tag_;
   bool quiet_ = false;
   // The pool's own Pages of each run (freed to the pool when erased) and its record.
