@@ -379,4 +379,12 @@ uint32_t GuestMemory::TakeMonitorTriggers(uint32_t group) const {
   return Ref(page->trigger_group[group].pending).exchange(0, std::memory_order_acquire);
 }
 
+void GuestMemory::ClearMonitorTrigger(uint32_t monitor_id) const {
+  if (monitor_id >= protocol::kMonitorIdCount) return;
+  MonitorPage* page = GuestToHostMonitorPage();
+  // Relaxed: the bit is dropped unread; whatever it announced belonged to an earlier channel.
+  Ref(page->trigger_group[monitor_id / 32].pending)
+      .fetch_and(~(uint32_t{1} << (monitor_id % 32)), std::memory_order_relaxed);
+}
+
 }  // namespace vbus::mock

@@ -335,6 +335,11 @@ class GuestMemory {
   // group.
   uint32_t TakeMonitorTriggers(uint32_t group) const;
 
+  // ClearMonitorTrigger (host side)
+  // Drops monitor id `monitor_id`'s pending bit unread (a trigger left by an earlier channel
+  // with the same monitor id, before a new one is mapped). Ignores ids >= 128.
+  void ClearMonitorTrigger(uint32_t monitor_id) const;
+
  private:
   GuestMemory(std::string path, int fd, uint8_t* base, uint64_t size_bytes, MemoryLayout layout,
               bool unlink_on_close, bool sealed)

@@ -69,6 +69,8 @@ void BusExecutor::RunDue() {
   const absl::Time now = listener_->Now();
   FireTimers(now);
   if (!retiring_.empty() && now >= next_retire_check_) RecheckRetiring();
+  RetryUndos(now);
+  RetryTeardowns(now);
   ExpireHeldCloses(now);
   ReportStalls(now);
 }
@@ -76,6 +78,8 @@ void BusExecutor::RunDue() {
 absl::Time BusExecutor::next_wakeup() const {
   absl::Time next = timer_queue_.empty() ? absl::InfiniteFuture() : timer_queue_.begin()->first;
   if (!retiring_.empty()) next = std::min(next, next_retire_check_);
+  if (!undo_retries_.empty()) next = std::min(next, undo_retries_.begin()->first);
+  next = std::min(next, teardown_retry_at_);
   for (const auto& [offer, entry] : retiring_) {
     for (const HeldClose& held : entry.held_closes) next = std::min(next, held.deadline);
     if (!entry.reported) next = std::min(next, entry.since + options_.stall_report);
@@ -351,6 +355,9 @@ void BusExecutor::Stop() {
   channels_.clear();
   gpadl_memory_.clear();
   timer_queue_.clear();
+  undoing_.clear();
+  undo_retries_.clear();
+  teardown_retry_at_ = absl::InfiniteFuture();
   timers_.clear();
   phase_.store(BusPhase::kDisconnected, std::memory_order_relaxed);
 }
@@ -376,6 +383,7 @@ void BusExecutor::Execute(Actions actions) {
     for (Action& a : more) todo.push_back(std::move(a));
   }
   undone_in_pass_ = false;
+  ScheduleTeardownRetry();
   UpdateMirrors();
 }
 
@@ -501,7 +509,10 @@ void BusExecutor::Released(const ReleaseGpadl& release) {
 
 void BusExecutor::Completed(const Complete& complete, Actions* more) {
   auto it = calls_.find(complete.request);
-  if (it == calls_.end()) return;  // an internal call (an undo): nobody waits for it
+  if (it == calls_.end()) {
+    UndoCompleted(complete);  // an internal call (an undo): nobody waits for it
+    return;
+  }
   PendingCall call = std::move(it->second);
   calls_.erase(it);
   CallResult result(complete.status);
@@ -540,33 +551,6 @@ void BusExecutor::Completed(const Complete& complete, Actions* more) {
   }
   if (complete.kind == RequestKind::kOpen && complete.status.ok()) channel->OpenSucceeded();
   call.done.complete(result);
-}
-
-void BusExecutor::Undo(const PendingCall& call, const Complete& complete, Actions* more) {
-  Add(counters_.calls_undone);
-  const absl::Time deadline = listener_->Now() + options_.undo_deadline;
-  switch (complete.kind) {
-    case RequestKind::kOpen:
-      listener_->Log(absl::StrCat("open of relid ", call.channel->relid(),
-                                  " completed after its caller gave up: closing it again"));
-      state_.Close(complete.offer, deadline, more);
-      return;
-    case RequestKind::kGpadlCreate:
-      listener_->Log(absl::StrFormat(
-          "GPADL 0x%x completed after its caller gave up: tearing it down", complete.gpadl));
-      state_.TeardownGpadl(complete.offer, complete.gpadl, deadline, more);
-      return;
-    case RequestKind::kModifyChannel:
-      target_vp_[complete.offer] = call.previous_vp;
-      state_.ModifyChannel(complete.offer, call.previous_vp, deadline, more);
-      return;
-    case RequestKind::kConnect:
-      listener_->Log("connect completed after its caller gave up: dropping the connection");
-      state_.OnLinkLost(absl::CancelledError("connect gave up before the host finished"), more);
-      return;
-    default:
-      return;
-  }
 }
 
 void BusExecutor::Ignored(const InputIgnored& ignored) {

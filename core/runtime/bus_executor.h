@@ -220,8 +220,24 @@ class BusExecutor {
   // Registers a call (before its actions run: its Complete may be among them).
   void Track(RequestId id, PendingCall call);
 
-  // Undoing what an abandoned call did.
+  // Undoing what an abandoned call did (bus_executor_undo.cc). An undo whose message could not
+  // be posted (ResourceExhausted: host buffers full) is tried again after a back-off, a few
+  // times, so that an abandoned GPADL or move does not stay behind for good.
+  struct UndoStep {
+    RequestKind kind = RequestKind::kGpadlTeardown;  // kGpadlTeardown, kClose, kModifyChannel
+    OfferId offer;
+    uint32_t gpadl = 0;      // kGpadlTeardown
+    uint32_t target_vp = 0;  // kModifyChannel
+    int attempts = 0;
+  };
   void Undo(const PendingCall& call, const Complete& complete, Actions* more);
+  void StartUndo(UndoStep step, Actions* more);
+  void UndoCompleted(const Complete& complete);
+  void RetryUndos(absl::Time now);
+  // Teardowns BusState could not post (unsent_teardowns): sent again after a back-off that
+  // doubles up to a second while posts keep failing.
+  void ScheduleTeardownRetry();
+  void RetryTeardowns(absl::Time now);
 
   // Receive quiescence (bus_executor_retire.cc).
   void BeginRetire(const std::shared_ptr<Channel>& channel, uint32_t relid, bool published,
@@ -261,6 +277,10 @@ class BusExecutor {
   // every later SendMessage of the call is checked with BusState::PostWanted.
   bool undone_in_pass_ = false;
   uint64_t ignored_logged_ = 0;
+  std::map<RequestId, UndoStep> undoing_;             // undo requests in flight
+  std::multimap<absl::Time, UndoStep> undo_retries_;  // undos waiting to be tried again
+  absl::Time teardown_retry_at_ = absl::InfiniteFuture();
+  absl::Duration teardown_backoff_;
 
   // Snapshots for other threads (written on the executor's thread).
   mutable Mutex mirror_mu_;

@@ -216,6 +216,7 @@ struct BusCounters {
   uint64_t posts_failed = 0;
   uint64_t posts_lost = 0;
   uint64_t gpadls_stranded = 0;
+  uint64_t teardowns_unsent = 0;  // teardowns left to RetryUnsentTeardowns
   uint64_t ignored_total = 0;
   std::array<uint64_t, kIgnoreReasonCount> ignored{};
 
@@ -247,9 +248,11 @@ class BusState {
   //     the request and the message, and what it set up is undone: a GpadlCreate's GPADL is
   //     released, an OpenChannel's channel is retired and its ring GPADL torn down, a
   //     ModifyChannel, TeardownGpadl or Unload leaves everything as before the call, an
-  //     InitiateContact or RequestOffers fails the Connect. A CloseChannel or ring teardown
-  //     cannot be taken back: Close fails, the channel stays closed on the guest's side, and the
-  //     ring GPADL the host may still map stays (its memory held) until the host forgets it.
+  //     InitiateContact or RequestOffers fails the Connect. A CloseChannel cannot be taken
+  //     back: Close fails, the channel stays closed on the guest's side, and the ring GPADL the
+  //     host may still map stays (its memory held) until the host forgets it. A teardown
+  //     nobody can take the failure for (Close's, after its CloseChannel went out, or one in
+  //     the background) is sent again later (RetryUnsentTeardowns); a Close waits for it.
   //     The bus and every other channel carry on.
   // A message that is no longer current (its request finished or moved on) changes nothing.
   void OnPostFailed(const v1::ControlMessage& message, const absl::Status& status, Actions* out);
@@ -258,6 +261,14 @@ class BusState {
   // The SendMessage whose `completes` is `request` was posted: that request completes OK
   // (a ModifyChannel below 5.3, which the host never answers). Stale requests are ignored.
   void OnPosted(RequestId request, Actions* out);
+
+  // unsent_teardowns / RetryUnsentTeardowns
+  // GPADL teardowns whose post failed where nobody can take the failure (Close's ring GPADL,
+  // background teardowns of abandoned creations and failed opens) stay being torn down; the
+  // runtime calls RetryUnsentTeardowns after a back-off while unsent_teardowns() > 0, which
+  // sends each again (only while connected: an unload or a lost link drops them anyway).
+  size_t unsent_teardowns() const;
+  void RetryUnsentTeardowns(Actions* out);
 
   // PostWanted
   // Whether a SendMessage emitted earlier in the action list being carried out should still be
@@ -408,6 +419,8 @@ class BusState {
     bool abandoned = false;
     // A GpadlTeardown was sent before the GPADL was dropped: the host may still answer it.
     bool teardown_sent = false;
+    // Being torn down, but the GpadlTeardown could not be posted: RetryUnsentTeardowns sends it.
+    bool teardown_unsent = false;
     RequestId waiter;  // CreateGpadl / TeardownGpadl / Close waiting on it
   };
   struct PendingRequest {

@@ -226,7 +226,8 @@ void BusState::DropChannel(OfferRecord& rec, const absl::Status& why, Actions* o
       }
     }
     if (g.state != GpadlState::kDropped) {  // dropped already by a forced unload
-      g.teardown_sent = g.state == GpadlState::kTearingDown;
+      g.teardown_sent = g.state == GpadlState::kTearingDown && !g.teardown_unsent;
+      g.teardown_unsent = false;
       g.state = GpadlState::kDropped;
     }
   }

@@ -157,13 +157,13 @@ void BusState::GpadlTeardownNotPosted(const v1::ControlMessage& message, const a
   const uint32_t handle = message.gpadl_teardown().gpadl();
   GpadlRecord* g = FindGpadl(handle);
   if (g == nullptr || g->state != GpadlState::kTearingDown) return;  // no longer current
-  // The host still maps it: it stays created, and its memory stays with it.
-  g->state = GpadlState::kCreated;
-  const RequestId waiter = g->waiter;
-  g->waiter = RequestId();
-  PendingRequest* req = FindRequest(waiter);
+  PendingRequest* req = FindRequest(g->waiter);
   if (req != nullptr && req->kind == RequestKind::kGpadlTeardown) {
-    // TeardownGpadl: exactly as before the call, so the caller may try again.
+    // TeardownGpadl: the host still maps it, so it is created again, exactly as before the
+    // call, and the caller may try again.
+    const RequestId waiter = g->waiter;
+    g->state = GpadlState::kCreated;
+    g->waiter = RequestId();
     Finish(
         waiter,
         PostFailure(status,
@@ -172,21 +172,12 @@ void BusState::GpadlTeardownNotPosted(const v1::ControlMessage& message, const a
         out);
     return;
   }
-  // Close's ring GPADL, or one torn down in the background: the channel is closed, but the
-  // ring memory stays until the host forgets the GPADL with the channel.
-  ++counters_.gpadls_stranded;
-  if (req != nullptr && req->kind == RequestKind::kClose) {
-    if (OfferRecord* rec = FindOffer(req->offer); rec != nullptr) {
-      rec->channel = ChannelState::kClosed;
-      rec->close_request = RequestId();
-    }
-    Finish(waiter,
-           PostFailure(status, absl::StrCat("close of relid ", g->relid), message,
-                       absl::StrCat("; the channel is closed, but ring GPADL 0x", absl::Hex(handle),
-                                    " stays mapped until the host rescinds the channel or the "
-                                    "bus disconnects")),
-           out);
-  }
+  // Close's ring GPADL (its CloseChannel reached the host), or one torn down in the background
+  // (an abandoned creation, the rings of a failed open): nothing else uses it, so it stays
+  // being torn down, the Close (if any) keeps waiting, and the teardown is sent again later
+  // (RetryUnsentTeardowns, driven by the runtime with a back-off).
+  g->teardown_unsent = true;
+  ++counters_.teardowns_unsent;
 }
 
 void BusState::CloseChannelNotPosted(const v1::ControlMessage& message, const absl::Status& status,
@@ -229,6 +220,24 @@ void BusState::OnPosted(RequestId request, Actions* out) {
     rec->modify_request = RequestId();
   }
   Finish(request, absl::OkStatus(), out);
+}
+
+size_t BusState::unsent_teardowns() const {
+  size_t n = 0;
+  for (const auto& [handle, g] : gpadls_) n += g.teardown_unsent;
+  return n;
+}
+
+void BusState::RetryUnsentTeardowns(Actions* out) {
+  if (phase_ != BusPhase::kConnected) return;  // an unload or a lost link drops them anyway
+  for (auto& [handle, g] : gpadls_) {
+    if (!g.teardown_unsent || g.state != GpadlState::kTearingDown) continue;
+    g.teardown_unsent = false;
+    v1::ControlMessage m;
+    m.mutable_gpadl_teardown()->set_child_relid(g.relid);
+    m.mutable_gpadl_teardown()->set_gpadl(handle);
+    Send(std::move(m), out);
+  }
 }
 
 bool BusState::PostWanted(const v1::ControlMessage& message) const {

@@ -253,6 +253,9 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
     return absl::AlreadyExistsError(absl::StrCat("relid ", relid, " is already mapped"));
   }
   if (monitor_id) {
+    // A trigger still pending for this monitor id was left by an earlier channel (the mock
+    // scans triggers only while monitored channels are open): it is not this channel's signal.
+    memory_->ClearMonitorTrigger(*monitor_id);
     monitor_relid_[*monitor_id] = relid;
     ++monitored_open_;
   }

@@ -40,12 +40,13 @@ std::string Summary(const SimStats& s) {
       " relid reuses, ", s.gpadls_released, " GPADLs released, ", s.deadlines_exceeded,
       " timeouts, ", s.interrupts_dropped, "/", s.interrupts, " interrupts dropped, ",
       s.stale_replies_ignored, " stale replies, ", s.host_refusals, " host refusals, ", s.unloads,
-      " unloads, ", s.guest_ring_full, "/", s.host_ring_full, " full rings (guest/host), ",
-      s.writable_wakeups, " WhenWritable wake-ups, ", s.host_waits_for_room,
-      " host waits for room, ", s.unmask_rechecks_found_data, " unmask re-checks with data, ",
-      s.inline_host_reactions, " inline host reactions, ", s.link_losses, " link losses, ",
-      s.stuck_callbacks, " blocked callbacks (", s.stuck_over_retire, " over a retire), ",
-      s.calls_abandoned, " calls given up (", s.calls_undone, " undone)");
+      " unloads (", s.forced_unloads, " forced), ", s.post_failures, " failed posts, ",
+      s.guest_ring_full, "/", s.host_ring_full, " full rings (guest/host), ", s.writable_wakeups,
+      " WhenWritable wake-ups, ", s.host_waits_for_room, " host waits for room, ",
+      s.unmask_rechecks_found_data, " unmask re-checks with data, ", s.inline_host_reactions,
+      " inline host reactions, ", s.link_losses, " link losses, ", s.stuck_callbacks,
+      " blocked callbacks (", s.stuck_over_retire, " over a retire), ", s.calls_abandoned,
+      " calls given up (", s.calls_undone, " undone)");
 }
 
 // ---- The building blocks -------------------------------------------------------------------

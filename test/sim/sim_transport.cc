@@ -205,6 +205,18 @@ void World::ScheduleHostMonitorScan() {
 // ---- What the guest's backend reports ------------------------------------------------------
 
 absl::Status World::BackendPost(const v1::ControlMessage& m) {
+  // Host message buffers full after the backend's retries: the host never sees it, and only
+  // the request that sent it fails (docs/protocol.md §5). Ring teardowns and CloseChannel, which
+  // cannot be taken back, are left alone, and so are the negotiation messages.
+  const bool may_fail =
+      m.has_gpadl_create() || m.has_open_channel() || m.has_modify_channel() ||
+      (m.has_gpadl_teardown() && !session_by_ring_gpadl_.contains(m.gpadl_teardown().gpadl()));
+  if (may_fail && config_.post_failures > 0 && link_rng_.Chance(config_.post_failures)) {
+    ++stats_.post_failures;
+    Trace(absl::StrCat("    guest's post of ", DescribeControlMessage(m),
+                       " fails: host message buffers full"));
+    return absl::ResourceExhaustedError("host message buffers full (simulated)");
+  }
   Trace(absl::StrCat("    guest sends ", DescribeControlMessage(m)));
   if (m.has_gpadl_create()) {
     // The executor files the memory it allocated under the GPADL, and describes exactly it.

@@ -67,6 +67,8 @@ void SimStats::Add(const SimStats& o) {
   stale_replies_ignored += o.stale_replies_ignored;
   host_refusals += o.host_refusals;
   unloads += o.unloads;
+  forced_unloads += o.forced_unloads;
+  post_failures += o.post_failures;
   settles += o.settles;
   relid_reuses += o.relid_reuses;
   guest_ring_full += o.guest_ring_full;
@@ -191,6 +193,8 @@ void World::ChooseConfig() {
   static constexpr uint32_t kGaps[] = {30, 150, 400};
   config_.op_gap_us = kGaps[rng_.Below(3)];
   config_.ops_per_round = static_cast<int>(rng_.Range(15, 50));
+  config_.post_failures = rng_.Chance(0.3) ? static_cast<double>(rng_.Range(2, 20)) / 100 : 0;
+  config_.forced_unloads = rng_.Chance(0.4);
   const SimFaults& f = options_.faults;
   if (f.blind_async_map) config_.async_map = true;
   if (f.skip_unmask_recheck) {
@@ -358,7 +362,8 @@ void World::Scenario() {
   for (int round = 0; round < config_.rounds && !failed_; ++round) {
     link_lost_this_round_ = false;
     if (round > 0 && protocol::HasUnload(negotiated_version_) && rng_.Chance(0.7)) {
-      if (!UnloadAndReconnect()) return;
+      const bool forced = config_.forced_unloads && rng_.Chance(0.5);
+      if (!UnloadAndReconnect(forced)) return;
     }
     ScheduleChaos(config_.ops_per_round);
     if (!RunUntilSettled(absl::StrCat("round ", round + 1), kSettleBudget)) return;
@@ -381,7 +386,7 @@ bool World::Connect() {
   return !failed_;
 }
 
-bool World::Unload(absl::string_view phase) {
+bool World::Unload(absl::string_view phase, UnloadMode mode) {
   // GPADL work still on its way when the Unload goes out, and host steps (rescinds, hot-adds)
   // crossing it in both directions.
   const uint64_t gpadl_ops = rng_.Range(0, 3);
@@ -394,9 +399,10 @@ bool World::Unload(absl::string_view phase) {
   }
   const absl::Time deadline = sched_.now() + kGenerousDeadline;
   IssueCall(RequestKind::kUnload, OfferId(), deadline, 0,
-            [deadline](BusExecutor& executor, CallDone done) {
-              executor.Unload(deadline, std::move(done));
+            [deadline, mode](BusExecutor& executor, CallDone done) {
+              executor.Unload(deadline, std::move(done), mode);
             });
+  if (mode == UnloadMode::kForced) ++stats_.forced_unloads;
   const int crossing = static_cast<int>(rng_.Range(0, 5));
   if (crossing > 0) ScheduleChaos(crossing);
   in_unload_ = true;
@@ -407,8 +413,14 @@ bool World::Unload(absl::string_view phase) {
   return !failed_;
 }
 
-bool World::UnloadAndReconnect() {
-  if (!CloseEverything() || !Unload("unload")) return false;
+bool World::UnloadAndReconnect(bool forced) {
+  if (forced) {
+    // A crash-style unload: whatever is open stays open, traffic included (docs/protocol.md §9).
+    OpTraffic();
+    if (!Unload("forced unload", UnloadMode::kForced)) return false;
+  } else if (!CloseEverything() || !Unload("unload")) {
+    return false;
+  }
   if (failed_) return false;
   if (executor_->phase() != BusPhase::kDisconnected) {
     Fail(absl::StrCat("after unload the bus is ", BusPhaseName(executor_->phase())));

@@ -142,6 +142,8 @@ struct SimStats {
   uint64_t stale_replies_ignored = 0;
   uint64_t host_refusals = 0;
   uint64_t unloads = 0;
+  uint64_t forced_unloads = 0;  // unloads with channels open
+  uint64_t post_failures = 0;   // posts the backend failed (ResourceExhausted)
   uint64_t settles = 0;
   uint64_t relid_reuses = 0;                // offers of a relid an earlier offer held
   uint64_t guest_ring_full = 0;             // guest writes that found the ring full

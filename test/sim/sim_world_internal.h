@@ -96,6 +96,12 @@ struct SimConfig {
   bool remap_relids = false;
   // The GuestLink may break mid-round (both sides see it end; the guest re-attaches).
   bool link_loss = false;
+  // Chance that the backend fails a post of a GpadlCreate, OpenChannel, ModifyChannel or a
+  // driver GPADL's GpadlTeardown with ResourceExhausted (host buffers full): the host never
+  // sees it and only the request that sent it fails.
+  double post_failures = 0;
+  // Unloads between rounds may be forced: channels open and traffic flowing.
+  bool forced_unloads = false;
   // Share of opens in polling mode (no receive callback: the application polls).
   double polling_opens = 0;
   // Share of opens with a small drain budget (1..8 packets per delivery).
@@ -279,8 +285,9 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   void ScheduleChaos(int ops);
   void RunOp();
   bool Connect();
-  bool Unload(absl::string_view phase);
-  bool UnloadAndReconnect();
+  bool Unload(absl::string_view phase, UnloadMode mode = UnloadMode::kOrderly);
+  // Forced: with channels open and traffic flowing; otherwise everything is closed first.
+  bool UnloadAndReconnect(bool forced);
   bool OnFaultPoint(PlantedFault fault);
   // Runs an input of the executor now, or in order after the stall in progress.
   void ExecutorInput(std::function<void()> input);
