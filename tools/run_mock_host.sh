@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# tools/run_mock_host.sh — vbus's main job until the demo exists: builds the mock host, starts
-# it on a private Unix socket, attaches a raw guest that echoes packets through shared memory
-# (rings + futex doorbells), shows vbusctl listing the host's guests and channels and
-# hot-adding an offer, then stops everything cleanly. Exits non-zero if any step fails.
+# tools/run_mock_host.sh — drives a mock host from outside, as an integration test would:
+# builds it, starts it on a private Unix socket, attaches a raw guest that echoes packets
+# through shared memory (rings + futex doorbells), shows vbusctl listing the host's guests and
+# channels and hot-adding an offer, then stops everything cleanly. Exits non-zero if any step
+# fails.
 #
 #   tools/setup.sh && tools/run_mock_host.sh
 #

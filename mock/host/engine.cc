@@ -335,6 +335,7 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
   std::vector<uint32_t> relids;
   for (uint32_t index = 0; index < count; ++index) {
     const uint32_t relid = *g.relids.Allocate();  // availability checked above
+    g.second_release_expected.erase(relid);       // a new channel: no stale release is due
     relids.push_back(relid);
     Channel c;
     c.relid = relid;
@@ -423,6 +424,7 @@ absl::StatusOr<v1::RescindResponse> HostEngine::Rescind(const v1::RescindRequest
     if (c.state == ChannelState::kOpen || c.state == ChannelState::kOpening) {
       StopChannel(g, c, "rescinded", now, out);
     }
+    c.rescinded_while_offered = c.state == ChannelState::kOffered;
     c.state = ChannelState::kRescinded;
     v1::ControlMessage m;
     m.mutable_rescind_offer()->set_child_relid(relid);
@@ -605,6 +607,7 @@ void HostEngine::RemapRelids(Guest& g) {
       return;
     }
     renumber[c->relid] = *r;
+    g.second_release_expected.erase(*r);
   }
   absl::btree_map<uint32_t, Channel> remapped;
   for (auto& [old_relid, c] : g.channels) {

@@ -182,6 +182,9 @@ struct EngineCounters {
   uint64_t protocol_errors = 0;
   // Offers a guest refused: its RelidReleased for a channel that was offered, not rescinded.
   uint64_t offers_refused_by_guest = 0;
+  // Second RelidReleased for a relid freed after a rescind of an offered-only channel (the
+  // guest's refusal crossed the rescind), taken quietly.
+  uint64_t second_releases_taken = 0;
 };
 
 // --- Options --------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ struct HostEngine::Channel {
   // CloseChannel may still arrive for it (the guest gave up before the refusal reached it) and
   // is accepted quietly instead of drawing a ProtocolError.
   bool open_refused = false;
+  // Rescinded while only offered: the guest may have refused the offer and released the relid
+  // already, so after the release that completes the rescind one more may follow.
+  bool rescinded_while_offered = false;
 };
 
 struct ArmedMessageFault {
@@ -81,6 +84,10 @@ struct HostEngine::Guest {
   GpadlTable gpadls;
   // Relids with a MapRings not yet answered by CompleteOpen.
   absl::btree_set<uint32_t> maps_outstanding;
+  // Relids freed by a release of a channel rescinded while only offered: a second release
+  // (the guest's refusal crossing the rescind: docs/protocol.md §17) is taken quietly until
+  // the relid is offered again.
+  absl::btree_set<uint32_t> second_release_expected;
 
   // Armed faults: message faults by ControlMessage field name (first armed fires first), and
   // refusals by request kind (status to answer with).

@@ -440,12 +440,17 @@ void HostEngine::OnRelidReleased(Guest& g, const v1::RelidReleased& m, absl::Tim
                                  Actions* out) {
   Channel* c = KnownChannel(g, m.child_relid());
   if (c == nullptr) {
+    if (g.second_release_expected.erase(m.child_relid()) > 0) {
+      ++counters_.second_releases_taken;  // the refusal's release crossed the rescind
+      return;
+    }
     Reject(g, absl::StatusCode::kNotFound, m.child_relid(),
            absl::StrCat("relid_released: unknown relid ", m.child_relid()), now, out);
     return;
   }
   switch (c->state) {
     case ChannelState::kRescinded:
+      if (c->rescinded_while_offered) g.second_release_expected.insert(c->relid);
       ForgetChannel(g, c->relid);
       return;
     case ChannelState::kOffered:
@@ -568,6 +573,7 @@ void HostEngine::OnUnload(Guest& g, absl::Time now, Actions* out) {
     c.offer_sent = false;
   }
   for (uint32_t relid : forget) ForgetChannel(g, relid);
+  g.second_release_expected.clear();  // the guest forgets every relid on unload
   g.gpadls.Clear();
   g.state = v1::GUEST_STATE_UNLOADED;
   g.version = 0;

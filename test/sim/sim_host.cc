@@ -102,6 +102,12 @@ void World::OnEngineEvent(const v1::ProtocolEvent& event) {
           host_input_active_ && host_input_prior_ == mock::HostEngine::ChannelState::kRescinded;
       const bool still_mapping = host_input_active_ && config_.async_map &&
                                  absl::StrContains(event.detail(), "still mapping");
+      if (absl::StrContains(event.detail(), "refused the offer") &&
+          spoiled_releases_.erase(event.child_relid()) > 0) {
+        // The host frees the relid of an offer the guest refused (the link spoiled it).
+        Trace(absl::StrCat("    host frees the refused relid: ", event.detail()));
+        return;
+      }
       if (rescinded || still_mapping || host_input_fault_) {
         ++stats_.host_refusals;
         Trace(absl::StrCat("    host refuses (",

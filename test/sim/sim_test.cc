@@ -41,6 +41,7 @@ std::string Summary(const SimStats& s) {
       " timeouts, ", s.interrupts_dropped, "/", s.interrupts, " interrupts dropped, ",
       s.stale_replies_ignored, " stale replies, ", s.host_refusals, " host refusals, ", s.unloads,
       " unloads (", s.forced_unloads, " forced), ", s.post_failures, " failed posts, ",
+      s.offers_spoiled, " spoiled offers (", s.refused_offers_released, " relids given back), ",
       s.guest_ring_full, "/", s.host_ring_full, " full rings (guest/host), ", s.writable_wakeups,
       " WhenWritable wake-ups, ", s.host_waits_for_room, " host waits for room, ",
       s.unmask_rechecks_found_data, " unmask re-checks with data, ", s.inline_host_reactions,

@@ -89,8 +89,23 @@ void World::DeliverToGuest() {
   // (which may be busy right now: then callers waiting for this reply may give up first).
   const bool is_reply = LedgerReply(m);
   if (failed_) return;
-  if (config_.stalls && is_reply && rng_.Chance(0.25)) OpStall();
-  ExecutorInput([this, m = std::move(m), is_reply, epoch = link_epoch_] {
+  // Spoiled on its way (as a buggy host or link would): a sub-channel offer gets a monitor id
+  // past 127, which the guest must refuse — and then give the relid back (docs/protocol.md §8).
+  // Only sub-channels: a spoiled primary takes its sub-channels down with it, which this
+  // model does not follow.
+  bool spoiled = false;
+  if (m.has_offer()) released_on_refusal_.erase(m.offer().child_relid());  // offered anew
+  if (m.has_offer() && m.offer().sub_channel_index() != 0 && config_.spoiled_offers > 0 &&
+      link_rng_.Chance(config_.spoiled_offers)) {
+    spoiled = true;
+    spoiled_relids_.insert(m.offer().child_relid());
+    m.mutable_offer()->set_monitor_allocated(true);
+    m.mutable_offer()->set_monitor_id(200);
+    ++stats_.offers_spoiled;
+    Trace(absl::StrCat("    the link spoils the offer of relid ", m.offer().child_relid(),
+                       " (monitor id 200)"));
+  }
+  ExecutorInput([this, m = std::move(m), is_reply, spoiled, epoch = link_epoch_] {
     if (epoch != link_epoch_) return;  // the link broke before the executor got to it
     if (m.has_offer()) {
       const uint32_t relid = m.offer().child_relid();
@@ -104,7 +119,7 @@ void World::DeliverToGuest() {
       if (released_relids_.erase(relid) > 0) ++stats_.relid_reuses;  // released, offered again
     }
     executor_->OnHostMessage(m);
-    CheckIgnored(is_reply);
+    CheckIgnored(is_reply, spoiled);
   });
 }
 
@@ -250,12 +265,26 @@ absl::Status World::BackendPost(const v1::ControlMessage& m) {
                         " while a channel is still published in its table slot"));
       return absl::OkStatus();
     }
+    const bool refused = !bus().FindOfferByRelid(relid).has_value() &&
+                         host_offers_.contains(relid) && !released_relids_.contains(relid);
+    if (!bus().FindOfferByRelid(relid).has_value() && released_on_refusal_.erase(relid) > 0) {
+      // The host rescinded the refused offer before it read the refusal's release: the guest
+      // answers the rescind too (docs/protocol.md §17), and the host takes both.
+      Trace(absl::StrCat("    a second release of refused relid ", relid, " (crossed a rescind)"));
+      return SendToHost(m);
+    }
+    if (refused && spoiled_relids_.erase(relid) > 0) {
+      // An offer the link spoiled: the guest refused it and gives the relid back, as it must
+      // (docs/protocol.md §8); the host then frees it.
+      ++stats_.refused_offers_released;
+      released_on_refusal_.insert(relid);
+      spoiled_releases_.insert(relid);
+      return SendToHost(m);
+    }
     if (!host_rescinded_.contains(relid)) {
       // Besides a rescinded relid, the guest releases only the relid of an offer it refused
       // (docs/protocol.md §8) — never one an offer of its own holds. The engine never makes an
       // offer a correct guest refuses, so either way the run has failed; say which.
-      const bool refused = !bus().FindOfferByRelid(relid).has_value() &&
-                           host_offers_.contains(relid) && !released_relids_.contains(relid);
       Fail(refused ? absl::StrCat("the guest refused the host's offer of relid ", relid,
                                   " and released it: the host sent an offer a correct guest "
                                   "refuses (see the executor's log)")

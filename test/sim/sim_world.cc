@@ -69,6 +69,8 @@ void SimStats::Add(const SimStats& o) {
   unloads += o.unloads;
   forced_unloads += o.forced_unloads;
   post_failures += o.post_failures;
+  offers_spoiled += o.offers_spoiled;
+  refused_offers_released += o.refused_offers_released;
   settles += o.settles;
   relid_reuses += o.relid_reuses;
   guest_ring_full += o.guest_ring_full;
@@ -195,6 +197,10 @@ void World::ChooseConfig() {
   config_.ops_per_round = static_cast<int>(rng_.Range(15, 50));
   config_.post_failures = rng_.Chance(0.3) ? static_cast<double>(rng_.Range(2, 20)) / 100 : 0;
   config_.forced_unloads = rng_.Chance(0.4);
+  config_.spoiled_offers = rng_.Chance(0.2) ? static_cast<double>(rng_.Range(5, 30)) / 100 : 0;
+  // A mapping still outstanding for a relid that is rescinded and offered again is taken for
+  // the new channel's by the host when the guest refuses that one: not spoiled together.
+  if (config_.async_map) config_.spoiled_offers = 0;
   const SimFaults& f = options_.faults;
   if (f.blind_async_map) config_.async_map = true;
   if (f.skip_unmask_recheck) {

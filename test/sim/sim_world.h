@@ -142,8 +142,10 @@ struct SimStats {
   uint64_t stale_replies_ignored = 0;
   uint64_t host_refusals = 0;
   uint64_t unloads = 0;
-  uint64_t forced_unloads = 0;  // unloads with channels open
-  uint64_t post_failures = 0;   // posts the backend failed (ResourceExhausted)
+  uint64_t forced_unloads = 0;           // unloads with channels open
+  uint64_t post_failures = 0;            // posts the backend failed (ResourceExhausted)
+  uint64_t offers_spoiled = 0;           // offers the link made invalid
+  uint64_t refused_offers_released = 0;  // ... whose relids the guest gave back
   uint64_t settles = 0;
   uint64_t relid_reuses = 0;                // offers of a relid an earlier offer held
   uint64_t guest_ring_full = 0;             // guest writes that found the ring full

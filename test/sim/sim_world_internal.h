@@ -102,6 +102,9 @@ struct SimConfig {
   double post_failures = 0;
   // Unloads between rounds may be forced: channels open and traffic flowing.
   bool forced_unloads = false;
+  // Chance that a sub-channel offer is spoiled on its way to the guest (a monitor id past 127):
+  // the guest must refuse it and release its relid, and the host must then free it.
+  double spoiled_offers = 0;
   // Share of opens in polling mode (no receive callback: the application polls).
   double polling_opens = 0;
   // Share of opens with a small drain budget (1..8 packets per delivery).
@@ -391,7 +394,8 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   void CheckSettled();
   void CheckAgreement();
   void CheckFinal();
-  void CheckIgnored(bool host_reply);
+  // `spoiled`: the message was an offer the link spoiled (its refusal is expected).
+  void CheckIgnored(bool host_reply, bool spoiled = false);
   void LedgerRequest(const v1::ControlMessage& message);
   bool LedgerReply(const v1::ControlMessage& message);
   bool ExpectPacket(std::deque<SimPacket>& expect, const SimPacket& got, absl::string_view what);
@@ -470,6 +474,11 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   std::map<uint32_t, std::vector<uint64_t>> host_mapped_pfns_;  // by relid
   std::map<uint32_t, std::deque<SimPacket>> host_raw_queue_;    // by relid
   std::set<uint32_t> host_raw_retry_;
+  std::set<uint32_t> spoiled_relids_;    // relids of offers the link spoiled, not yet released
+  std::set<uint32_t> spoiled_releases_;  // their relids the guest gave back, not yet freed
+  // Relids the guest released on refusing a spoiled offer: a rescind crossing that release is
+  // answered with a second one.
+  std::set<uint32_t> released_on_refusal_;
   std::map<uint32_t, HostOffer> host_offers_;  // the last offer the host sent per relid
   std::set<uint32_t> host_rescinded_;          // rescinded, RelidReleased not yet processed
   std::set<uint32_t> released_relids_;         // sent in a RelidReleased, not offered since
