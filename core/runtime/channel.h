@@ -150,6 +150,9 @@ struct SendOptions {
   // The default (the past) fails at once with ResourceExhausted. Ignored (no waiting) on a
   // dispatching thread.
   absl::Time deadline = absl::InfinitePast();
+  // The packet's transaction id, for Send and SendGather (SendRequest chooses its own): an
+  // answer that must carry its request's id (the integration components answer that way).
+  uint64_t trans_id = 0;
 };
 
 // ReceivedPacket: a packet copied out of the ring (polling Receive).

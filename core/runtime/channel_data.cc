@@ -218,6 +218,7 @@ absl::Status Channel::SendGather(absl::Span<const absl::Span<const uint8_t>> pie
                                  const SendOptions& options) {
   OutgoingPacket packet;
   packet.type = PacketType::kDataInband;
+  packet.trans_id = options.trans_id;
   packet.payload = pieces;
   return WritePacket(packet, options, TotalSize(pieces));
 }

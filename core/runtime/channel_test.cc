@@ -110,11 +110,14 @@ TEST_F(ChannelTest, SendsReachTheHostInOrder) {
   ASSERT_TRUE(channel_->Send(Bytes("alpha")).ok());
   const std::vector<uint8_t> a = Bytes("ga"), b = Bytes("th"), c = Bytes("er");
   const absl::Span<const uint8_t> pieces[] = {a, b, c};
-  ASSERT_TRUE(channel_->SendGather(pieces).ok());
+  SendOptions answer;
+  answer.trans_id = 0x1234;  // an answer echoing its request's id
+  ASSERT_TRUE(channel_->SendGather(pieces, answer).ok());
   ASSERT_TRUE(channel_->SendCompletion(0x55, Bytes("done")).ok());
   absl::StatusOr<std::vector<HostPacket>> got = host_.ReadFromGuest(7);
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[1].trans_id, 0x1234u);
   EXPECT_EQ(Text((*got)[0].payload), "alpha");
   EXPECT_EQ((*got)[0].type, static_cast<uint16_t>(PacketType::kDataInband));
   EXPECT_EQ((*got)[0].trans_id, 0u);  // unsolicited

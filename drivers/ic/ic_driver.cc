@@ -66,7 +66,9 @@ bool IcDriver::SendOrQueue(IcEndpoint::Output out, std::vector<std::function<voi
     waiting_.push_back(std::move(out));
     return false;
   }
-  absl::Status sent = channel_->Send(out.answer);
+  SendOptions options;
+  options.trans_id = out.trans_id;
+  absl::Status sent = channel_->Send(out.answer, options);
   if (sent.code() == absl::StatusCode::kResourceExhausted) {
     waiting_.push_back(std::move(out));
     return true;
@@ -121,6 +123,7 @@ void IcDriver::OnPacket(const PacketView& packet) {
     return;
   }
   IcEndpoint::Output out = endpoint_.Process(packet.payload());
+  out.trans_id = packet.trans_id();  // the answer carries its request's transaction id
   if (!out.note.empty()) Log(out.note);
   if (out.answer.empty()) return;
   std::vector<std::function<void()>> after_send;

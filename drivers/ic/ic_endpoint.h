@@ -80,6 +80,7 @@ class IcEndpoint {
     std::vector<uint8_t> answer;       // empty: send nothing
     std::function<void()> after_send;  // run after the answer is sent
     std::string note;                  // what happened, for a log line (may be empty)
+    uint64_t trans_id = 0;             // the request's transaction id, echoed by the answer
   };
   Output Process(absl::Span<const uint8_t> payload);
 

@@ -45,13 +45,16 @@ void IcHostChannel::Stop() {
   port_ = nullptr;
 }
 
-void IcHostChannel::OnAnswer(absl::Span<const uint8_t> payload) {
+void IcHostChannel::OnAnswer(absl::Span<const uint8_t> payload, uint64_t trans_id) {
   absl::StatusOr<ic::IcMessage> m = ic::ParseIcMessage(payload);
   MutexLock lock(&mu_);
-  if (!m.ok() || !awaiting_ || answer_.has_value()) {
+  if (!m.ok() || !awaiting_ || answer_.has_value() || trans_id != request_id_) {
     ++unexpected_;
-    detail_ = m.ok() ? std::string("an answer nobody waited for")
-                     : absl::StrCat("bad answer: ", m.status().message());
+    detail_ = !m.ok() ? absl::StrCat("bad answer: ", m.status().message())
+              : awaiting_ && !answer_.has_value()
+                  ? absl::StrCat("an answer with transaction id ", trans_id, ", not its request's ",
+                                 request_id_)
+                  : std::string("an answer nobody waited for");
     return;
   }
   answer_ = IcExchange{m->header, std::vector<uint8_t>(m->body.begin(), m->body.end())};
@@ -72,7 +75,8 @@ absl::StatusOr<IcExchange> IcHostChannel::Exchange(std::vector<uint8_t> body,
       ic::BuildRequest(negotiate ? ic::MessageType::kNegotiate : type_, framework, version, body);
   answer_.reset();
   awaiting_ = true;
-  absl::Status sent = port_->Send(PacketType::kDataInband, 0, 0, request);
+  ++request_id_;  // a fresh transaction id per request: the answer must echo it
+  absl::Status sent = port_->Send(PacketType::kDataInband, 0, request_id_, request);
   // A full inbound ring: the guest has not yet released the space of the previous requests.
   // Try again every millisecond until the deadline (a device has no doorbell of its own to
   // wait on; the guest frees the space as soon as its dispatcher gets to it).
@@ -81,7 +85,7 @@ absl::StatusOr<IcExchange> IcHostChannel::Exchange(std::vector<uint8_t> body,
     cv_.AwaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(1)),
                           [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; });
     if (stopping_ || port_ == nullptr) break;
-    sent = port_->Send(PacketType::kDataInband, 0, 0, request);
+    sent = port_->Send(PacketType::kDataInband, 0, request_id_, request);
   }
   if (!sent.ok()) {
     awaiting_ = false;
@@ -276,7 +280,7 @@ absl::Status IcDevice::OnOpen(ChannelPort& port) {
 
 PacketDisposition IcDevice::OnPacket(ChannelPort&, const GuestPacketRef& packet) {
   if (packet.type == static_cast<uint16_t>(PacketType::kDataInband)) {
-    channel_->OnAnswer(packet.payload);
+    channel_->OnAnswer(packet.payload, packet.trans_id);
   }
   return PacketDisposition::kConsumed;
 }

@@ -73,8 +73,10 @@ class IcHostChannel : public std::enable_shared_from_this<IcHostChannel> {
   // Stop: the channel is closing; fails the work in flight and queued (Unavailable), joins the
   // worker. The port is not used after it returns.
   void Stop();
-  // OnAnswer: a packet the guest sent (doorbell thread; must not block).
-  void OnAnswer(absl::Span<const uint8_t> payload);
+  // OnAnswer: a packet the guest sent (doorbell thread; must not block). An answer must carry
+  // its request's transaction id (each request gets a fresh one); one that does not is
+  // counted as unexpected and dropped.
+  void OnAnswer(absl::Span<const uint8_t> payload, uint64_t trans_id);
 
   // Call
   // Sends a request of this IC's type with `body` (in the negotiated version) from the worker,
@@ -127,6 +129,7 @@ class IcHostChannel : public std::enable_shared_from_this<IcHostChannel> {
   State state_ ABSL_GUARDED_BY(mu_) = State::kNegotiating;
   std::optional<ic::Negotiated> negotiated_ ABSL_GUARDED_BY(mu_);
   bool awaiting_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t request_id_ ABSL_GUARDED_BY(mu_) = 0;  // of the request awaiting its answer
   std::optional<IcExchange> answer_ ABSL_GUARDED_BY(mu_);
   std::deque<std::function<void(absl::Status)>> work_ ABSL_GUARDED_BY(mu_);
   uint64_t requests_ ABSL_GUARDED_BY(mu_) = 0;
