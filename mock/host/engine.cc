@@ -334,8 +334,14 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
 
   std::vector<uint32_t> relids;
   for (uint32_t index = 0; index < count; ++index) {
-    const uint32_t relid = *g.relids.Allocate();  // availability checked above
-    g.second_release_expected.erase(relid);       // a new channel: no stale release is due
+    // A relid whose second release may still be on its way (docs/protocol.md §17) is taken
+    // only when nothing else is free: that release would read as a refusal of the new offer.
+    const absl::flat_hash_set<uint32_t> pending(g.second_release_expected.begin(),
+                                                g.second_release_expected.end());
+    absl::StatusOr<uint32_t> free_relid = g.relids.Allocate(pending);
+    if (!free_relid.ok()) free_relid = g.relids.Allocate();
+    const uint32_t relid = *free_relid;      // availability checked above
+    g.second_release_expected.erase(relid);  // a new channel: no stale release is due
     relids.push_back(relid);
     Channel c;
     c.relid = relid;

@@ -183,7 +183,10 @@ void World::CheckIgnored(bool host_reply, bool spoiled) {
       stats_.stale_replies_ignored += more;
       continue;
     }
-    if (spoiled && reason == IgnoreReason::kOfferBadMonitorId) continue;  // the link's doing
+    if (spoiled && (reason == IgnoreReason::kOfferBadMonitorId ||
+                    reason == IgnoreReason::kRescindUnknownRelid)) {
+      continue;  // the link spoiled the offer the message is about
+    }
     Fail(absl::StrCat("the guest ignored host input (", IgnoreReasonName(reason),
                       host_reply ? ")" : ") outside a host reply", ": see the executor's log"));
     return;

@@ -94,7 +94,13 @@ void World::DeliverToGuest() {
   // Only sub-channels: a spoiled primary takes its sub-channels down with it, which this
   // model does not follow.
   bool spoiled = false;
-  if (m.has_offer()) released_on_refusal_.erase(m.offer().child_relid());  // offered anew
+  if (m.has_offer()) {  // offered anew
+    released_on_refusal_.erase(m.offer().child_relid());
+    spoiled_relids_.erase(m.offer().child_relid());
+  }
+  // A rescind of a spoiled offer the guest refused while unloading (it then sends nothing and
+  // forgets the relid): the guest does not know the relid, as it should not.
+  if (m.has_rescind_offer()) spoiled = spoiled_relids_.contains(m.rescind_offer().child_relid());
   if (m.has_offer() && m.offer().sub_channel_index() != 0 && config_.spoiled_offers > 0 &&
       link_rng_.Chance(config_.spoiled_offers)) {
     spoiled = true;
