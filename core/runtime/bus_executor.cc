@@ -382,8 +382,9 @@ void BusExecutor::Execute(Actions actions) {
     UpdateMirrors();
     for (Action& a : more) todo.push_back(std::move(a));
   }
+  // Teardowns go unsent only when a post fails; while retries run, their count is watched.
+  if (undone_in_pass_ || teardown_backoff_ != absl::ZeroDuration()) ScheduleTeardownRetry();
   undone_in_pass_ = false;
-  ScheduleTeardownRetry();
   UpdateMirrors();
 }
 

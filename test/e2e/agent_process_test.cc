@@ -24,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/mock_host.grpc.pb.h"
+#include "test/e2e/eventually.h"
 #include "test/mock/mock_host_process.h"
 
 namespace vbus::e2e {
@@ -127,20 +128,20 @@ class AgentProcessTest : public ::testing::Test {
   }
 
   void AwaitReady(const std::string& kind) {
-    const absl::Time deadline = Deadline();
-    while (absl::Now() < deadline) {
-      grpc::ClientContext context;
-      v1::IcStatusRequest request;
-      request.set_guest("agent-1");
-      v1::IcStatusResponse response;
-      if (control_->IcStatus(&context, request, &response).ok()) {
-        for (const v1::IcChannelStatus& c : response.channels()) {
-          if (c.device() == kind && c.state() == "ready") return;
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, with a deadline
-    }
-    ADD_FAILURE() << kind << " never became ready";
+    const bool ready = Eventually(
+        [&] {
+          grpc::ClientContext context;
+          v1::IcStatusRequest request;
+          request.set_guest("agent-1");
+          v1::IcStatusResponse response;
+          if (!control_->IcStatus(&context, request, &response).ok()) return false;
+          for (const v1::IcChannelStatus& c : response.channels()) {
+            if (c.device() == kind && c.state() == "ready") return true;
+          }
+          return false;
+        },
+        Deadline() - absl::Now());
+    if (!ready) ADD_FAILURE() << kind << " never became ready";
   }
 
   grpc::Status Kvp(v1::KvpOp op, const std::string& key, const std::string& value,

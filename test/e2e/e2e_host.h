@@ -44,6 +44,16 @@ class E2eHost {
  public:
   enum class Mode { kInProcess, kProcess };
 
+  // ModeTestName: names a test parameterised on Mode "InProcess" or "Process", for
+  //   INSTANTIATE_TEST_SUITE_P(Hosts, T, ::testing::Values(Mode::kInProcess, Mode::kProcess),
+  //                            E2eHost::ModeTestName());
+  struct ModeTestName {
+    template <typename ParamInfo>
+    std::string operator()(const ParamInfo& info) const {
+      return info.param == Mode::kInProcess ? "InProcess" : "Process";
+    }
+  };
+
   static absl::StatusOr<std::unique_ptr<E2eHost>> Start(Mode mode, absl::Time deadline);
   // Stops the host (SIGTERM and a bounded wait for a child process).
   ~E2eHost();

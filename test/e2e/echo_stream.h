@@ -25,6 +25,7 @@
 #include "absl/types/span.h"
 #include "core/runtime/channel.h"
 #include "core/runtime/sync.h"
+#include "test/e2e/eventually.h"
 
 namespace vbus::e2e {
 
@@ -130,22 +131,6 @@ inline ChannelOpenOptions EchoOptions(EchoStream* stream, uint32_t pages = 16) {
   o.inbound_ring_pages = pages;
   o.on_packet = [stream](const PacketView& p) { stream->OnPacket(p); };
   return o;
-}
-
-// Waits for a condition on remote state (the host over RPC, or a bus snapshot) until it holds
-// or the deadline passes. Nothing signals such state, so it is re-checked every 2 ms (a
-// bounded condition wait, not a sleep to let things settle: the result is the condition).
-inline bool Eventually(const std::function<bool()>& condition,
-                       absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  Mutex mu;
-  CondVar never_signalled;
-  for (;;) {
-    if (condition()) return true;
-    if (absl::Now() >= deadline) return false;
-    MutexLock lock(&mu);
-    never_signalled.WaitWithDeadline(&mu, std::min(deadline, absl::Now() + absl::Milliseconds(2)));
-  }
 }
 
 }  // namespace vbus::e2e

@@ -21,6 +21,7 @@
 #include "drivers/timesync/timesync.h"
 #include "gtest/gtest.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/eventually.h"
 
 namespace vbus::e2e {
 namespace {
@@ -162,24 +163,25 @@ class IcE2eTest : public ::testing::TestWithParam<Mode> {
   v1::IcChannelStatus AwaitIc(const std::string& kind,
                               const std::function<bool(const v1::IcChannelStatus&)>& done) {
     v1::IcChannelStatus last;
-    const absl::Time deadline = Deadline(absl::Seconds(20));
-    while (absl::Now() < deadline) {
-      v1::IcStatusRequest request;
-      request.set_guest(kGuest);
-      v1::IcStatusResponse response;
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      if (host_->control().IcStatus(&context, request, &response).ok()) {
-        for (const v1::IcChannelStatus& c : response.channels()) {
-          if (c.device() == kind) {
+    const bool reached = Eventually(
+        [&] {
+          v1::IcStatusRequest request;
+          request.set_guest(kGuest);
+          v1::IcStatusResponse response;
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+          if (!host_->control().IcStatus(&context, request, &response).ok()) return false;
+          for (const v1::IcChannelStatus& c : response.channels()) {
+            if (c.device() != kind) continue;
             last = c;
-            if (done(c)) return c;
+            if (done(c)) return true;
           }
-        }
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling, with a deadline
+          return false;
+        },
+        absl::Seconds(20));
+    if (!reached) {
+      ADD_FAILURE() << kind << " never reached the expected state; last: " << last.DebugString();
     }
-    ADD_FAILURE() << kind << " never reached the expected state; last: " << last.DebugString();
     return last;
   }
   static bool Ready(const v1::IcChannelStatus& c) { return c.state() == "ready"; }
@@ -344,15 +346,7 @@ TEST_P(IcE2eTest, RequestsForAGuestWithoutTheChannelAreNotFound) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Hosts, IcE2eTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return info.param == Mode::kInProcess ? "InProcess" : "Process";
-                         });
+                         E2eHost::ModeTestName());
 
 }  // namespace
 }  // namespace vbus::e2e
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  if (argc > 1) vbus::e2e::g_mock_host_binary = argv[1];
-  return RUN_ALL_TESTS();
-}

@@ -148,15 +148,7 @@ TEST_P(PerVpTest, AChannelOnTheLastVpWorksAndOneBeyondIsRefused) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Hosts, PerVpTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return info.param == Mode::kInProcess ? "InProcess" : "Process";
-                         });
+                         E2eHost::ModeTestName());
 
 }  // namespace
 }  // namespace vbus::e2e
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  if (argc > 1) vbus::e2e::g_mock_host_binary = argv[1];
-  return RUN_ALL_TESTS();
-}
