@@ -40,6 +40,13 @@ bool EventPage::IsSet(uint32_t relid) const {
   return (Word(relid / 64).load(std::memory_order_relaxed) >> (relid % 64)) & 1;
 }
 
+absl::StatusOr<bool> EventPage::Clear(uint32_t relid) {
+  if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
+  const uint64_t mask = uint64_t{1} << (relid % 64);
+  // Relaxed: the caller discards the bit and reads nothing its signaller wrote.
+  return (Word(relid / 64).fetch_and(~mask, std::memory_order_relaxed) & mask) != 0;
+}
+
 void EventPage::ClearAll() {
   for (size_t i = 0; i < kWords; ++i) Word(i).store(0, std::memory_order_relaxed);
 }

@@ -72,6 +72,12 @@ class EventPage {
   // false for out-of-range relids.
   bool IsSet(uint32_t relid) const;
 
+  // Clear
+  // Clears `relid`'s bit and returns whether it was set. For a receiver that knows a set bit is
+  // stale (left for a channel that no longer exists, before its relid is used again): a bit a
+  // signaller sets after this is kept. InvalidArgument for relid 0 or relid >= 2048.
+  absl::StatusOr<bool> Clear(uint32_t relid);
+
   // ClearAll
   // Clears every bit (e.g. when a bus reconnects). Signals racing with it may be lost: call it
   // only while no peer is signalling.

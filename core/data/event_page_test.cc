@@ -139,5 +139,16 @@ TEST_F(EventPageTest, ClearAllDropsEverything) {
   EXPECT_TRUE(ScanAll().empty());
 }
 
+TEST_F(EventPageTest, ClearTakesOneBitAndLeavesItsNeighbours) {
+  MustSet(64);
+  MustSet(65);
+  EXPECT_TRUE(*page_->Clear(65));
+  EXPECT_FALSE(*page_->Clear(65));  // already clear
+  EXPECT_TRUE(MustSet(65));         // the next signal is a 0 -> 1 transition again
+  EXPECT_EQ(ScanAll(), (std::vector<uint32_t>{64, 65}));
+  EXPECT_EQ(page_->Clear(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(page_->Clear(2048).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace vbus

@@ -252,6 +252,13 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
     if (c->device_) c->device_->OnClose();
     return absl::AlreadyExistsError(absl::StrCat("relid ", relid, " is already mapped"));
   }
+  // A bit still set for this relid was left by an earlier channel that held it (a monitored
+  // signal the host never scanned for, because no monitored channel stayed open): the guest
+  // signals a channel only after its OpenResult, which follows this map. Left set, it would
+  // swallow this channel's first signal, which rings only on a 0 → 1 transition.
+  if (absl::StatusOr<bool> stale = host_events_.Clear(relid); stale.ok() && *stale) {
+    stale_bits_cleared_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (monitor_id) {
     // A trigger still pending for this monitor id was left by an earlier channel (the mock
     // scans triggers only while monitored channels are open): it is not this channel's signal.

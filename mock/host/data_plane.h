@@ -160,6 +160,11 @@ class GuestDataPlane {
   uint64_t monitor_signals_without_bit() const {
     return monitor_signals_without_bit_.load(std::memory_order_relaxed);
   }
+  // Interrupt bits found set for a relid when a channel was mapped under it (left by an earlier
+  // channel; cleared so they do not swallow the new channel's first signal).
+  uint64_t stale_bits_cleared() const {
+    return stale_bits_cleared_.load(std::memory_order_relaxed);
+  }
 
  private:
   friend class HostChannel;
@@ -194,6 +199,7 @@ class GuestDataPlane {
   // Relaxed: a statistic.
   std::atomic<uint64_t> spurious_events_{0};
   std::atomic<uint64_t> monitor_signals_without_bit_{0};
+  std::atomic<uint64_t> stale_bits_cleared_{0};
 };
 
 }  // namespace vbus::mock
