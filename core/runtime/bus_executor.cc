@@ -497,7 +497,7 @@ void BusExecutor::Removed(const OfferRemoved& removed, Actions* more) {
     it->second.held_removal = removed.reason;
     return;
   }
-  listener_->OfferRemoved(channel->offer(), removed.reason);
+  listener_->OfferRemoved(channel->offer(), channel, removed.reason);
 }
 
 void BusExecutor::Released(const ReleaseGpadl& release) {

@@ -90,7 +90,8 @@ class ExecutorListener {
   virtual void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) = 0;
   // The offer is gone (rescinded, link lost, unloaded) and no callback of its channel runs
   // any more. The owner calls BusExecutor::ReleaseOffer(offer.id) once its driver let go.
-  virtual void OfferRemoved(const OfferInfo& offer, const absl::Status& reason) = 0;
+  virtual void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                            const absl::Status& reason) = 0;
   // A log line (host text in it already escaped).
   virtual void Log(absl::string_view line) = 0;
 };

@@ -57,7 +57,7 @@ bool BusExecutor::TryFinishRetire(OfferId offer, Retiring& entry) {
   std::vector<HeldClose> closes = std::exchange(entry.held_closes, {});
   for (HeldClose& held : closes) held.done.Finish(held.result);
   if (entry.held_removal.has_value()) {
-    listener_->OfferRemoved(entry.channel->offer(), *entry.held_removal);
+    listener_->OfferRemoved(entry.channel->offer(), entry.channel, *entry.held_removal);
   }
   if (entry.reported) {
     listener_->Log(absl::StrCat("the receive callback of relid ", entry.relid,

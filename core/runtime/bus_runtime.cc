@@ -347,12 +347,25 @@ absl::Status BusRuntime::Shutdown(absl::Time deadline) {
 // Offers and drivers
 // ---------------------------------------------------------------------------------------------
 
+namespace {
+
+// The driver strand an offer's events run on: a device's own, shared by its sub-channels, so
+// that the primary's Probe runs before its sub-channels are announced to the driver, and its
+// Remove after every SubChannelRemoved queued before it — and none of them concurrently.
+uint64_t StrandKey(const OfferInfo& offer) {
+  return offer.is_sub_channel() && offer.primary.valid() ? offer.primary.value()
+                                                         : offer.id.value();
+}
+
+}  // namespace
+
 void BusRuntime::OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) {
-  strands_.Post(offer.id.value(),
+  strands_.Post(StrandKey(offer),
                 [self = shared_from_this(), offer, channel] { self->AddDevice(offer, channel); });
 }
 
-void BusRuntime::OfferRemoved(const OfferInfo& offer, const absl::Status& reason) {
+void BusRuntime::OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                              const absl::Status& reason) {
   const OfferId id = offer.id;
   auto release = [weak = weak_from_this(), id] {
     if (std::shared_ptr<BusRuntime> self = weak.lock()) {
@@ -360,8 +373,8 @@ void BusRuntime::OfferRemoved(const OfferInfo& offer, const absl::Status& reason
     }
   };
   const bool posted =
-      strands_.Post(id.value(), [self = shared_from_this(), offer, reason, release] {
-        self->RemoveDevice(offer, reason);
+      strands_.Post(StrandKey(offer), [self = shared_from_this(), offer, channel, reason, release] {
+        self->RemoveDevice(offer, channel, reason);
         release();
       });
   if (!posted) release();  // drivers already stopped (end of shutdown)
@@ -369,11 +382,16 @@ void BusRuntime::OfferRemoved(const OfferInfo& offer, const absl::Status& reason
 
 void BusRuntime::AddDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) {
   const DriverSpec* spec;
+  Driver* primary_driver = nullptr;
   {
     MutexLock lock(&devices_mu_);
     spec = devices_.Add(offer);
+    if (offer.is_sub_channel()) primary_driver = devices_.driver(offer.primary);
+    if (primary_driver != nullptr) announced_sub_channels_.insert(offer.id);
   }
   if (spec != nullptr) ProbeDevice(offer, spec, channel);
+  // On the primary's strand: its driver, if bound, stays bound until this returns.
+  if (primary_driver != nullptr) primary_driver->SubChannelOffered(*channel);
   if (options_.on_offer) options_.on_offer(channel);
 }
 
@@ -398,12 +416,18 @@ void BusRuntime::ProbeDevice(const OfferInfo& offer, const DriverSpec* spec,
   devices_.ProbeFailed(offer.id, probed).IgnoreError();
 }
 
-void BusRuntime::RemoveDevice(const OfferInfo& offer, const absl::Status& reason) {
+void BusRuntime::RemoveDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                              const absl::Status& reason) {
   std::unique_ptr<Driver> driver;
+  Driver* primary_driver = nullptr;
   {
     MutexLock lock(&devices_mu_);
     driver = devices_.Remove(offer.id);
+    if (announced_sub_channels_.erase(offer.id) > 0) {
+      primary_driver = devices_.driver(offer.primary);
+    }
   }
+  if (primary_driver != nullptr) primary_driver->SubChannelRemoved(*channel, reason);
   if (driver != nullptr) driver->Remove();
   driver.reset();
   if (options_.on_offer_removed) options_.on_offer_removed(offer, reason);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -79,7 +80,8 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   // ExecutorListener.
   absl::Time Now() override;
   void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
-  void OfferRemoved(const OfferInfo& offer, const absl::Status& reason) override;
+  void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                    const absl::Status& reason) override;
   void Log(absl::string_view line) override { LogLine(line); }
 
   void LogLine(absl::string_view line) const;
@@ -101,7 +103,8 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   void AddDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel);
   void ProbeDevice(const OfferInfo& offer, const DriverSpec* spec,
                    const std::shared_ptr<Channel>& channel);
-  void RemoveDevice(const OfferInfo& offer, const absl::Status& reason);
+  void RemoveDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                    const absl::Status& reason);
 
   Backend* const backend_;
   const ChannelBusOptions options_;
@@ -117,6 +120,8 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   DriverRegistry no_drivers_;
   mutable Mutex devices_mu_;
   DeviceList devices_ ABSL_GUARDED_BY(devices_mu_);
+  // Sub-channels announced to their primary's driver (SubChannelOffered), until removed.
+  absl::flat_hash_set<OfferId> announced_sub_channels_ ABSL_GUARDED_BY(devices_mu_);
 
   Mutex shutdown_mu_;
   std::atomic<bool> shut_down_{false};

@@ -22,8 +22,9 @@
 //   // on OfferRemoved(id):
 //   if (std::unique_ptr<Driver> d = devices.Remove(id)) d->Remove();
 //
-// Sub-channels are never matched: they belong to their primary's driver, which opens them
-// through its own channel; DeviceList lists them with their primary.
+// Sub-channels are never matched: they belong to their primary's driver, which hears of each
+// through Driver::SubChannelOffered / SubChannelRemoved on the device's strand; DeviceList
+// lists them with their primary.
 #ifndef VBUS_CORE_RUNTIME_DRIVER_H_
 #define VBUS_CORE_RUNTIME_DRIVER_H_
 
@@ -66,8 +67,30 @@ class Driver {
   // The device is going away: rescinded by the host, the link lost, the bus unloading or
   // shutting down. The channel is already retired (no callback runs any more); the driver
   // closes it (already closed after a rescind: Close completes OK at once), stops its work and
-  // releases what it holds. Called at most once, only after a successful Probe.
+  // releases what it holds. Called at most once, only after a successful Probe. Sub-channels
+  // still offered are closed already (their Close completes OK at once) and are not announced
+  // to this driver again.
   virtual void Remove() = 0;
+
+  // SubChannelOffered
+  // The host offered a sub-channel of this device, normally because the driver asked for it
+  // through its device protocol on the open primary (VMBus has no control message for that).
+  // Called after a successful Probe, in offer order with the device's other events, on the
+  // device's driver strand; never for a device whose Probe failed. The driver opens it here or
+  // later, while the primary is open (Open fails otherwise); the primary's Close closes its
+  // sub-channels first. `sub_channel` stays valid until SubChannelRemoved for it or Remove
+  // returns. Blocking here (e.g. an Open waiting for the host) delays only this device.
+  // Default: not used (the sub-channel stays offered and closed).
+  virtual void SubChannelOffered(Channel& sub_channel) { (void)sub_channel; }
+
+  // SubChannelRemoved
+  // A sub-channel SubChannelOffered announced is gone (rescinded, the link lost, the bus
+  // unloading or shutting down), before the device's own Remove if that is on its way too. It
+  // is retired and closed already (Close completes OK at once); the driver drops what it holds.
+  virtual void SubChannelRemoved(Channel& sub_channel, const absl::Status& reason) {
+    (void)sub_channel;
+    (void)reason;
+  }
 };
 
 // DriverSpec

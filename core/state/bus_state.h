@@ -399,6 +399,8 @@ class BusState {
     ChannelState channel = ChannelState::kClosed;
     bool published = false;
     bool orphaned = false;
+    // A sub-channel its primary's Close closed: a later Close of it completes OK at once.
+    bool closed_with_primary = false;
     uint32_t ring_gpadl = 0;
     uint32_t open_id = 0;  // of the OpenChannel in flight or in force
     // Parameters of the open in progress, used once the ring GPADL exists.
@@ -475,6 +477,9 @@ class BusState {
   void GpadlWaiterDone(RequestId waiter, Actions* out);
   void StartTeardown(uint32_t handle, GpadlRecord& g, RequestId waiter, Actions* out);
   void OrphanSubChannel(OfferRecord& sub, const OfferRecord& primary, Actions* out);
+  // Closes a sub-channel because of its primary (rescinded, or being closed): an open in
+  // progress fails with `why`, a modify too, an open channel starts its close with no waiter.
+  void CloseForPrimary(OfferRecord& sub, const absl::Status& why, Actions* out);
   void DropChannel(OfferRecord& rec, const absl::Status& why, Actions* out);
   void EraseGpadl(uint32_t handle, Actions* out);
   uint32_t AllocateGpadlHandle();

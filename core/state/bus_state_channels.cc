@@ -305,6 +305,16 @@ RequestId BusState::Open(OfferId offer, OpenParams params, absl::Time deadline, 
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "open of relid ", relid, ": the channel is ", ChannelStateName(rec->channel))));
   }
+  if (rec->info.is_sub_channel()) {
+    // Its primary is live (else it would be orphaned); it must also be open: the host serves
+    // sub-channels only through an open primary, and the primary's Close closes them (§7).
+    const OfferRecord* primary = FindOffer(rec->info.primary);
+    if (primary == nullptr || primary->channel != ChannelState::kOpen) {
+      return fail(absl::FailedPreconditionError(absl::StrCat(
+          "open of relid ", relid, ": its primary channel (relid ",
+          primary == nullptr ? 0 : primary->info.relid, ") is not open")));
+    }
+  }
   const size_t pages = params.ring_pfns.size();
   const size_t outbound = params.outbound_ring_pages;
   if (outbound < protocol::kMinRingPages || pages < outbound + protocol::kMinRingPages) {
@@ -334,6 +344,7 @@ RequestId BusState::Open(OfferId offer, OpenParams params, absl::Time deadline, 
   rec->gpadls.push_back(handle);
   rec->ring_gpadl = handle;
   rec->channel = ChannelState::kOpeningGpadl;
+  rec->closed_with_primary = false;
   rec->open_request = id;
   rec->outbound_ring_pages = params.outbound_ring_pages;
   rec->target_vp = params.target_vp;
@@ -486,10 +497,10 @@ RequestId BusState::Close(OfferId offer, absl::Time deadline, Actions* out) {
         out);
   }
   const uint32_t relid = rec->info.relid;
-  // Rescinded, detached, or an orphaned sub-channel closed on its primary's rescind: the
-  // channel is already closed (and retired).
+  // Rescinded, detached, or a sub-channel closed on its primary's rescind or by its primary's
+  // Close: the channel is already closed (and retired).
   if (rec->state != OfferState::kActive ||
-      (rec->orphaned &&
+      ((rec->orphaned || rec->closed_with_primary) &&
        (rec->channel == ChannelState::kClosed ||
         (rec->channel == ChannelState::kClosing && !rec->close_request.valid())))) {
     return CompleteNow(RequestKind::kClose, offer, absl::OkStatus(), out);
@@ -526,6 +537,15 @@ RequestId BusState::Close(OfferId offer, absl::Time deadline, Actions* out) {
       const RequestId modify = rec->modify_request;
       rec->open_request = RequestId();
       rec->modify_request = RequestId();
+      // Sub-channels first (§7): their CloseChannel reaches the host before the primary's.
+      const absl::Status with_primary =
+          absl::CancelledError(absl::StrCat("its primary relid ", relid, " is closing"));
+      for (OfferId sub_id : rec->sub_channels) {
+        OfferRecord* sub = FindOffer(sub_id);
+        if (sub == nullptr || sub->state != OfferState::kActive) continue;
+        if (sub->channel != ChannelState::kClosed) sub->closed_with_primary = true;
+        CloseForPrimary(*sub, with_primary, out);
+      }
       StartClose(*rec, id, out);
       if (open.valid()) {
         Finish(open,

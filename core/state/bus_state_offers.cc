@@ -151,28 +151,30 @@ void BusState::ReleaseRefusedRelid(uint32_t relid, Actions* out) {
 
 void BusState::OrphanSubChannel(OfferRecord& sub, const OfferRecord& primary, Actions* out) {
   sub.orphaned = true;
-  const std::string why = absl::StrCat("its primary relid ", primary.info.relid, " was rescinded");
+  CloseForPrimary(
+      sub,
+      absl::UnavailableError(absl::StrCat("its primary relid ", primary.info.relid, " was rescinded")),
+      out);
+}
+
+void BusState::CloseForPrimary(OfferRecord& sub, const absl::Status& why, Actions* out) {
+  auto failed = [&](absl::string_view what) {
+    return absl::Status(why.code(),
+                        absl::StrCat(what, " of relid ", sub.info.relid, " failed: ", why.message()));
+  };
   switch (sub.channel) {
     case ChannelState::kClosed:
     case ChannelState::kClosing:
       return;
     case ChannelState::kOpeningGpadl:
-    case ChannelState::kOpening: {
-      const RequestId open = AbandonOpen(sub, out);
-      Finish(
-          open,
-          absl::UnavailableError(absl::StrCat("open of relid ", sub.info.relid, " failed: ", why)),
-          out);
+    case ChannelState::kOpening:
+      Finish(AbandonOpen(sub, out), failed("open"), out);
       return;
-    }
     case ChannelState::kOpen:
       if (sub.modify_request.valid()) {
         const RequestId modify = sub.modify_request;
         sub.modify_request = RequestId();
-        Finish(modify,
-               absl::UnavailableError(
-                   absl::StrCat("modify of relid ", sub.info.relid, " failed: ", why)),
-               out);
+        Finish(modify, failed("modify"), out);
       }
       StartClose(sub, RequestId(), out);
       return;

@@ -301,15 +301,17 @@ TEST(BusStateRescindTest, RescindOfAPrimaryClosesItsSubChannelsFirst) {
 TEST(BusStateRescindTest, RescindOfAPrimaryFailsASubChannelOpenInProgress) {
   BusHarness h;
   h.Connected();
-  h.Offered(7);
+  const OfferId primary = h.Offered(7);
   const OfferId sub = h.Offered(8, kEchoClass, kInstanceA, 1);
+  h.Opened(primary);  // ring GPADL 0xe1e10
   h.Call([&](BusState& b, Actions* o) { return b.Open(sub, SmallRings(), kDeadline, o); });
-  h.Host(GpadlCreatedMsg(8, 0xE1E10));
+  h.Host(GpadlCreatedMsg(8, 0xE1E11));
   EXPECT_THAT(h.Host(RescindMsg(7)),
               ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
-                          "send GpadlTeardown{relid=8 gpadl=0xe1e10}", "cancel_timer request=2",
-                          "complete request=2 open offer=2: UNAVAILABLE: open of relid 8 failed: "
+                          "send GpadlTeardown{relid=8 gpadl=0xe1e11}", "cancel_timer request=3",
+                          "complete request=3 open offer=2: UNAVAILABLE: open of relid 8 failed: "
                           "its primary relid 7 was rescinded",
+                          "retire offer=1 relid=7",
                           "offer_removed offer=1 relid=7: UNAVAILABLE: relid 7 rescinded by host"));
 }
 
@@ -439,6 +441,64 @@ TEST(BusStateRefusedOfferTest, TheEndOfTheConnectionForgetsRefusedRelids) {
   EXPECT_THAT(h.Host(RescindMsg(9)),
               ElementsAre(::testing::StartsWith("ignored rescind_unknown_relid")));
   EXPECT_EQ(h.bus().counters().refused_relids_released, 1u);
+}
+
+// A primary's Close closes its sub-channels first (docs/protocol.md §7): their CloseChannel and
+// ring teardown go out before the primary's; an open in progress on a sub fails; a later Close
+// of such a sub completes OK at once; the subs can be opened again once the primary is.
+TEST(BusStateSubChannelTest, ClosingAPrimaryClosesItsSubChannelsFirst) {
+  BusHarness h;
+  h.Connected();
+  const OfferId primary = h.Offered(7);
+  const OfferId sub = h.Offered(8, kEchoClass, kInstanceA, 1);
+  const OfferId opening_sub = h.Offered(9, kEchoClass, kInstanceA, 2);
+  const OfferId idle_sub = h.Offered(10, kEchoClass, kInstanceA, 3);
+  h.Opened(primary);  // ring GPADL 0xe1e10
+  h.Opened(sub);      // 0xe1e11
+  RequestId opening;
+  h.Call([&](BusState& b, Actions* o) { return b.Open(opening_sub, SmallRings(), kDeadline, o); },
+         &opening);  // ring GPADL 0xe1e12 asked for, not yet created
+  RequestId close;
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Close(primary, kDeadline, o); }, &close),
+      ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
+                  "send GpadlTeardown{relid=8 gpadl=0xe1e11}", "cancel_timer request=4",
+                  "complete request=4 open offer=3: CANCELLED: open of relid 9 failed: its "
+                  "primary relid 7 is closing",
+                  "retire offer=1 relid=7", "send CloseChannel{relid=7}",
+                  "send GpadlTeardown{relid=7 gpadl=0xe1e10}", "arm_timer request=5 at=+10s"));
+  EXPECT_EQ(h.bus().GetChannel(sub)->channel_state, ChannelState::kClosed);
+  EXPECT_EQ(h.bus().GetChannel(idle_sub)->channel_state, ChannelState::kClosed);
+  // The driver closing its sub-channel after the primary: already done.
+  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(sub, kDeadline, o); }),
+              ElementsAre("complete request=6 close offer=2: OK"));
+  // A sub-channel cannot be opened while its primary is not open.
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Open(idle_sub, SmallRings(), kDeadline, o); }),
+      ElementsAre("complete request=7 open offer=4: FAILED_PRECONDITION: open of relid 10: its "
+                  "primary channel (relid 7) is not open"));
+  h.Host(GpadlTorndownMsg(0xE1E11));
+  h.Host(GpadlCreatedMsg(9, 0xE1E12));  // the abandoned open's ring GPADL, then its teardown
+  h.Host(GpadlTorndownMsg(0xE1E12));
+  h.Host(GpadlTorndownMsg(0xE1E10));
+  EXPECT_TRUE(h.CompletionOf(close).status.ok());
+  // Open again: primary, then the sub; a plain Close of the sub is a normal close again.
+  h.Opened(primary);
+  h.Opened(sub);
+  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(sub, kDeadline, o); }),
+              ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
+                          "send GpadlTeardown{relid=8 gpadl=0xe1e14}", "arm_timer request=10 at=+10s"));
+}
+
+TEST(BusStateSubChannelTest, ClosingAPrimaryWithNoOpenSubChannelsSendsOnlyItsOwnClose) {
+  BusHarness h;
+  h.Connected();
+  const OfferId primary = h.Offered(7);
+  h.Offered(8, kEchoClass, kInstanceA, 1);
+  h.Opened(primary);
+  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(primary, kDeadline, o); }),
+              ElementsAre("retire offer=1 relid=7", "send CloseChannel{relid=7}",
+                          "send GpadlTeardown{relid=7 gpadl=0xe1e10}", "arm_timer request=3 at=+10s"));
 }
 
 }  // namespace

@@ -65,7 +65,8 @@ void World::OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& c
   relids_seen_.insert(offer.relid);
 }
 
-void World::OfferRemoved(const OfferInfo& offer, const absl::Status& reason) {
+void World::OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& /*channel*/,
+                         const absl::Status& reason) {
   auto it = offers_.find(offer.id);
   if (it == offers_.end() || it->second.removed) {
     Fail(absl::StrCat("OfferRemoved for offer ", offer.id.value(), ", which is not a live offer"));

@@ -304,7 +304,8 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   // ExecutorListener.
   absl::Time Now() override { return sched_.now(); }
   void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
-  void OfferRemoved(const OfferInfo& offer, const absl::Status& reason) override;
+  void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
+                    const absl::Status& reason) override;
   void Log(absl::string_view line) override;
 
   // ---- sim_transport.cc: transports, interrupts, the backend's reports ----
