@@ -41,6 +41,13 @@ class HostChannel final : public ChannelPort {
                     absl::Span<const uint8_t> payload) override {
     return SendAndReport(type, flags, trans_id, payload).status();
   }
+  // Called by the device inside a drain (channels_mu_ shared, read_mu_ held): the hook queues.
+  absl::Status RequestSubChannels(uint16_t count) override {
+    if (!plane_->hooks_.on_sub_channel_request) {
+      return absl::FailedPreconditionError("this host takes no sub-channel requests");
+    }
+    return plane_->hooks_.on_sub_channel_request(relid_, count);
+  }
 
   // Writes a packet; returns whether the guest was signalled.
   absl::StatusOr<bool> SendAndReport(PacketType type, uint16_t flags, uint64_t trans_id,

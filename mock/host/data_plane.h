@@ -75,6 +75,15 @@ struct DataPlaneHooks {
   std::function<void(v1::ProtocolEvent)> on_event;
   // The clock for event and packet timestamps (absl::Now when empty).
   std::function<absl::Time()> now;
+  // A device asked for sub-channels of its open channel `relid`: bring its live sub-channels
+  // up to `count` (ChannelPort::RequestSubChannels, mock/host/sub_channel_request.h). OK means
+  // the request was taken. Called on the thread draining the channel, with channels_mu_ held as
+  // a reader (and the channel's drain lock): the implementer must not call into the data plane
+  // or the engine synchronously — offering the sub-channels takes the engine's lock, whose
+  // holder may be waiting to map rings, which takes channels_mu_ as the writer. Queue the work
+  // and return. When empty, devices are told FailedPrecondition ("this host takes no
+  // sub-channel requests").
+  std::function<absl::Status(uint32_t relid, uint16_t count)> on_sub_channel_request;
 };
 
 // The channel's port into the inbound ring and its state. Defined in data_plane.cc.

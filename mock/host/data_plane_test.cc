@@ -6,17 +6,20 @@
 #include <algorithm>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/data/protocol.h"
 #include "core/runtime/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "mock/host/sub_channel_request.h"
 #include "mock/testing/guest_rings.h"
 
 namespace vbus::mock {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using testing::GuestPages;
 using testing::GuestRings;
@@ -55,6 +58,13 @@ class DataPlaneTest : public ::testing::Test {
       MutexLock lock(&mu_);
       events_.push_back(std::move(e));
     };
+    if (take_sub_channel_requests_) {
+      hooks.on_sub_channel_request = [this](uint32_t relid, uint16_t count) {
+        MutexLock lock(&mu_);
+        sub_channel_requests_.emplace_back(relid, count);
+        return absl::OkStatus();
+      };
+    }
     auto plane = GuestDataPlane::Create("guest-1", std::move(*host), nullptr, std::move(hooks));
     ASSERT_TRUE(plane.ok()) << plane.status();
     plane_ = std::move(*plane);
@@ -84,6 +94,15 @@ class DataPlaneTest : public ::testing::Test {
   Mutex mu_;
   std::vector<v1::GuestPacket> packets_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::ProtocolEvent> events_ ABSL_GUARDED_BY(mu_);
+  // Whether SetUp installs on_sub_channel_request (recording into sub_channel_requests_).
+  bool take_sub_channel_requests_ = true;
+  std::vector<std::pair<uint32_t, uint16_t>> sub_channel_requests_ ABSL_GUARDED_BY(mu_);
+};
+
+// A data plane whose runtime takes no sub-channel requests (no hook).
+class DataPlaneWithoutSubChannelsTest : public DataPlaneTest {
+ protected:
+  DataPlaneWithoutSubChannelsTest() { take_sub_channel_requests_ = false; }
 };
 
 TEST_F(DataPlaneTest, EchoAnswersWithTheSameBytesAndSignalsOnce) {
@@ -128,6 +147,82 @@ TEST_F(DataPlaneTest, EchoHonoursCompletionRequested) {
   EXPECT_EQ((*p)->trans_id, 7u);
   EXPECT_EQ((*p)->payload, Bytes("abcdefgh"));
   EXPECT_FALSE(rings->TryReceive()->has_value());
+}
+
+TEST_F(DataPlaneTest, EchoAnswersASubChannelRequestAndAsksTheHost) {
+  std::unique_ptr<GuestRings> rings = Open(3, "echo");
+  ASSERT_TRUE(
+      rings->Send(PacketType::kDataInband, kCompletionRequested, 11, EncodeSubChannelRequest(3))
+          .ok());
+  // Bad counts are answered, but the host is not asked.
+  ASSERT_TRUE(rings->Send(PacketType::kDataInband, 0, 12, EncodeSubChannelRequest(65)).ok());
+  ASSERT_TRUE(rings->Send(PacketType::kDataInband, 0, 13, EncodeSubChannelRequest(0)).ok());
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  const std::pair<uint64_t, std::pair<uint32_t, uint16_t>> expected[] = {
+      {11, {protocol::kStatusSuccess, 3}},
+      {12, {protocol::kStatusUnsuccessful, 65}},
+      {13, {protocol::kStatusUnsuccessful, 0}},
+  };
+  for (const auto& [trans_id, answer] : expected) {
+    auto p = rings->TryReceive();
+    ASSERT_TRUE(p.ok() && p->has_value()) << trans_id;
+    EXPECT_EQ((*p)->trans_id, trans_id);
+    EXPECT_EQ((*p)->type, static_cast<uint16_t>(trans_id == 11 ? PacketType::kCompletion
+                                                               : PacketType::kDataInband));
+    EXPECT_EQ((*p)->payload, EncodeSubChannelAnswer(answer.first, answer.second));
+    absl::StatusOr<SubChannelAnswer> a = ParseSubChannelAnswer((*p)->payload);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->status, answer.first);
+    EXPECT_EQ(a->count, answer.second);
+  }
+  EXPECT_FALSE(rings->TryReceive()->has_value());
+  MutexLock lock(&mu_);
+  EXPECT_THAT(sub_channel_requests_, ElementsAre(std::make_pair(3u, uint16_t{3})));
+}
+
+// The answer waits for room in a full inbound ring like an echo does; the host is asked once,
+// however often the packet is handed to the device again.
+TEST_F(DataPlaneTest, ASubChannelAnswerRetriedForRoomAsksTheHostOnce) {
+  std::unique_ptr<GuestRings> rings = Open(3, "echo", 4, 2);  // 4096 data bytes inbound
+  // An echo of 4064 ring bytes (16 header + 4040 + 8) leaves 32 free: the 48-byte answer
+  // packet does not fit until the guest reads the echo.
+  const std::vector<uint8_t> filler(4040, 0xAB);
+  ASSERT_TRUE(rings->Send(PacketType::kDataInband, 0, 1, filler).ok());
+  ASSERT_TRUE(rings->Send(PacketType::kDataInband, 0, 2, EncodeSubChannelRequest(2)).ok());
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  EXPECT_NE(rings->inbound_control()->pending_send_sz, 0u);  // the host waits for room
+  // Drains without room hand the request to the device again.
+  ASSERT_TRUE(plane_->DrainChannel(3).ok());
+  ASSERT_TRUE(plane_->DrainChannel(3).ok());
+  {
+    MutexLock lock(&mu_);
+    EXPECT_THAT(sub_channel_requests_, ElementsAre(std::make_pair(3u, uint16_t{2})));
+  }
+  auto echo = rings->TryReceive();  // frees the room and signals the host
+  ASSERT_TRUE(echo.ok() && echo->has_value());
+  EXPECT_EQ((*echo)->trans_id, 1u);
+  EXPECT_EQ(plane_->ProcessEvents(), 1u);
+  auto answer = rings->TryReceive();
+  ASSERT_TRUE(answer.ok() && answer->has_value());
+  EXPECT_EQ((*answer)->trans_id, 2u);
+  EXPECT_EQ((*answer)->payload, EncodeSubChannelAnswer(protocol::kStatusSuccess, 2));
+  EXPECT_FALSE(rings->TryReceive()->has_value());
+  EXPECT_TRUE(plane_->ChannelStatus(3).ok());
+  MutexLock lock(&mu_);
+  EXPECT_THAT(sub_channel_requests_, ElementsAre(std::make_pair(3u, uint16_t{2})));
+}
+
+TEST_F(DataPlaneWithoutSubChannelsTest, EchoRefusesSubChannelRequests) {
+  std::unique_ptr<GuestRings> rings = Open(3, "echo");
+  ASSERT_TRUE(rings->Send(PacketType::kDataInband, 0, 5, EncodeSubChannelRequest(3)).ok());
+  plane_->ProcessEvents();
+  auto p = rings->TryReceive();
+  ASSERT_TRUE(p.ok() && p->has_value());
+  EXPECT_EQ((*p)->trans_id, 5u);
+  absl::StatusOr<SubChannelAnswer> a = ParseSubChannelAnswer((*p)->payload);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->status, protocol::kStatusUnsuccessful);
+  EXPECT_EQ(a->count, 3u);
 }
 
 TEST_F(DataPlaneTest, BatchedPacketsAreDrainedWithOneSignal) {

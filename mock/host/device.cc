@@ -3,6 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/data/protocol.h"
+#include "mock/host/sub_channel_request.h"
 
 namespace vbus::mock {
 namespace {
@@ -56,9 +58,28 @@ PacketDisposition EchoDevice::OnPacket(ChannelPort& port, const GuestPacketRef& 
   if (packet.type == static_cast<uint16_t>(PacketType::kCompletion)) {
     return PacketDisposition::kConsumed;
   }
+  if (IsSubChannelRequest(packet.payload)) return AnswerSubChannelRequest(port, packet);
   const PacketType type =
       packet.completion_requested() ? PacketType::kCompletion : PacketType::kDataInband;
   return DispositionOf(port.Send(type, /*flags=*/0, packet.trans_id, packet.payload));
+}
+
+PacketDisposition EchoDevice::AnswerSubChannelRequest(ChannelPort& port,
+                                                      const GuestPacketRef& packet) {
+  if (!unsent_answer_.has_value() || unsent_answer_->trans_id != packet.trans_id) {
+    // A new request: ask the port once, even if the answer has to wait for ring space.
+    absl::StatusOr<uint16_t> count = ParseSubChannelRequest(packet.payload);
+    const bool taken = count.ok() && port.RequestSubChannels(*count).ok();
+    unsent_answer_ = UnsentAnswer{packet.trans_id,
+                                  taken ? protocol::kStatusSuccess : protocol::kStatusUnsuccessful};
+  }
+  const PacketType type =
+      packet.completion_requested() ? PacketType::kCompletion : PacketType::kDataInband;
+  const std::vector<uint8_t> answer =
+      EncodeSubChannelAnswer(unsent_answer_->status, RequestedCount(packet.payload));
+  const PacketDisposition d = DispositionOf(port.Send(type, /*flags=*/0, packet.trans_id, answer));
+  if (d == PacketDisposition::kConsumed) unsent_answer_.reset();
+  return d;
 }
 
 PacketDisposition SinkDevice::OnPacket(ChannelPort& port, const GuestPacketRef& packet) {

@@ -4,7 +4,7 @@
 // creates that kind's Device and feeds it every packet the guest writes into the channel's
 // outbound ring; the device answers through a ChannelPort, which writes into the channel's
 // inbound ring and signals the guest when the ring rules say so. The kinds shipped here:
-//   "echo"  answers every packet with the same bytes (see EchoDevice)
+//   "echo"  answers every packet with the same bytes, and sub-channel requests (see EchoDevice)
 //   "sink"  consumes and counts (see SinkDevice)
 //   "raw"   no emulator: HostControl.SendPacket and WatchPackets drive the channel
 // Integration-component emulators (heartbeat, shutdown, timesync, kvp) register the same way.
@@ -31,11 +31,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "core/data/guid.h"
@@ -79,6 +81,19 @@ class ChannelPort {
 
   // The id of the guest the channel belongs to ("" where there is no guest, e.g. in tests).
   virtual std::string guest_id() const { return ""; }
+
+  // RequestSubChannels
+  // Asks the host to bring this (primary) channel's live sub-channels up to `count`
+  // (mock/host/sub_channel_request.h). OK means the host took the request: the offers follow
+  // asynchronously, and a failure to make them is reported as an ERROR event, not here. It
+  // never blocks. FailedPrecondition if the host takes no sub-channel requests,
+  // ResourceExhausted if it has too many queued; Unimplemented (this default) for a port
+  // with no host behind it.
+  virtual absl::Status RequestSubChannels(uint16_t count) {
+    return absl::UnimplementedError(
+        absl::StrCat("relid ", relid(),
+                     ": this channel port takes no sub-channel requests (asked for ", count, ")"));
+  }
 };
 
 // PacketDisposition: what a device did with a packet.
@@ -141,9 +156,26 @@ class DeviceRegistry {
 // Answers every data packet with the same payload bytes and the same transaction id: a
 // completion (type 11) if the guest set COMPLETION_REQUESTED, else an in-band packet (type 6).
 // Completions the guest sends are consumed without an answer (echoing them would loop).
+// A data packet that opens with the sub-channel magic is a sub-channel request
+// (mock/host/sub_channel_request.h), answered instead of echoed: a valid count goes to
+// ChannelPort::RequestSubChannels, and the answer says 0 if the port took it, else
+// protocol::kStatusUnsuccessful (a bad count is refused without asking the port). When the
+// answer does not fit the inbound ring, the packet is retried like an echo, but the port is
+// asked once per request.
 class EchoDevice : public Device {
  public:
   PacketDisposition OnPacket(ChannelPort& port, const GuestPacketRef& packet) override;
+
+ private:
+  PacketDisposition AnswerSubChannelRequest(ChannelPort& port, const GuestPacketRef& packet);
+
+  // The status of the sub-channel request whose answer did not fit the inbound ring (the data
+  // plane hands that same packet in again before any other), by its transaction id.
+  struct UnsentAnswer {
+    uint64_t trans_id = 0;
+    uint32_t status = 0;
+  };
+  std::optional<UnsentAnswer> unsent_answer_;
 };
 
 // SinkDevice

@@ -321,57 +321,24 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
         absl::StrCat("instance ", instance_text, " is already offered as relid ", live->second));
   }
   const uint32_t count = 1 + spec.sub_channel_count();
-  if (protocol::kMaxRelid - g.relids.taken_count() < count) {
-    return absl::ResourceExhaustedError(absl::StrCat("offer needs ", count, " relids; ",
-                                                     protocol::kMaxRelid - g.relids.taken_count(),
-                                                     " are free"));
-  }
-  if (spec.monitored() && protocol::kMonitorIdCount - g.monitor_ids.count() < count) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("offer needs ", count, " monitor ids; ",
-                     protocol::kMonitorIdCount - g.monitor_ids.count(), " are free"));
-  }
+  if (absl::Status s = CheckRoom(g, count, spec.monitored(), "offer"); !s.ok()) return s;
 
+  v1::Offer fields;  // shared by the primary and its sub-channels
+  *fields.mutable_interface_type() = GuidToProto(type);
+  *fields.mutable_interface_instance() = GuidToProto(instance);
+  fields.set_flags(spec.flags());
+  fields.set_mmio_megabytes(spec.mmio_megabytes());
+  fields.set_user_defined(spec.user_defined());
+  fields.set_dedicated_interrupt(spec.dedicated_interrupt());
+  fields.set_interrupt_latency(spec.interrupt_latency());
+  fields.set_reserved(spec.reserved());
+  fields.set_mmio_megabytes_optional(spec.mmio_megabytes_optional());
+  fields.set_monitor_allocated_reserved_bits(spec.monitor_allocated_reserved_bits());
+  fields.set_dedicated_interrupt_reserved_bits(spec.dedicated_interrupt_reserved_bits());
   std::vector<uint32_t> relids;
   for (uint32_t index = 0; index < count; ++index) {
-    // A relid whose second release may still be on its way (docs/protocol.md §17) is taken
-    // only when nothing else is free: that release would read as a refusal of the new offer.
-    const absl::flat_hash_set<uint32_t> pending(g.second_release_expected.begin(),
-                                                g.second_release_expected.end());
-    absl::StatusOr<uint32_t> free_relid = g.relids.Allocate(pending);
-    if (!free_relid.ok()) free_relid = g.relids.Allocate();
-    const uint32_t relid = *free_relid;      // availability checked above
-    g.second_release_expected.erase(relid);  // a new channel: no stale release is due
-    relids.push_back(relid);
-    Channel c;
-    c.relid = relid;
-    c.order = g.next_order++;
-    c.device = spec.device();
-    c.primary_relid = index == 0 ? 0 : relids[0];
-    v1::Offer& o = c.offer;
-    *o.mutable_interface_type() = GuidToProto(type);
-    *o.mutable_interface_instance() = GuidToProto(instance);
-    o.set_child_relid(relid);
-    o.set_sub_channel_index(index);
-    o.set_flags(spec.flags());
-    o.set_mmio_megabytes(spec.mmio_megabytes());
-    o.set_user_defined(spec.user_defined());
-    o.set_dedicated_interrupt(spec.dedicated_interrupt());
-    o.set_connection_id(kChannelConnectionIdBase + relid);
-    o.set_interrupt_latency(spec.interrupt_latency());
-    o.set_reserved(spec.reserved());
-    o.set_mmio_megabytes_optional(spec.mmio_megabytes_optional());
-    o.set_monitor_allocated_reserved_bits(spec.monitor_allocated_reserved_bits());
-    o.set_dedicated_interrupt_reserved_bits(spec.dedicated_interrupt_reserved_bits());
-    if (spec.monitored()) {
-      uint32_t id = 0;
-      while (g.monitor_ids.test(id)) ++id;  // a free one exists (checked above)
-      g.monitor_ids.set(id);
-      c.monitor_id = id;
-      o.set_monitor_id(id);
-      o.set_monitor_allocated(true);
-    }
-    g.channels.emplace(relid, std::move(c));
+    const uint32_t primary = index == 0 ? 0 : relids[0];
+    relids.push_back(AddChannel(g, fields, spec.device(), primary, index, spec.monitored()).relid);
   }
   g.channels.at(relids[0]).sub_relids.assign(relids.begin() + 1, relids.end());
   g.live_instances.emplace(instance_text, relids[0]);
@@ -380,6 +347,55 @@ absl::StatusOr<std::vector<uint32_t>> HostEngine::CreateOffer(Guest& g, const v1
     for (uint32_t relid : relids) SendOffer(g, g.channels.at(relid), now, out);
   }
   return relids;
+}
+
+absl::Status HostEngine::CheckRoom(const Guest& g, uint32_t count, bool monitored,
+                                   absl::string_view what) {
+  if (protocol::kMaxRelid - g.relids.taken_count() < count) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, " needs ", count, " relids; ",
+                                                     protocol::kMaxRelid - g.relids.taken_count(),
+                                                     " are free"));
+  }
+  if (monitored && protocol::kMonitorIdCount - g.monitor_ids.count() < count) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, " needs ", count, " monitor ids; ",
+                     protocol::kMonitorIdCount - g.monitor_ids.count(), " are free"));
+  }
+  return absl::OkStatus();
+}
+
+HostEngine::Channel& HostEngine::AddChannel(Guest& g, const v1::Offer& fields,
+                                            const std::string& device, uint32_t primary_relid,
+                                            uint32_t index, bool monitored) {
+  // A relid whose second release may still be on its way (docs/protocol.md §17) is taken
+  // only when nothing else is free: that release would read as a refusal of the new offer.
+  const absl::flat_hash_set<uint32_t> pending(g.second_release_expected.begin(),
+                                              g.second_release_expected.end());
+  absl::StatusOr<uint32_t> free_relid = g.relids.Allocate(pending);
+  if (!free_relid.ok()) free_relid = g.relids.Allocate();
+  const uint32_t relid = *free_relid;      // availability checked by CheckRoom
+  g.second_release_expected.erase(relid);  // a new channel: no stale release is due
+  Channel c;
+  c.relid = relid;
+  c.order = g.next_order++;
+  c.device = device;
+  c.primary_relid = primary_relid;
+  c.offer = fields;
+  v1::Offer& o = c.offer;
+  o.set_child_relid(relid);
+  o.set_sub_channel_index(index);
+  o.set_connection_id(kChannelConnectionIdBase + relid);
+  o.set_monitor_id(0);
+  o.set_monitor_allocated(false);
+  if (monitored) {
+    uint32_t id = 0;
+    while (g.monitor_ids.test(id)) ++id;  // a free one exists (checked by CheckRoom)
+    g.monitor_ids.set(id);
+    c.monitor_id = id;
+    o.set_monitor_id(id);
+    o.set_monitor_allocated(true);
+  }
+  return g.channels.emplace(relid, std::move(c)).first->second;
 }
 
 absl::StatusOr<v1::OfferResponse> HostEngine::Offer(const v1::OfferRequest& request, absl::Time now,
@@ -394,6 +410,64 @@ absl::StatusOr<v1::OfferResponse> HostEngine::Offer(const v1::OfferRequest& requ
   response.set_child_relid(relids->front());
   for (size_t i = 1; i < relids->size(); ++i) response.add_sub_channel_relids((*relids)[i]);
   return response;
+}
+
+absl::StatusOr<std::vector<uint32_t>> HostEngine::OfferSubChannels(absl::string_view guest_id,
+                                                                   uint32_t primary_relid,
+                                                                   uint32_t count, absl::Time now,
+                                                                   Actions* out) {
+  Guest* g = FindGuest(guest_id);
+  if (g == nullptr) return absl::NotFoundError(absl::StrCat("no guest ", guest_id));
+  if (count == 0 || count > kMaxSubChannels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sub-channel count ", count, " is outside 1..", kMaxSubChannels));
+  }
+  auto it = g->channels.find(primary_relid);
+  if (it == g->channels.end()) {
+    return absl::NotFoundError(absl::StrCat("guest ", g->id, " has no relid ", primary_relid));
+  }
+  Channel& primary = it->second;
+  if (primary.offer.sub_channel_index() != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("relid ", primary_relid, " is sub-channel ",
+                                                      primary.offer.sub_channel_index(),
+                                                      ", not a primary"));
+  }
+  if (primary.state == ChannelState::kRescinded) {
+    return absl::FailedPreconditionError(absl::StrCat("relid ", primary_relid, " is rescinded"));
+  }
+  if (primary.state != ChannelState::kOpen) {
+    return absl::FailedPreconditionError(absl::StrCat("relid ", primary_relid, " is not open"));
+  }
+  absl::btree_set<uint32_t> used;  // indexes of live sub-channels
+  for (uint32_t sub : primary.sub_relids) {
+    auto s = g->channels.find(sub);
+    if (s != g->channels.end() && s->second.state != ChannelState::kRescinded) {
+      used.insert(s->second.offer.sub_channel_index());
+    }
+  }
+  if (used.size() >= count) return std::vector<uint32_t>();
+  const uint32_t missing = count - static_cast<uint32_t>(used.size());
+  const bool monitored = primary.monitor_id.has_value();
+  const std::string what = absl::StrCat("the sub-channel offer for relid ", primary_relid);
+  if (absl::Status s = CheckRoom(*g, missing, monitored, what); !s.ok()) return s;
+  const v1::Offer fields = primary.offer;
+  const std::string device = primary.device;
+  std::vector<uint32_t> relids;
+  for (uint32_t index = 1; relids.size() < missing; ++index) {
+    if (used.contains(index)) continue;
+    relids.push_back(AddChannel(*g, fields, device, primary_relid, index, monitored).relid);
+  }
+  // `primary` may have moved: AddChannel inserted into the map.
+  std::vector<uint32_t>& subs = g->channels.at(primary_relid).sub_relids;
+  subs.insert(subs.end(), relids.begin(), relids.end());
+  std::stable_sort(subs.begin(), subs.end(), [g](uint32_t a, uint32_t b) {
+    return g->channels.at(a).offer.sub_channel_index() <
+           g->channels.at(b).offer.sub_channel_index();
+  });
+  if (g->state == v1::GUEST_STATE_OFFERS_DELIVERED) {
+    for (uint32_t relid : relids) SendOffer(*g, g->channels.at(relid), now, out);
+  }
+  return relids;
 }
 
 absl::StatusOr<v1::RescindResponse> HostEngine::Rescind(const v1::RescindRequest& request,

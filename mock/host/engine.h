@@ -15,7 +15,7 @@
 //     InjectFault                                           answer with CompleteOpen
 //   CompleteOpen (the rings are mapped)      UnmapRings     a channel's rings are gone
 //   AdvanceTime (timers: delayed messages)   SignalChannel  the guest signalled on the stream
-//                                            DisconnectGuest  end a guest's stream (a fault)
+//   OfferSubChannels (a device asked)        DisconnectGuest  end a guest's stream (a fault)
 //
 // The runtime (mock/host/mock_host.h) wraps it with gRPC streams, the shared memory, the
 // doorbell threads and a clock; a deterministic simulation drives it directly with a seeded
@@ -95,8 +95,8 @@ inline constexpr uint32_t kMessageConnectionId = 4;
 inline constexpr uint32_t kChannelConnectionIdBase = 0x10000;
 // Default monitor-page scan period.
 inline constexpr uint32_t kDefaultMonitorLatencyUs = 1000;
-// Most sub-channels one OfferSpec may ask for.
-inline constexpr uint32_t kMaxSubChannels = 64;
+// kMaxSubChannels, the most sub-channels one primary may have, is in
+// mock/host/device_kinds.h (the echo device's sub-channel request checks it too).
 
 // IsSupportedVersion: whether `version` is one of kSupportedVersions.
 bool IsSupportedVersion(uint32_t version);
@@ -282,6 +282,23 @@ class HostEngine {
   absl::StatusOr<v1::OfferResponse> Offer(const v1::OfferRequest& request, absl::Time now,
                                           Actions* out);
 
+  // OfferSubChannels
+  // A device asked for sub-channels of its open primary (the echo device's request:
+  // mock/host/sub_channel_request.h). Brings the primary's live (not rescinded) sub-channels
+  // up to `count`, offering the lowest sub_channel_index values no live sub-channel uses; each
+  // new sub-channel copies the primary's offer (GUIDs, device kind, flags, MMIO sizes,
+  // user_defined, ...) with its own relid and, if the primary is monitored, its own monitor
+  // id, exactly as Offer builds the sub-channels of an OfferSpec. The offers are sent at once
+  // (a hot-add: the primary is open, so the guest has requested offers), with the events Offer
+  // emits. Returns the relids newly offered, in index order: none if there are enough already
+  // (a repeated request is harmless; a lower count rescinds nothing).
+  // NotFound for an unknown guest or relid; InvalidArgument for a count of 0 or above
+  // kMaxSubChannels; FailedPrecondition if the relid is a sub-channel, or rescinded, or not
+  // open; ResourceExhausted when relids or monitor ids run out (nothing is offered then).
+  absl::StatusOr<std::vector<uint32_t>> OfferSubChannels(absl::string_view guest_id,
+                                                         uint32_t primary_relid, uint32_t count,
+                                                         absl::Time now, Actions* out);
+
   // Rescind
   // Rescinds a channel: for a primary, its live sub-channels first, then itself. Channels the
   // guest was told about become RESCINDED (RescindOffer sent; open ones are unmapped first);
@@ -376,6 +393,14 @@ class HostEngine {
   absl::StatusOr<std::vector<uint32_t>> CreateOffer(Guest& g, const v1::OfferSpec& spec,
                                                     absl::Time now, Actions* out,
                                                     v1::Guid* instance_used);
+  // Whether `count` more channels fit (relids; monitor ids too if `monitored`):
+  // ResourceExhausted naming `what` and the shortage.
+  static absl::Status CheckRoom(const Guest& g, uint32_t count, bool monitored,
+                                absl::string_view what);
+  // Adds a channel under the lowest free relid (room checked with CheckRoom) whose offer is
+  // `fields` with this channel's relid, connection id, sub_channel_index and monitor id.
+  Channel& AddChannel(Guest& g, const v1::Offer& fields, const std::string& device,
+                      uint32_t primary_relid, uint32_t index, bool monitored);
   void SendOffer(Guest& g, Channel& c, absl::Time now, Actions* out);
   void StopChannel(Guest& g, Channel& c, absl::string_view why, absl::Time now, Actions* out);
   void ForgetChannel(Guest& g, uint32_t relid);

@@ -140,10 +140,27 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
           MutexLock names_lock(&names_mu_);
           guest_names_[*id] = attach.guest_name();
         }
+        auto session = std::make_unique<Session>();
         DataPlaneHooks hooks;
         hooks.wants_packets = [this] { return packets_.HasWatchers(); };
         hooks.on_packet = [this](v1::GuestPacket p) { packets_.Publish(std::move(p)); };
         hooks.on_event = [this](v1::ProtocolEvent e) { PublishEvent(std::move(e)); };
+        // On the draining thread under the data plane's locks: queue for the doorbell thread
+        // and wake it (it runs the queue after every scan; the ring matters when the drain
+        // ran elsewhere, e.g. before an unmap). The session and the memory outlive the plane.
+        hooks.on_sub_channel_request = [queue = session.get(), bell = memory->get()](
+                                           uint32_t relid, uint16_t count) {
+          {
+            MutexLock lock(&queue->requests_mu);
+            if (queue->sub_channel_requests.size() >= kMaxQueuedSubChannelRequests) {
+              return absl::ResourceExhaustedError(
+                  absl::StrCat(kMaxQueuedSubChannelRequests, " sub-channel requests are queued"));
+            }
+            queue->sub_channel_requests.push_back({relid, count});
+          }
+          bell->Ring(Doorbell::kHost);
+          return absl::OkStatus();
+        };
         absl::StatusOr<std::unique_ptr<GuestDataPlane>> plane =
             GuestDataPlane::Create(*id, std::move(*memory), devices_, std::move(hooks));
         if (!plane.ok()) {
@@ -151,7 +168,6 @@ bool MockHost::Attach(GuestStream* stream, const v1::GuestToHost& message) {
           (void)engine_->Detach(*id, "no data plane", absl::Now(), &ignored);
           refused = plane.status();
         } else {
-          auto session = std::make_unique<Session>();
           session->guest_id = *id;
           session->name = attach.guest_name();
           session->stream = stream;

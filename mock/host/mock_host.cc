@@ -102,6 +102,11 @@ void MockHost::Shutdown() {
   }
   dead.clear();
   if (timer_thread_.joinable()) timer_thread_.join();
+  {
+    MutexLock lock(&mu_);
+    dead.swap(retired_sessions_);  // left by doorbell threads for the timer thread
+  }
+  dead.clear();
   events_.Close();
   packets_.Close();
 }
@@ -228,6 +233,7 @@ void MockHost::DoorbellLoop(Session* session) {
     // Read the doorbell before scanning: a ring during the scan makes the wait return at once.
     const uint32_t seen = memory.DoorbellValue(Doorbell::kHost);
     plane.ProcessEvents();
+    RunSubChannelRequests(session);  // outside the data plane's locks: mu_ may be taken
     const absl::Time now = absl::Now();
     if (now - last_flush >= kSignalEventPeriod) {
       plane.FlushSignalEvents();
@@ -242,12 +248,53 @@ void MockHost::DoorbellLoop(Session* session) {
   plane.FlushSignalEvents();
 }
 
+void MockHost::RunSubChannelRequests(Session* session) {
+  std::vector<QueuedSubChannelRequest> requests;
+  {
+    MutexLock lock(&session->requests_mu);
+    requests.swap(session->sub_channel_requests);
+  }
+  if (requests.empty()) return;
+  MutexLock lock(&mu_);
+  // Detached meanwhile (the session is kept alive until this thread is joined): drop them.
+  if (shutting_down_ || !sessions_.contains(session->guest_id)) return;
+  std::vector<std::unique_ptr<Session>> dead;
+  for (const QueuedSubChannelRequest& r : requests) {
+    Actions out;
+    SyncMessageEventsLocked();
+    const absl::Time now = absl::Now();
+    absl::StatusOr<std::vector<uint32_t>> offered =
+        engine_->OfferSubChannels(session->guest_id, r.relid, r.count, now, &out);
+    if (!offered.ok()) {
+      v1::ProtocolEvent e;
+      e.set_unix_nanos(absl::ToUnixNanos(now));
+      e.set_guest_id(session->guest_id);
+      e.set_kind(v1::EVENT_KIND_ERROR);
+      e.set_child_relid(r.relid);
+      e.set_detail(absl::StrCat("the device's request for ", r.count, " sub-channels of relid ",
+                                r.relid, " was not carried out: ", offered.status().message()));
+      out.push_back(::vbus::mock::PublishEvent{std::move(e)});
+    }
+    Execute(std::move(out), &dead);
+  }
+  // Offers and events detach nobody, so `dead` stays empty; should an action ever detach a
+  // guest here, the timer thread destroys the session (this thread may be its doorbell).
+  if (!dead.empty()) {
+    for (std::unique_ptr<Session>& s : dead) retired_sessions_.push_back(std::move(s));
+    timer_dirty_ = true;
+    timer_cv_.Signal();
+  }
+}
+
 void MockHost::TimerLoop() {
   std::vector<std::unique_ptr<Session>> dead;
   while (true) {
     {
       MutexLock lock(&mu_);
       if (shutting_down_) return;
+      const bool retired = !retired_sessions_.empty();
+      for (std::unique_ptr<Session>& s : retired_sessions_) dead.push_back(std::move(s));
+      retired_sessions_.clear();
       const std::optional<absl::Time> next = engine_->NextTimer();
       const absl::Time now = absl::Now();
       if (next.has_value() && *next <= now) {
@@ -255,7 +302,7 @@ void MockHost::TimerLoop() {
         SyncMessageEventsLocked();
         engine_->AdvanceTime(now, &out);
         Execute(std::move(out), &dead);
-      } else {
+      } else if (!retired) {  // else destroy them first, then look again
         timer_dirty_ = false;
         const absl::Time wake =
             next.has_value() ? std::min(*next, now + absl::Seconds(1)) : now + absl::Seconds(1);

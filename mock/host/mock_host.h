@@ -7,7 +7,10 @@
 // messages go out on the guest's GuestLink stream, events to WatchEvents streams, MapRings
 // maps the rings into the guest's GuestDataPlane (mock/host/data_plane.h) and reports back with
 // CompleteOpen. Each attached guest gets a doorbell thread that waits on the host doorbell (or
-// the monitor-page latency) and runs the data plane: no RPC is on the data path.
+// the monitor-page latency) and runs the data plane: no RPC is on the data path. A device's
+// request for sub-channels (the echo device's: mock/host/sub_channel_request.h) is queued by
+// the data plane and run by that doorbell thread after its scan, under the mutex: the engine
+// hot-adds the sub-channels (HostEngine::OfferSubChannels), or an ERROR event says why not.
 //
 // Services:
 // - GuestLink.Connect (callback API, one reactor per stream): the first message must be
@@ -167,6 +170,10 @@ class MockHost {
   std::string NameOf(const std::string& guest_id);
 
   void DoorbellLoop(Session* session);
+  // On the session's doorbell thread, after its scan (no data-plane lock held): takes mu_ and
+  // offers the sub-channels its devices asked for (HostEngine::OfferSubChannels), carrying out
+  // the Actions like the Offer RPC; a refusal becomes an ERROR event naming the relid.
+  void RunSubChannelRequests(Session* session);
   void TimerLoop();
 
   // The default device registry (with the IC emulators) and their hub; declared first so
@@ -192,6 +199,9 @@ class MockHost {
   absl::flat_hash_set<GuestStream*> unattached_streams_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   bool timer_dirty_ ABSL_GUARDED_BY(mu_) = false;
+  // Sessions detached by an action a doorbell thread carried out, for the timer thread to
+  // destroy (a session's destructor joins its doorbell thread, which cannot join itself).
+  std::vector<std::unique_ptr<Session>> retired_sessions_ ABSL_GUARDED_BY(mu_);
   std::thread timer_thread_;
   // Guest id → name, for watch filters that name a guest (a leaf lock: taken inside the
   // watch hubs' locks).

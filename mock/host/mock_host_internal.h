@@ -14,6 +14,7 @@
 #define VBUS_MOCK_HOST_MOCK_HOST_INTERNAL_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/runtime/sync.h"
 #include "grpcpp/grpcpp.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/engine.h"
@@ -42,11 +44,28 @@ inline grpc::Status ToGrpc(const absl::Status& s) {
 std::unique_ptr<grpc::Service> NewGuestLinkService(MockHost* host);
 std::unique_ptr<grpc::Service> NewHostControlService(MockHost* host);
 
+// A device's request for sub-channels of its open primary (DataPlaneHooks).
+struct QueuedSubChannelRequest {
+  uint32_t relid = 0;
+  uint16_t count = 0;
+};
+
+// Most sub-channel requests a guest may have queued; more are refused (the guest's device sees
+// ResourceExhausted and answers kStatusUnsuccessful). The doorbell thread empties the queue
+// after every scan, so only a guest that floods its ring reaches it.
+inline constexpr size_t kMaxQueuedSubChannelRequests = 256;
+
 // One attached guest: its stream, data plane and doorbell thread.
 struct MockHost::Session {
   std::string guest_id;
   std::string name;
   GuestStream* stream = nullptr;  // owned by gRPC; valid while the session is in sessions_
+  // Sub-channel requests queued by the data plane's hook (on the draining thread, under the
+  // data plane's locks, where mu_ must not be taken) for the doorbell thread, which runs them
+  // under mu_ after its scan (MockHost::RunSubChannelRequests). A leaf lock. Declared before
+  // `plane`, whose hook uses it, so that it outlives the plane.
+  Mutex requests_mu;
+  std::vector<QueuedSubChannelRequest> sub_channel_requests ABSL_GUARDED_BY(requests_mu);
   std::unique_ptr<GuestDataPlane> plane;
   std::thread doorbell;
   // [MHI-R1] release store by the destructor, pairs with [MH-A1], the acquire load by the

@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
+#include "mock/host/sub_channel_request.h"
 #include "mock/testing/raw_guest_client.h"
 
 namespace vbus::mock {
@@ -359,6 +360,67 @@ TEST_F(MockHostTest, SlowPathSignalDrainsTheChannel) {
   absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->trans_id, 3u);
+}
+
+// A guest driver asks its open echo primary for sub-channels (mock/host/sub_channel_request.h):
+// the device answers, then the host hot-adds them on the control stream.
+TEST_F(MockHostTest, EchoSubChannelRequestHotAddsTheSubChannels) {
+  EventWatch errors = WatchEvents("kinds: EVENT_KIND_ERROR");
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  auto offers = guest->Connect(protocol::kVersion5_3, Deadline());
+  ASSERT_TRUE(offers.ok()) << offers.status();
+  ASSERT_THAT(*offers, SizeIs(1));
+  const v1::Offer primary = (*offers)[0];
+  auto rings = guest->OpenChannel(primary.child_relid(), 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  ASSERT_TRUE(
+      (*rings)
+          ->Send(PacketType::kDataInband, kCompletionRequested, 21, EncodeSubChannelRequest(3))
+          .ok());
+  absl::StatusOr<ReceivedPacket> answer = (*rings)->WaitForPacket(Deadline());
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->type, static_cast<uint16_t>(PacketType::kCompletion));
+  EXPECT_EQ(answer->trans_id, 21u);
+  absl::StatusOr<SubChannelAnswer> parsed = ParseSubChannelAnswer(answer->payload);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->status, 0u);
+  EXPECT_EQ(parsed->count, 3u);
+  std::vector<uint32_t> sub_relids;
+  for (uint32_t index = 1; index <= 3; ++index) {
+    absl::StatusOr<v1::ControlMessage> m = guest->ReceiveControl(Deadline());
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_TRUE(m->has_offer()) << m->ShortDebugString();
+    EXPECT_EQ(m->offer().sub_channel_index(), index);
+    EXPECT_EQ(m->offer().interface_type().value(), primary.interface_type().value());
+    EXPECT_EQ(m->offer().interface_instance().value(), primary.interface_instance().value());
+    sub_relids.push_back(m->offer().child_relid());
+  }
+  EXPECT_EQ(ChannelOf("vm", sub_relids[2]).sub_channel_index(), 3u);
+
+  // A sub-channel is no primary: its echo takes the request, the host reports the refusal.
+  auto sub_rings = guest->OpenChannel(sub_relids[0], 4, 4, Deadline());
+  ASSERT_TRUE(sub_rings.ok()) << sub_rings.status();
+  ASSERT_TRUE((*sub_rings)->Send(PacketType::kDataInband, 0, 22, EncodeSubChannelRequest(1)).ok());
+  ASSERT_TRUE((*sub_rings)->WaitForPacket(Deadline()).ok());
+  v1::ProtocolEvent error;
+  ASSERT_TRUE(errors.ReadUntil([](const auto&) { return true; }, &error));
+  EXPECT_EQ(error.child_relid(), sub_relids[0]);
+  EXPECT_THAT(error.detail(), HasSubstr("not a primary"));
+}
+
+// Requests still queued when the host shuts down are dropped: no hang, no crash.
+TEST_F(MockHostTest, ShutdownWithSubChannelRequestsQueued) {
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
+  auto rings = guest->OpenChannel(1, 8, 8, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  for (uint64_t i = 0; i < 20; ++i) {
+    ASSERT_TRUE((*rings)->Send(PacketType::kDataInband, 0, i, EncodeSubChannelRequest(64)).ok());
+  }
+  server_->Shutdown();
+  absl::StatusOr<grpc::Status> end = guest->WaitForEnd(Deadline());
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(MockHostTest, MonitoredChannelIsScannedAtTheConfiguredLatency) {

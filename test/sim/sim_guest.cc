@@ -173,10 +173,18 @@ void World::OpOpen() {
   std::vector<OfferId> candidates;
   for (OfferId id : ActiveOffers()) {
     std::optional<ChannelStatus> st = bus().GetChannel(id);
-    if (st && st->offer_state == OfferState::kActive &&
-        st->channel_state == ChannelState::kClosed && !st->orphaned) {
-      candidates.push_back(id);
+    if (!st || st->offer_state != OfferState::kActive ||
+        st->channel_state != ChannelState::kClosed || st->orphaned) {
+      continue;
     }
+    // A sub-channel opens only while its primary is open: mostly try those, sometimes one
+    // that must be refused.
+    if (st->offer.is_sub_channel()) {
+      std::optional<ChannelStatus> primary = bus().GetChannel(st->offer.primary);
+      const bool primary_open = primary && primary->channel_state == ChannelState::kOpen;
+      if (!primary_open && !rng_.Chance(0.1)) continue;
+    }
+    candidates.push_back(id);
   }
   if (candidates.empty() || executor_->phase() != BusPhase::kConnected) return;
   OfferId offer = rng_.Pick(candidates);
