@@ -136,6 +136,12 @@ class BackendListener {
   virtual void OnHostLost(const absl::Status& status) = 0;
 };
 
+// PageSharing: what AllocatePages is asked for.
+enum class PageSharing {
+  kDefault,      // the backend's usual pages (all guest memory is host-reachable)
+  kHostVisible,  // explicitly shared with the host (an isolated guest; ChannelBusOptions)
+};
+
 // Backend
 // Thread safety: all methods may be called from any thread; PostMessage calls are serialised
 // by the backend (messages reach the host in the order the calls returned).
@@ -218,9 +224,13 @@ class Backend {
 
   // AllocatePages
   // `count` zero-filled pages the host can reach, mapped contiguously in the guest, with their
-  // PFNs. ResourceExhausted when there is no room; InvalidArgument for count 0. Free them by
-  // destroying the Pages, and only after every GPADL describing them is torn down.
-  virtual absl::StatusOr<Pages> AllocatePages(size_t count) = 0;
+  // PFNs. With PageSharing::kHostVisible the caller asks for pages explicitly shared with the
+  // host: an isolated (confidential) guest's memory is private unless converted, so the backend
+  // converts them (and converts them back before they are freed) or, if it cannot, fails with
+  // FailedPrecondition naming why. ResourceExhausted when there is no room; InvalidArgument for
+  // count 0. Free them by destroying the Pages, and only after every GPADL describing them is
+  // torn down.
+  virtual absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) = 0;
 };
 
 }  // namespace vbus

@@ -118,7 +118,19 @@ absl::Span<uint8_t> FakeBackend::ReceiveEventFlags(uint32_t vp) {
   return absl::Span<uint8_t>(memory_ + vp * kEventFlagBytes, kEventFlagBytes);
 }
 
-absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
+absl::StatusOr<Pages> FakeBackend::AllocatePages(size_t count, PageSharing sharing) {
+  absl::StatusOr<Pages> pages = pool_->Allocate(count);
+  if (pages.ok()) {
+    MutexLock lock(&mu_);
+    ++allocations_[static_cast<size_t>(sharing)];
+  }
+  return pages;
+}
+
+size_t FakeBackend::allocations(PageSharing sharing) const {
+  MutexLock lock(&mu_);
+  return allocations_[static_cast<size_t>(sharing)];
+}
 
 absl::Status FakeBackend::DeliverToGuest(v1::ControlMessage message) {
   {

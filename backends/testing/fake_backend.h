@@ -53,7 +53,7 @@ class FakeBackend final : public Backend {
   absl::Status SignalHost(const ChannelSignal& signal) override;
   uint32_t vp_count() const override { return vp_count_; }
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
-  absl::StatusOr<Pages> AllocatePages(size_t count) override;
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override;
 
   // ---- The test's side (the host) -------------------------------------------------------
 
@@ -86,6 +86,8 @@ class FakeBackend final : public Backend {
   bool paused() const;
   size_t queued_messages() const;
   PagePool& pool() { return *pool_; }
+  // Successful allocations asked for as `sharing` (all memory here is the host's to read).
+  size_t allocations(PageSharing sharing) const;
 
  private:
   // Delivers queued messages unless paused or another thread is delivering.
@@ -118,6 +120,7 @@ class FakeBackend final : public Backend {
   std::vector<v1::ControlMessage> posted_ ABSL_GUARDED_BY(mu_);
   std::vector<ChannelSignal> signals_ ABSL_GUARDED_BY(mu_);
   std::optional<NegotiatedConnection> connection_ ABSL_GUARDED_BY(mu_);
+  size_t allocations_[2] ABSL_GUARDED_BY(mu_) = {0, 0};  // by PageSharing
   std::optional<absl::Status> fail_next_post_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -147,11 +147,11 @@ TEST(FakeBackendTest, LosingTheHostEndsPostsAndDeliveries) {
 
 TEST(FakeBackendTest, PagesComeFromThePoolWithPfns) {
   FakeBackend backend(8);
-  absl::StatusOr<Pages> p = backend.AllocatePages(3);
+  absl::StatusOr<Pages> p = backend.AllocatePages(3, PageSharing::kDefault);
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->pfns()[0], FakeBackend::kFirstDataPfn);
   EXPECT_EQ(backend.pool().free_pages(), 5u);
-  EXPECT_EQ(backend.AllocatePages(6).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(backend.AllocatePages(6, PageSharing::kHostVisible).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -55,8 +55,8 @@ class PostFaultBackend final : public Backend {
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
     return inner_->ReceiveEventFlags(vp);
   }
-  absl::StatusOr<Pages> AllocatePages(size_t count) override {
-    return inner_->AllocatePages(count);
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override {
+    return inner_->AllocatePages(count, sharing);
   }
 
  private:

@@ -47,6 +47,8 @@ inline constexpr std::array<uint32_t, 8> kGuestVersions = {
 };
 inline constexpr uint32_t kNewestVersion = kVersion5_3;
 inline constexpr uint32_t kOldestVersion = kVersion2_4;
+// The oldest version an isolated (confidential) guest negotiates (docs/protocol.md §2).
+inline constexpr uint32_t kOldestIsolatedVersion = kVersion5_2;
 
 // VersionName
 // "major.minor", e.g. "5.3" for 0x00050003.

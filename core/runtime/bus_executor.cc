@@ -131,7 +131,7 @@ void BusExecutor::Open(const std::shared_ptr<Channel>& channel, const ChannelOpe
   if (absl::Status s = channel->CheckCanOpen(); !s.ok()) return fail(std::move(s));
   if (absl::Status s = CheckTargetVp(name, options.target_vp); !s.ok()) return fail(std::move(s));
   const uint32_t pages = options.outbound_ring_pages + options.inbound_ring_pages;
-  absl::StatusOr<Pages> memory = backend_->AllocatePages(pages);
+  absl::StatusOr<Pages> memory = backend_->AllocatePages(pages, options_.page_sharing);
   if (!memory.ok()) {
     return fail(
         absl::Status(memory.status().code(),
@@ -194,7 +194,7 @@ void BusExecutor::CreateGpadl(const std::shared_ptr<Channel>& channel, size_t pa
                      : absl::UnavailableError(absl::StrCat(name, ": the offer was released"))});
     return;
   }
-  absl::StatusOr<Pages> memory = backend_->AllocatePages(page_count);
+  absl::StatusOr<Pages> memory = backend_->AllocatePages(page_count, options_.page_sharing);
   if (!memory.ok()) {
     done.Finish({absl::Status(memory.status().code(),
                               absl::StrCat(name, ": ", memory.status().message()))});

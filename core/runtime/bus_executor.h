@@ -75,6 +75,8 @@ struct ExecutorOptions {
   absl::Duration stall_report = absl::Seconds(5);
   // Deadline of the close, teardown or modify that undoes a call its caller gave up on.
   absl::Duration undo_deadline = absl::Seconds(10);
+  // What ring and GPADL pages are asked of the backend as (kHostVisible for isolated guests).
+  PageSharing page_sharing = PageSharing::kDefault;
   // Tests only: where to plant deliberate bugs (core/runtime/runtime_internal.h); handed to every
   // Channel too.
   FaultPoint fault;

@@ -85,11 +85,14 @@ absl::Status BusRuntime::Start() {
   }
   ExecutorOptions executor_options;
   executor_options.stall_report = options_.retire_timeout;
+  executor_options.page_sharing =
+      options_.isolated ? PageSharing::kHostVisible : PageSharing::kDefault;
+  BusConfig bus_config = BusConfigFor(backend_->contact_info(), options_.max_version);
+  bus_config.isolated = options_.isolated;
   ChannelLink* link = this;
   ExecutorListener* listener = this;
-  executor_ = std::make_unique<BusExecutor>(
-      backend_, &table_, link, listener,
-      BusConfigFor(backend_->contact_info(), options_.max_version), std::move(executor_options));
+  executor_ = std::make_unique<BusExecutor>(backend_, &table_, link, listener,
+                                            std::move(bus_config), std::move(executor_options));
   started_ = true;
   // The runner's thread keeps the runtime alive while it runs.
   runner_.Start(shared_from_this());

@@ -78,6 +78,12 @@ namespace vbus {
 struct ChannelBusOptions {
   // Newest protocol version to negotiate (down to 2.4).
   uint32_t max_version = protocol::kNewestVersion;
+  // An isolated (confidential) guest (docs/protocol.md §2, §4): versions below 5.2 are not
+  // negotiated (max_version must be at least 5.2); offers of device classes such a guest does
+  // not accept are refused and their relids given back, so no driver ever sees them (storage,
+  // network, PCI pass-through, time sync, heartbeat, shutdown and hv_sock are accepted); ring
+  // and GPADL memory is asked of the backend as PageSharing::kHostVisible.
+  bool isolated = false;
   // Drivers to bind offers to (may be null: no drivers). Must outlive the bus.
   const DriverRegistry* drivers = nullptr;
   // A receive callback still running this long after its channel was closed or removed is

@@ -254,8 +254,8 @@ uint8_t* TestHost::Translate(uint64_t pfn) const {
   return base + (pfn - FakeBackend::kFirstDataPfn) * protocol::kPageSize;
 }
 
-absl::StatusOr<Pages> TestHost::AllocatePages(size_t count) {
-  absl::StatusOr<Pages> pages = fake_.AllocatePages(count);
+absl::StatusOr<Pages> TestHost::AllocatePages(size_t count, PageSharing sharing) {
+  absl::StatusOr<Pages> pages = fake_.AllocatePages(count, sharing);
   if (pages.ok()) {
     MutexLock lock(&mu_);
     allocations_[pages->pfns().front()] = {pages->data(), count};

@@ -155,7 +155,7 @@ class TestHost final : public Backend {
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
     return fake_.ReceiveEventFlags(vp);
   }
-  absl::StatusOr<Pages> AllocatePages(size_t count) override;
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override;
 
  private:
   struct HostChannel {

@@ -569,7 +569,9 @@ class EarlySignalBackend final : public Backend {
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override {
     return host_->ReceiveEventFlags(vp);
   }
-  absl::StatusOr<Pages> AllocatePages(size_t count) override { return host_->AllocatePages(count); }
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override {
+    return host_->AllocatePages(count, sharing);
+  }
 
  private:
   TestHost* host_;

@@ -155,7 +155,18 @@ RequestId BusState::Connect(absl::Time deadline, Actions* out) {
   }
   versions_to_try_.clear();
   for (uint32_t v : protocol::kGuestVersions) {
-    if (v <= config_.max_version) versions_to_try_.push_back(v);
+    if (v <= config_.max_version && (!config_.isolated || v >= protocol::kOldestIsolatedVersion)) {
+      versions_to_try_.push_back(v);
+    }
+  }
+  if (versions_to_try_.empty() && config_.isolated) {
+    return CompleteNow(RequestKind::kConnect, OfferId(),
+                       absl::InvalidArgumentError(absl::StrCat(
+                           "connect: an isolated guest needs version ",
+                           protocol::VersionName(protocol::kOldestIsolatedVersion),
+                           " or newer; max_version is ",
+                           protocol::VersionName(config_.max_version))),
+                       out);
   }
   if (versions_to_try_.empty()) {
     return CompleteNow(RequestKind::kConnect, OfferId(),

@@ -109,6 +109,10 @@ struct BusConfig {
   uint64_t interrupt_page = 0;
   uint64_t monitor_page1 = 0;
   uint64_t monitor_page2 = 0;
+  // An isolated (confidential) guest: only versions from 5.2 are negotiated, and offers of
+  // device classes such a guest does not accept (AllowedInIsolatedGuest) are refused and their
+  // relids given back (docs/protocol.md §4).
+  bool isolated = false;
 };
 
 // Where the bus is in its connection.

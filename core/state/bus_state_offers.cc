@@ -17,6 +17,15 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
   }
   OfferInfo info = *std::move(validated);
   const uint32_t relid = info.relid;
+  if (config_.isolated && !AllowedInIsolatedGuest(info)) {
+    Ignore(IgnoreReason::kOfferNotAllowedIsolated,
+           absl::PermissionDeniedError(absl::StrCat(
+               "offer of relid ", relid, " (", info.interface_type.ToString(),
+               "): an isolated guest does not accept this device class")),
+           out);
+    ReleaseRefusedRelid(relid, out);  // not if another offer holds it
+    return;
+  }
   if (const OfferRecord* holder = FindByRelid(relid); holder != nullptr) {
     Ignore(IgnoreReason::kOfferDuplicateRelid,
            absl::AlreadyExistsError(absl::StrCat(

@@ -28,6 +28,8 @@ absl::string_view IgnoreReasonName(IgnoreReason reason) {
       return "offer_duplicate_instance";
     case IgnoreReason::kSubChannelWithoutPrimary:
       return "sub_channel_without_primary";
+    case IgnoreReason::kOfferNotAllowedIsolated:
+      return "offer_not_allowed_isolated";
     case IgnoreReason::kRescindUnknownRelid:
       return "rescind_unknown_relid";
     case IgnoreReason::kRescindRepeated:

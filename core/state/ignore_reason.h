@@ -31,6 +31,8 @@ enum class IgnoreReason {
   kOfferDuplicateRelid,
   kOfferDuplicateInstance,
   kSubChannelWithoutPrimary,
+  // An isolated guest's refusal of a device class it does not accept (docs/protocol.md §4).
+  kOfferNotAllowedIsolated,
   // RescindOffer for a relid with no offer, or one already rescinded.
   kRescindUnknownRelid,
   kRescindRepeated,

@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/data/device_classes.h"
 #include "core/data/guid_proto.h"
 #include "core/data/protocol.h"
 
@@ -14,6 +15,16 @@ absl::Status Reject(IgnoreReason why, IgnoreReason* reason, std::string message)
 }
 
 }  // namespace
+
+bool AllowedInIsolatedGuest(const OfferInfo& offer) {
+  if ((offer.flags & protocol::kOfferFlagTlnpiProvider) != 0) return true;  // hv_sock
+  for (const Guid& allowed : {device_class::kScsi, device_class::kNetwork,
+                              device_class::kPciPassthrough, device_class::kTimeSync,
+                              device_class::kHeartbeat, device_class::kShutdown}) {
+    if (offer.interface_type == allowed) return true;
+  }
+  return false;
+}
 
 absl::StatusOr<OfferInfo> ValidateOffer(const v1::Offer& offer, IgnoreReason* reason) {
   const uint32_t relid = offer.child_relid();

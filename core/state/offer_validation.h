@@ -76,6 +76,12 @@ struct OfferInfo {
 // leave junk there). Pure function; thread-safe.
 absl::StatusOr<OfferInfo> ValidateOffer(const v1::Offer& offer, IgnoreReason* reason);
 
+// AllowedInIsolatedGuest
+// Whether an isolated (confidential) guest accepts the offer: storage (SCSI), network, PCI
+// pass-through, time sync, heartbeat and shutdown by class, and hv_sock offers (flag
+// kOfferFlagTlnpiProvider) of any class (docs/protocol.md §4). Pure function.
+bool AllowedInIsolatedGuest(const OfferInfo& offer);
+
 }  // namespace vbus
 
 #endif  // VBUS_CORE_STATE_OFFER_VALIDATION_H_

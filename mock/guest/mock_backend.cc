@@ -540,7 +540,10 @@ absl::Span<uint8_t> MockBackend::ReceiveEventFlags(uint32_t vp) {
   return memory_->GuestEventFlags(vp);
 }
 
-absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count) { return pool_->Allocate(count); }
+absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count, PageSharing sharing) {
+  (void)sharing;  // every page of the shared file is the host's to read: shared either way
+  return pool_->Allocate(count);
+}
 
 ContactInfo MockBackend::contact_info() const { return memory_->GuestContactInfo(); }
 

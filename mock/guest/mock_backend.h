@@ -143,7 +143,7 @@ class MockBackend final : public Backend {
   absl::Status SignalHost(const ChannelSignal& signal) override;
   uint32_t vp_count() const override { return memory_->layout().vp_count; }
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
-  absl::StatusOr<Pages> AllocatePages(size_t count) override;
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override;
 
   // ---- Mock specifics --------------------------------------------------------------------
   // The id the host gave this guest (empty before Start succeeded).

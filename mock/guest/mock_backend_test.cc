@@ -151,12 +151,12 @@ TEST_F(MockBackendHostTest, DuplicateGuestNameIsRefused) {
 TEST_F(MockBackendHostTest, PagesComeFromTheSharedFile) {
   MakeBackend();
   ASSERT_TRUE(backend_->Start(&recorder_).ok());
-  absl::StatusOr<Pages> pages = backend_->AllocatePages(3);
+  absl::StatusOr<Pages> pages = backend_->AllocatePages(3, PageSharing::kDefault);
   ASSERT_TRUE(pages.ok());
   const MemoryLayout& layout = backend_->memory().layout();
   EXPECT_GE(pages->pfns()[0], layout.first_data_pfn);
   EXPECT_EQ(*backend_->memory().Translate(pages->pfns()[2]), pages->page(2));
-  EXPECT_EQ(backend_->AllocatePages(backend_->memory().page_count()).status().code(),
+  EXPECT_EQ(backend_->AllocatePages(backend_->memory().page_count(), PageSharing::kDefault).status().code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(backend_->ReceiveEventFlags(0).data(), backend_->memory().GuestEventPage());
   EXPECT_EQ(backend_->ReceiveEventFlags(0).size(), kEventFlagBytes);

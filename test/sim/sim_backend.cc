@@ -50,7 +50,7 @@ absl::Span<uint8_t> SimBackend::ReceiveEventFlags(uint32_t vp) {
   return memory_->GuestEventFlags(vp);
 }
 
-absl::StatusOr<Pages> SimBackend::AllocatePages(size_t count) {
+absl::StatusOr<Pages> SimBackend::AllocatePages(size_t count, PageSharing /*sharing*/) {
   absl::StatusOr<Pages> run = pool_->Allocate(count);
   if (!run.ok()) return run.status();
   uint8_t* const data = run->data();

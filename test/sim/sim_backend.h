@@ -89,7 +89,7 @@ class SimBackend final : public Backend, private PageReleaser {
   absl::Status SignalHost(const ChannelSignal& signal) override;
   uint32_t vp_count() const override { return memory_->layout().vp_count; }
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
-  absl::StatusOr<Pages> AllocatePages(size_t count) override;
+  absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override;
 
   // ---- For the world ----------------------------------------------------------------------
   // Tags the allocations made until ClearTag.
