@@ -52,9 +52,13 @@ struct Log {
                        [&](const std::string& e) { return absl::StartsWith(e, prefix); });
   }
   bool OneThread() {
-    MutexLock lock(&mu);
-    return std::all_of(threads.begin(), threads.end(),
-                       [&](std::thread::id t) { return t == threads.front(); });
+    std::vector<std::thread::id> seen;
+    {
+      MutexLock lock(&mu);
+      seen = threads;
+    }
+    return std::all_of(seen.begin(), seen.end(),
+                       [&](std::thread::id t) { return t == seen.front(); });
   }
 };
 
