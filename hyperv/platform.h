@@ -1,7 +1,7 @@
 // HvPlatform: the seam of privileged operations below vbus's Hyper-V code.
 //
 // Everything the Hyper-V side needs from the machine goes through this interface, so the code
-// above it (detect.h, synic.h, hypercalls.h, hypercall_page.h and, next, the HyperVBackend)
+// above it (detect.h, synic.h, hypercalls.h, hypercall_page.h and hyperv_backend.h)
 // runs unchanged on two implementations:
 //   X86HvPlatform (hyperv/x86_platform.h): the real instructions (CPUID, RDMSR/WRMSR, calls
 //     into the hypercall page) for code running in ring 0 of an x86-64 Hyper-V guest, with

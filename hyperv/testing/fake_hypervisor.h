@@ -1,6 +1,6 @@
 // FakeHypervisor (testonly): Hyper-V in software, behind the HvPlatform seam.
 //
-// Guest code under test (detect, synic, hypercalls, and next the HyperVBackend) runs against
+// Guest code under test (detect, synic, hypercalls, the HyperVBackend) runs against
 // it exactly as against X86HvPlatform, and the fake enforces what real Hyper-V enforces
 // (docs/hyperv.md §12):
 //   - CPUID: a Hyper-V partition with the privileges vbus needs, every leaf replaceable
