@@ -151,7 +151,8 @@ TEST(FakeBackendTest, PagesComeFromThePoolWithPfns) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->pfns()[0], FakeBackend::kFirstDataPfn);
   EXPECT_EQ(backend.pool().free_pages(), 5u);
-  EXPECT_EQ(backend.AllocatePages(6, PageSharing::kHostVisible).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(backend.AllocatePages(6, PageSharing::kHostVisible).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -356,8 +356,7 @@ namespace {
 // that the primary's Probe runs before its sub-channels are announced to the driver, and its
 // Remove after every SubChannelRemoved queued before it — and none of them concurrently.
 uint64_t StrandKey(const OfferInfo& offer) {
-  return offer.is_sub_channel() && offer.primary.valid() ? offer.primary.value()
-                                                         : offer.id.value();
+  return offer.is_sub_channel() && offer.primary.valid() ? offer.primary.value() : offer.id.value();
 }
 
 }  // namespace

@@ -21,10 +21,9 @@ absl::StatusOr<std::unique_ptr<ChannelBus>> ChannelBus::Create(Backend* backend,
                                                    " is older than the oldest supported, 2.4"));
   }
   if (options.isolated && options.max_version < protocol::kOldestIsolatedVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("an isolated guest needs version ",
-                     protocol::VersionName(protocol::kOldestIsolatedVersion),
-                     " or newer; max_version is ", protocol::VersionName(options.max_version)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "an isolated guest needs version ", protocol::VersionName(protocol::kOldestIsolatedVersion),
+        " or newer; max_version is ", protocol::VersionName(options.max_version)));
   }
   absl::StatusOr<std::shared_ptr<internal::BusRuntime>> runtime =
       internal::BusRuntime::Create(backend, std::move(options));

@@ -56,8 +56,8 @@ TEST(IsolatedBusTest, RefusedClassesAreReleasedAndPagesAreAskedForAsHostVisible)
   absl::StatusOr<std::unique_ptr<ChannelBus>> bus = ChannelBus::Create(&host, options);
   ASSERT_TRUE(bus.ok()) << bus.status();
   ASSERT_TRUE((*bus)->Connect(Deadline()).ok());
-  EXPECT_TRUE(host.WaitFor([&] { return host.Released() == std::vector<uint32_t>{4}; },
-                           Deadline()));
+  EXPECT_TRUE(
+      host.WaitFor([&] { return host.Released() == std::vector<uint32_t>{4}; }, Deadline()));
   std::vector<DeviceEntry> devices = (*bus)->Devices();
   ASSERT_EQ(devices.size(), 1u);
   EXPECT_EQ(devices[0].offer.relid, 3u);

@@ -82,8 +82,8 @@ class MultiQueueDriver : public Driver {
                            s.ToString()));
   }
   void SubChannelRemoved(Channel& sub, const absl::Status& reason) override {
-    log_->Add(absl::StrCat("sub removed ", sub.relid(), " ", sub.is_open() ? "open" : "closed",
-                           " ", absl::StatusCodeToString(reason.code())));
+    log_->Add(absl::StrCat("sub removed ", sub.relid(), " ", sub.is_open() ? "open" : "closed", " ",
+                           absl::StatusCodeToString(reason.code())));
     const absl::Status s = sub.Close(Deadline());  // closed already: OK at once
     log_->Add(absl::StrCat("sub close ", sub.relid(), " ", s.ToString()));
   }

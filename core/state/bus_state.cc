@@ -160,13 +160,13 @@ RequestId BusState::Connect(absl::Time deadline, Actions* out) {
     }
   }
   if (versions_to_try_.empty() && config_.isolated) {
-    return CompleteNow(RequestKind::kConnect, OfferId(),
-                       absl::InvalidArgumentError(absl::StrCat(
-                           "connect: an isolated guest needs version ",
-                           protocol::VersionName(protocol::kOldestIsolatedVersion),
-                           " or newer; max_version is ",
-                           protocol::VersionName(config_.max_version))),
-                       out);
+    return CompleteNow(
+        RequestKind::kConnect, OfferId(),
+        absl::InvalidArgumentError(
+            absl::StrCat("connect: an isolated guest needs version ",
+                         protocol::VersionName(protocol::kOldestIsolatedVersion),
+                         " or newer; max_version is ", protocol::VersionName(config_.max_version))),
+        out);
   }
   if (versions_to_try_.empty()) {
     return CompleteNow(RequestKind::kConnect, OfferId(),

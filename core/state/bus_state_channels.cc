@@ -310,9 +310,9 @@ RequestId BusState::Open(OfferId offer, OpenParams params, absl::Time deadline, 
     // sub-channels only through an open primary, and the primary's Close closes them (§7).
     const OfferRecord* primary = FindOffer(rec->info.primary);
     if (primary == nullptr || primary->channel != ChannelState::kOpen) {
-      return fail(absl::FailedPreconditionError(absl::StrCat(
-          "open of relid ", relid, ": its primary channel (relid ",
-          primary == nullptr ? 0 : primary->info.relid, ") is not open")));
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("open of relid ", relid, ": its primary channel (relid ",
+                       primary == nullptr ? 0 : primary->info.relid, ") is not open")));
     }
   }
   const size_t pages = params.ring_pfns.size();

@@ -27,8 +27,8 @@ TEST(BusStateIsolatedTest, NegotiatesOnlyFrom52) {
   h.Call([](BusState& b, Actions* o) { return b.Connect(kDeadline, o); }, &connect);
   std::vector<uint32_t> asked;
   while (h.bus().phase() == BusPhase::kNegotiating) {
-    asked.push_back(std::get<SendMessage>(h.last().front()).message.initiate_contact()
-                        .version_requested());
+    asked.push_back(
+        std::get<SendMessage>(h.last().front()).message.initiate_contact().version_requested());
     h.Host(VersionResponseMsg(false));
   }
   EXPECT_THAT(asked, ElementsAre(protocol::kVersion5_3, protocol::kVersion5_2));
@@ -53,9 +53,9 @@ TEST(BusStateIsolatedTest, ClassesAnIsolatedGuestDoesNotTakeAreRefusedAndRelease
                           "send RelidReleased{relid=5}"));
   EXPECT_FALSE(h.bus().FindOfferByRelid(5).has_value());
   uint32_t relid = 10;
-  for (const Guid& taken : {device_class::kScsi, device_class::kNetwork,
-                            device_class::kPciPassthrough, device_class::kTimeSync,
-                            device_class::kHeartbeat, device_class::kShutdown}) {
+  for (const Guid& taken :
+       {device_class::kScsi, device_class::kNetwork, device_class::kPciPassthrough,
+        device_class::kTimeSync, device_class::kHeartbeat, device_class::kShutdown}) {
     EXPECT_TRUE(h.Offered(++relid, taken, kInstanceB).valid()) << taken.ToString();
   }
   // hv_sock offers are accepted whatever their class.

@@ -19,9 +19,9 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
   const uint32_t relid = info.relid;
   if (config_.isolated && !AllowedInIsolatedGuest(info)) {
     Ignore(IgnoreReason::kOfferNotAllowedIsolated,
-           absl::PermissionDeniedError(absl::StrCat(
-               "offer of relid ", relid, " (", info.interface_type.ToString(),
-               "): an isolated guest does not accept this device class")),
+           absl::PermissionDeniedError(
+               absl::StrCat("offer of relid ", relid, " (", info.interface_type.ToString(),
+                            "): an isolated guest does not accept this device class")),
            out);
     ReleaseRefusedRelid(relid, out);  // not if another offer holds it
     return;
@@ -160,16 +160,16 @@ void BusState::ReleaseRefusedRelid(uint32_t relid, Actions* out) {
 
 void BusState::OrphanSubChannel(OfferRecord& sub, const OfferRecord& primary, Actions* out) {
   sub.orphaned = true;
-  CloseForPrimary(
-      sub,
-      absl::UnavailableError(absl::StrCat("its primary relid ", primary.info.relid, " was rescinded")),
-      out);
+  CloseForPrimary(sub,
+                  absl::UnavailableError(
+                      absl::StrCat("its primary relid ", primary.info.relid, " was rescinded")),
+                  out);
 }
 
 void BusState::CloseForPrimary(OfferRecord& sub, const absl::Status& why, Actions* out) {
   auto failed = [&](absl::string_view what) {
-    return absl::Status(why.code(),
-                        absl::StrCat(what, " of relid ", sub.info.relid, " failed: ", why.message()));
+    return absl::Status(
+        why.code(), absl::StrCat(what, " of relid ", sub.info.relid, " failed: ", why.message()));
   };
   switch (sub.channel) {
     case ChannelState::kClosed:

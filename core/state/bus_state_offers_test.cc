@@ -485,9 +485,10 @@ TEST(BusStateSubChannelTest, ClosingAPrimaryClosesItsSubChannelsFirst) {
   // Open again: primary, then the sub; a plain Close of the sub is a normal close again.
   h.Opened(primary);
   h.Opened(sub);
-  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(sub, kDeadline, o); }),
-              ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
-                          "send GpadlTeardown{relid=8 gpadl=0xe1e14}", "arm_timer request=10 at=+10s"));
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Close(sub, kDeadline, o); }),
+      ElementsAre("retire offer=2 relid=8", "send CloseChannel{relid=8}",
+                  "send GpadlTeardown{relid=8 gpadl=0xe1e14}", "arm_timer request=10 at=+10s"));
 }
 
 TEST(BusStateSubChannelTest, ClosingAPrimaryWithNoOpenSubChannelsSendsOnlyItsOwnClose) {
@@ -496,9 +497,10 @@ TEST(BusStateSubChannelTest, ClosingAPrimaryWithNoOpenSubChannelsSendsOnlyItsOwn
   const OfferId primary = h.Offered(7);
   h.Offered(8, kEchoClass, kInstanceA, 1);
   h.Opened(primary);
-  EXPECT_THAT(h.Call([&](BusState& b, Actions* o) { return b.Close(primary, kDeadline, o); }),
-              ElementsAre("retire offer=1 relid=7", "send CloseChannel{relid=7}",
-                          "send GpadlTeardown{relid=7 gpadl=0xe1e10}", "arm_timer request=3 at=+10s"));
+  EXPECT_THAT(
+      h.Call([&](BusState& b, Actions* o) { return b.Close(primary, kDeadline, o); }),
+      ElementsAre("retire offer=1 relid=7", "send CloseChannel{relid=7}",
+                  "send GpadlTeardown{relid=7 gpadl=0xe1e10}", "arm_timer request=3 at=+10s"));
 }
 
 }  // namespace

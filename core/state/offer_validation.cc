@@ -18,9 +18,9 @@ absl::Status Reject(IgnoreReason why, IgnoreReason* reason, std::string message)
 
 bool AllowedInIsolatedGuest(const OfferInfo& offer) {
   if ((offer.flags & protocol::kOfferFlagTlnpiProvider) != 0) return true;  // hv_sock
-  for (const Guid& allowed : {device_class::kScsi, device_class::kNetwork,
-                              device_class::kPciPassthrough, device_class::kTimeSync,
-                              device_class::kHeartbeat, device_class::kShutdown}) {
+  for (const Guid& allowed :
+       {device_class::kScsi, device_class::kNetwork, device_class::kPciPassthrough,
+        device_class::kTimeSync, device_class::kHeartbeat, device_class::kShutdown}) {
     if (offer.interface_type == allowed) return true;
   }
   return false;

@@ -156,7 +156,9 @@ TEST_F(MockBackendHostTest, PagesComeFromTheSharedFile) {
   const MemoryLayout& layout = backend_->memory().layout();
   EXPECT_GE(pages->pfns()[0], layout.first_data_pfn);
   EXPECT_EQ(*backend_->memory().Translate(pages->pfns()[2]), pages->page(2));
-  EXPECT_EQ(backend_->AllocatePages(backend_->memory().page_count(), PageSharing::kDefault).status().code(),
+  EXPECT_EQ(backend_->AllocatePages(backend_->memory().page_count(), PageSharing::kDefault)
+                .status()
+                .code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(backend_->ReceiveEventFlags(0).data(), backend_->memory().GuestEventPage());
   EXPECT_EQ(backend_->ReceiveEventFlags(0).size(), kEventFlagBytes);

@@ -61,8 +61,8 @@ struct DriverState {
   }
   size_t OpenQueues() {
     MutexLock lock(&mu);
-    return static_cast<size_t>(std::count_if(queues.begin(), queues.end(),
-                                             [](Channel* c) { return c->is_open(); }));
+    return static_cast<size_t>(
+        std::count_if(queues.begin(), queues.end(), [](Channel* c) { return c->is_open(); }));
   }
 };
 
@@ -180,17 +180,17 @@ class SubChannelTest : public ::testing::TestWithParam<Mode> {
 };
 
 TEST_P(SubChannelTest, TheDriverAsksForQueuesAndOpensEachAsItArrives) {
-  EXPECT_THAT(state_.Events(), ElementsAre("asked for 3: status 0", "queue 1 OK", "queue 2 OK",
-                                           "queue 3 OK"));
+  EXPECT_THAT(state_.Events(),
+              ElementsAre("asked for 3: status 0", "queue 1 OK", "queue 2 OK", "queue 3 OK"));
   // Every queue is the echo device's, with the primary's GUIDs, open on both sides.
   EXPECT_TRUE(Eventually([&] { return HostHasOpen(4); }));
   for (uint16_t index = 1; index <= kQueues; ++index) {
-    std::shared_ptr<Channel> queue = bus_->FindChannel(
-        bus_->FindChannel(primary_relid_)->offer().interface_instance, index);
+    std::shared_ptr<Channel> queue =
+        bus_->FindChannel(bus_->FindChannel(primary_relid_)->offer().interface_instance, index);
     ASSERT_NE(queue, nullptr);
     const std::string ping = absl::StrCat("queue-", index, "!");  // 8 bytes: echoed as sent
-    absl::StatusOr<std::vector<uint8_t>> pong = queue->Call(
-        {reinterpret_cast<const uint8_t*>(ping.data()), ping.size()}, Deadline());
+    absl::StatusOr<std::vector<uint8_t>> pong =
+        queue->Call({reinterpret_cast<const uint8_t*>(ping.data()), ping.size()}, Deadline());
     ASSERT_TRUE(pong.ok()) << pong.status();
     EXPECT_EQ(std::string(pong->begin(), pong->end()), ping);
   }
@@ -224,10 +224,11 @@ TEST_P(SubChannelTest, TheHostsRescindOfThePrimaryTakesTheQueuesFirst) {
     const std::vector<std::string> events = state_.Events();
     return !events.empty() && absl::StartsWith(events.back(), "remove");
   }));
-  EXPECT_THAT(state_.Events(),
-              ElementsAre("asked for 3: status 0", "queue 1 OK", "queue 2 OK", "queue 3 OK",
-                          "queue 1 removed UNAVAILABLE closed", "queue 2 removed UNAVAILABLE closed",
-                          "queue 3 removed UNAVAILABLE closed", "remove, 0 queues open"));
+  EXPECT_THAT(
+      state_.Events(),
+      ElementsAre("asked for 3: status 0", "queue 1 OK", "queue 2 OK", "queue 3 OK",
+                  "queue 1 removed UNAVAILABLE closed", "queue 2 removed UNAVAILABLE closed",
+                  "queue 3 removed UNAVAILABLE closed", "remove, 0 queues open"));
   EXPECT_TRUE(Eventually([&] { return HostChannels().empty(); }));  // every relid released
 }
 
@@ -239,8 +240,7 @@ TEST_P(SubChannelTest, ShutdownClosesTheQueuesFirstAndTellsTheDriver) {
                           "queue 3 removed CANCELLED closed", "remove, 0 queues open"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, SubChannelTest,
-                         ::testing::Values(Mode::kInProcess, Mode::kProcess),
+INSTANTIATE_TEST_SUITE_P(Hosts, SubChannelTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
                          E2eHost::ModeTestName());
 
 }  // namespace
