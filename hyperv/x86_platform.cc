@@ -135,17 +135,9 @@ uint64_t X86HvPlatform::Hypercall(uint64_t control, uint64_t input_gpa, uint64_t
 }
 
 uint64_t X86HvPlatform::FastHypercall(uint64_t control, uint64_t in0, uint64_t in1) {
-  if (hypercall_code_ == nullptr) return HypercallResult(kHvStatusInvalidPartitionState);
-  uint64_t result;
-  asm volatile(
-      "mov %[r8_value], %%r8\n\t"
-      "sub $128, %%rsp\n\t"
-      "call *%[code]\n\t"
-      "add $128, %%rsp"
-      : "=a"(result), "+c"(control), "+d"(in0)
-      : [r8_value] "r"(in1), [code] "r"(hypercall_code_)
-      : "cc", "memory", "r8", "r9", "r10", "r11");
-  return result;
+  // The fast form passes the same registers (RCX control, RDX and R8 the two input values):
+  // only the fast bit in `control` tells the hypervisor they hold values, not GPAs.
+  return Hypercall(control, in0, in1);
 }
 
 #else  // !defined(__x86_64__): Create never succeeds, so none of these can be reached.
