@@ -213,6 +213,12 @@ std::string DescribeAction(const Action& action) {
       return absl::StrCat("offer_removed offer=", a.offer.value(), " relid=", a.relid, ": ",
                           a.reason.ToString());
     }
+    std::string operator()(const OfferResumed& a) const {
+      return absl::StrCat("offer_resumed offer=", a.offer.id.value(), " relid=", a.old_relid, "->",
+                          a.offer.relid, " connection_id=", Hex(a.offer.connection_id),
+                          a.offer.monitor_allocated ? absl::StrCat(" monitor=", a.offer.monitor_id)
+                                                    : std::string());
+    }
     std::string operator()(const ReleaseGpadl& a) const {
       return absl::StrCat("release_gpadl offer=", a.offer.value(), " gpadl=", Hex(a.gpadl));
     }

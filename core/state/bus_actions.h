@@ -96,6 +96,15 @@ struct OfferRemoved {
   absl::Status reason;
 };
 
+// OfferResumed: after a Resume the host offered again a primary that the suspend parked; it
+// keeps its OfferId (and the runtime its channel and driver) but `offer` carries the new relid,
+// connection id, monitor id and every other field. The channel is closed and unpublished;
+// nothing was published under either relid since the suspend.
+struct OfferResumed {
+  OfferInfo offer;
+  uint32_t old_relid = 0;
+};
+
 // ReleaseGpadl: the host no longer maps GPADL `gpadl` (torn down, refused at creation, or its
 // channel released): the memory it described may be freed or reused. Emitted exactly once per
 // handle the state machine allocated.
@@ -132,9 +141,9 @@ struct InputIgnored {
   absl::Status status;
 };
 
-using Action =
-    std::variant<SendMessage, ConnectionReady, PublishChannel, RetireChannel, OfferAdded,
-                 OfferRemoved, ReleaseGpadl, Complete, ArmTimer, CancelTimer, InputIgnored>;
+using Action = std::variant<SendMessage, ConnectionReady, PublishChannel, RetireChannel, OfferAdded,
+                            OfferRemoved, OfferResumed, ReleaseGpadl, Complete, ArmTimer,
+                            CancelTimer, InputIgnored>;
 using Actions = std::vector<Action>;
 
 // ControlMessageKindName

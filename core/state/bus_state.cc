@@ -21,6 +21,8 @@ absl::string_view BusPhaseName(BusPhase phase) {
       return "connected";
     case BusPhase::kUnloading:
       return "unloading";
+    case BusPhase::kSuspended:
+      return "suspended";
   }
   return "unknown";
 }
@@ -33,6 +35,8 @@ absl::string_view OfferStateName(OfferState state) {
       return "rescinded";
     case OfferState::kDetached:
       return "detached";
+    case OfferState::kParked:
+      return "parked";
   }
   return "unknown";
 }
@@ -147,6 +151,11 @@ void BusState::OnHostMessage(const v1::ControlMessage& m, Actions* out) {
 // ---- Connection ------------------------------------------------------------------------
 
 RequestId BusState::Connect(absl::Time deadline, Actions* out) {
+  if (phase_ == BusPhase::kSuspended || suspended_version_ != 0) {
+    return CompleteNow(
+        RequestKind::kConnect, OfferId(),
+        absl::FailedPreconditionError("connect: the bus is suspended; Resume reconnects it"), out);
+  }
   if (phase_ != BusPhase::kDisconnected) {
     return CompleteNow(RequestKind::kConnect, OfferId(),
                        absl::FailedPreconditionError(
@@ -211,6 +220,11 @@ void BusState::HandleVersionResponse(const v1::VersionResponse& m, Actions* out)
     return;
   }
   const uint32_t tried = versions_to_try_[attempt_];
+  if (!m.version_supported() && suspended_version_ != 0) {
+    ResumeRefused(absl::StrCat("host does not support version ", protocol::VersionName(tried)),
+                  out);
+    return;
+  }
   if (!m.version_supported()) {
     TryNextVersion(absl::StrCat("host does not support version ", protocol::VersionName(tried)),
                    out);
@@ -228,6 +242,10 @@ void BusState::HandleVersionResponse(const v1::VersionResponse& m, Actions* out)
 }
 
 void BusState::TryNextVersion(absl::string_view why, Actions* out) {
+  if (suspended_version_ != 0) {
+    ResumeRefused(why, out);
+    return;
+  }
   ++attempt_;
   if (attempt_ < versions_to_try_.size()) {
     SendInitiateContact(out);
@@ -252,6 +270,10 @@ void BusState::HandleAllOffersDelivered(Actions* out) {
     return;
   }
   all_offers_delivered_ = true;
+  if (connect_request_.valid() && suspended_version_ != 0) {
+    // A resume is complete; what is still parked waits for DropParked (or a late re-offer).
+    suspended_version_ = 0;
+  }
   if (connect_request_.valid()) {
     const RequestId id = connect_request_;
     connect_request_ = RequestId();
@@ -261,6 +283,16 @@ void BusState::HandleAllOffersDelivered(Actions* out) {
 
 void BusState::ConnectTimedOut(RequestId id, Actions* out) {
   connect_request_ = RequestId();
+  if (phase_ == BusPhase::kNegotiating && suspended_version_ != 0) {
+    phase_ = BusPhase::kSuspended;
+    Finish(id,
+           absl::DeadlineExceededError(
+               absl::StrCat("resume: no VersionResponse to InitiateContact for version ",
+                            protocol::VersionName(suspended_version_),
+                            " before the deadline; the bus is still suspended")),
+           out);
+    return;
+  }
   if (phase_ == BusPhase::kNegotiating) {
     const uint32_t tried = versions_to_try_[attempt_];
     phase_ = BusPhase::kDisconnected;
@@ -273,11 +305,13 @@ void BusState::ConnectTimedOut(RequestId id, Actions* out) {
   }
   size_t offers = 0;
   for (const auto& [offer_id, rec] : offers_) offers += rec.state == OfferState::kActive;
+  const bool resuming = suspended_version_ != 0;
+  suspended_version_ = 0;  // connected now: what is still parked waits for DropParked
   Finish(id,
-         absl::DeadlineExceededError(
-             absl::StrCat("connect: version ", protocol::VersionName(version_),
-                          " agreed, but the host had not sent AllOffersDelivered by the deadline (",
-                          offers, " offers so far)")),
+         absl::DeadlineExceededError(absl::StrCat(
+             resuming ? "resume: version " : "connect: version ", protocol::VersionName(version_),
+             " agreed, but the host had not sent AllOffersDelivered by the deadline (", offers,
+             " offers so far)")),
          out);
 }
 
@@ -299,7 +333,7 @@ RequestId BusState::Unload(absl::Time deadline, Actions* out, UnloadMode mode) {
   for (const auto& [id, rec] : offers_) {
     if (rec.channel != ChannelState::kClosed) busy.push_back(absl::StrCat(rec.info.relid));
   }
-  if (!busy.empty() && mode == UnloadMode::kOrderly) {
+  if (!busy.empty() && mode != UnloadMode::kForced) {
     return CompleteNow(RequestKind::kUnload, OfferId(),
                        absl::FailedPreconditionError(
                            absl::StrCat("unload: channels of relids ", absl::StrJoin(busy, ", "),
@@ -318,7 +352,23 @@ RequestId BusState::Unload(absl::Time deadline, Actions* out, UnloadMode mode) {
       }
     }
   }
+  if (mode == UnloadMode::kSuspend) {
+    // The host forgets every GPADL at the Unload; memory a driver still uses through one would
+    // be freed under it. It tears them down first.
+    std::vector<std::string> held;
+    for (const auto& [handle, g] : gpadls_) {
+      held.push_back(absl::StrCat("0x", absl::Hex(handle), " (relid ", g.relid, ")"));
+    }
+    if (!held.empty()) {
+      return CompleteNow(
+          RequestKind::kUnload, OfferId(),
+          absl::FailedPreconditionError(absl::StrCat("suspend: GPADLs ", absl::StrJoin(held, ", "),
+                                                     " are not torn down; tear them down first")),
+          out);
+    }
+  }
   phase_ = BusPhase::kUnloading;
+  unload_mode_ = mode;
   unload_request_ = NewRequest(RequestKind::kUnload, OfferId(), deadline);
   v1::ControlMessage m;
   m.mutable_unload();
@@ -335,7 +385,11 @@ void BusState::HandleUnloadResponse(Actions* out) {
   }
   const RequestId id = unload_request_;
   unload_request_ = RequestId();
-  DetachAll(absl::CancelledError("bus unloaded"), out);
+  if (unload_mode_ == UnloadMode::kSuspend) {
+    ParkAll(out);
+  } else {
+    DetachAll(absl::CancelledError("bus unloaded"), out);
+  }
   Finish(id, absl::OkStatus(), out);
 }
 
@@ -350,23 +404,29 @@ void BusState::OnLinkLost(const absl::Status& status, Actions* out) {
   }
 }
 
-void BusState::DetachAll(const absl::Status& reason, Actions* out) {
+void BusState::DetachAll(const absl::Status& reason, Actions* out, bool keep_parked) {
   // Sub-channels before their primaries: retire and report subs first.
+  auto goes = [keep_parked](const OfferRecord& rec) {
+    return rec.state != OfferState::kDetached && !(keep_parked && rec.state == OfferState::kParked);
+  };
   std::vector<OfferId> order;
   for (const auto& [id, rec] : offers_) {
-    if (rec.info.is_sub_channel() && rec.state != OfferState::kDetached) order.push_back(id);
+    if (rec.info.is_sub_channel() && goes(rec)) order.push_back(id);
   }
   for (const auto& [id, rec] : offers_) {
-    if (!rec.info.is_sub_channel() && rec.state != OfferState::kDetached) order.push_back(id);
+    if (!rec.info.is_sub_channel() && goes(rec)) order.push_back(id);
   }
   for (OfferId id : order) {
     OfferRecord& rec = offers_.find(id)->second;  // `order` holds only keys of offers_
     const bool was_active = rec.state == OfferState::kActive;
+    const bool was_parked = rec.state == OfferState::kParked;
     if (was_active) DropChannel(rec, reason, out);
     rec.state = OfferState::kDetached;
-    if (was_active) out->push_back(OfferRemoved{id, rec.info.relid, reason});
+    if (was_active || was_parked) out->push_back(OfferRemoved{id, rec.info.relid, reason});
   }
   relid_index_.fill(OfferId());
+  parked_.clear();
+  suspended_version_ = 0;
   refused_relids_.reset();  // the host forgets every relid with the connection
   instance_index_.clear();
   if (connect_request_.valid()) {
@@ -439,6 +499,15 @@ void BusState::OnTimer(RequestId id, absl::Time now, Actions* out) {
     }
     case RequestKind::kUnload:
       unload_request_ = RequestId();
+      if (unload_mode_ == UnloadMode::kSuspend) {
+        // The host went quiet: suspended all the same (a Resume starts a new connection).
+        ParkAll(out);
+        Finish(id,
+               absl::DeadlineExceededError("suspend: no UnloadResponse before the deadline; "
+                                           "the bus is suspended without the host's answer"),
+               out);
+        return;
+      }
       DetachAll(absl::DeadlineExceededError("bus unload timed out"), out);
       Finish(id, absl::DeadlineExceededError("unload: no UnloadResponse before the deadline"), out);
       return;
@@ -596,12 +665,22 @@ absl::Status BusState::CheckInvariants() const {
   }
   for (const auto& [id, rec] : offers_) {
     const uint32_t relid = rec.info.relid;
-    if (rec.state != OfferState::kDetached && relid_index_[relid] != id) {
+    const bool holds_relid =
+        rec.state == OfferState::kActive || rec.state == OfferState::kRescinded;
+    if (holds_relid && relid_index_[relid] != id) {
       return broken("offer ", id.value(), " (", OfferStateName(rec.state), ") does not hold relid ",
                     relid);
     }
-    if (rec.state == OfferState::kDetached && relid_index_[relid] == id) {
-      return broken("detached offer ", id.value(), " still holds relid ", relid);
+    if (!holds_relid && relid_index_[relid] == id) {
+      return broken(OfferStateName(rec.state), " offer ", id.value(), " still holds relid ", relid);
+    }
+    if (rec.state == OfferState::kParked) {
+      const InstanceKey key{rec.info.interface_type, rec.info.interface_instance, 0};
+      auto parked = parked_.find(key);
+      if (rec.info.is_sub_channel() || parked == parked_.end() || parked->second != id ||
+          !rec.gpadls.empty() || !rec.sub_channels.empty()) {
+        return broken("parked offer ", id.value(), " is not a bare primary in the parked index");
+      }
     }
     if (rec.state != OfferState::kActive &&
         (rec.channel != ChannelState::kClosed || rec.published)) {
@@ -660,6 +739,19 @@ absl::Status BusState::CheckInvariants() const {
     if (phase_ == BusPhase::kDisconnected && rec.state != OfferState::kDetached) {
       return broken("offer ", id.value(), " is ", OfferStateName(rec.state), " while disconnected");
     }
+    if (phase_ == BusPhase::kSuspended && rec.state != OfferState::kDetached &&
+        rec.state != OfferState::kParked) {
+      return broken("offer ", id.value(), " is ", OfferStateName(rec.state), " while suspended");
+    }
+  }
+  for (const auto& [key, id] : parked_) {
+    const OfferRecord* rec = FindOffer(id);
+    if (rec == nullptr || rec->state != OfferState::kParked) {
+      return broken("parked index names offer ", id.value(), ", which is not parked");
+    }
+  }
+  if ((phase_ == BusPhase::kSuspended) && suspended_version_ == 0) {
+    return broken("suspended with no version saved for the resume");
   }
   for (const auto& [handle, g] : gpadls_) {
     const OfferRecord* rec = FindOffer(g.offer);

@@ -121,6 +121,8 @@ enum class BusPhase {
   kNegotiating,   // an InitiateContact is waiting for its VersionResponse
   kConnected,     // a version is agreed (offers may still be arriving)
   kUnloading,     // Unload sent, waiting for UnloadResponse
+  kSuspended,     // unloaded for a hibernation (UnloadMode::kSuspend): primaries parked, no
+                  // version agreed; only Resume (or the loss of the link) leaves it
 };
 absl::string_view BusPhaseName(BusPhase phase);
 
@@ -129,6 +131,8 @@ enum class OfferState {
   kActive,     // offered by the host
   kRescinded,  // rescinded; its relid stays reserved until ReleaseOffer
   kDetached,   // the connection that offered it ended (link lost, unloaded); relid not held
+  kParked,     // a primary kept across a suspend: relid not held; a re-offer of the same
+               // (type, instance) after Resume makes it active again under the new relid
 };
 absl::string_view OfferStateName(OfferState state);
 
@@ -169,6 +173,7 @@ struct OpenParams {
 enum class UnloadMode {
   kOrderly,  // refuse while any channel is open
   kForced,   // unload anyway; the host tears every channel down
+  kSuspend,  // as kOrderly, then park the primaries for Resume (hibernation)
 };
 
 // GpadlParams
@@ -211,6 +216,7 @@ struct BusCounters {
   uint64_t messages_received = 0;  // host messages fed to OnHostMessage, of any kind
   uint64_t messages_sent = 0;      // SendMessage actions emitted
   uint64_t offers_accepted = 0;
+  uint64_t offers_resumed = 0;  // parked offers matched again after a Resume
   uint64_t rescinds = 0;
   // RelidReleased sent for a refused offer, or for a rescind of a refused offer's relid.
   uint64_t refused_relids_released = 0;
@@ -355,7 +361,30 @@ class BusState {
   //     succeed: the host drops everything); GPADLs stay reserved, their memory held, until
   //     the offers are released after the UnloadResponse, since the host may use them until
   //     it has processed the Unload.
+  //   - kSuspend (hibernation, docs/protocol.md §9): as kOrderly, and GPADLs other than rings
+  //     must be torn down too; at the UnloadResponse — or at the deadline, the host having gone
+  //     quiet — every active primary offer is parked (OfferState::kParked: its OfferId and
+  //     channel kept, its relid no longer held) instead of removed, everything else is removed
+  //     as by kOrderly, and the phase is kSuspended. The Unload then completes (OK, or
+  //     DeadlineExceeded), and only Resume, or the loss of the link, follows.
   RequestId Unload(absl::Time deadline, Actions* out, UnloadMode mode = UnloadMode::kOrderly);
+
+  // Resume
+  // Reconnects after a suspend (kSuspended): negotiates exactly the version agreed before it —
+  // a host that refuses it fails the Resume with FailedPrecondition naming the version, and
+  // the bus stays suspended (Resume may be tried again) — then requests the offers. A primary
+  // offer whose (type, instance) matches a parked offer takes that offer's place: the OfferId
+  // stays, the relid and every other field come from the new offer, and an OfferResumed action
+  // (not OfferAdded) reports it. Other offers are ordinary additions. Completes at
+  // AllOffersDelivered (with the version). Offers still parked then stay parked — a later
+  // offer may still match them — until DropParked. DeadlineExceeded as for Connect: before a
+  // VersionResponse the bus is suspended again; after one it stays connected.
+  RequestId Resume(absl::Time deadline, Actions* out);
+
+  // DropParked
+  // Removes every offer still parked: OfferRemoved with `why` (NotFound naming the device is
+  // what the runtime passes after a resume), then detached until ReleaseOffer.
+  void DropParked(const absl::Status& why, Actions* out);
 
   // ReleaseOffer
   // The runtime has finished with a removed (rescinded or detached) offer: for a rescinded one
@@ -372,6 +401,10 @@ class BusState {
   uint32_t version() const { return version_; }
   uint32_t message_connection_id() const { return message_connection_id_; }
   bool all_offers_delivered() const { return all_offers_delivered_; }
+  // The version a suspend saved for Resume; 0 unless suspended or resuming.
+  uint32_t suspended_version() const { return suspended_version_; }
+  // Primary offers parked by a suspend and not re-offered yet, by OfferId.
+  std::vector<OfferInfo> ParkedOffers() const;
   // Active offers, by relid.
   std::vector<OfferInfo> Offers() const;
   // Any offer not yet released (active, rescinded or detached).
@@ -448,6 +481,10 @@ class BusState {
   void HandleOpenResult(const v1::OpenResult& m, Actions* out);
   void HandleModifyResponse(const v1::ModifyChannelResponse& m, Actions* out);
   void HandleUnloadResponse(Actions* out);
+  // The end of an Unload in UnloadMode::kSuspend (bus_state_suspend.cc).
+  void ParkAll(Actions* out);
+  // Makes parked `id` active again as `info` (a re-offer after Resume).
+  void Unpark(OfferId id, OfferInfo info, Actions* out);
 
   // Timer expiry per kind.
   void ConnectTimedOut(RequestId id, Actions* out);
@@ -457,7 +494,12 @@ class BusState {
   // Connection helpers.
   void SendInitiateContact(Actions* out);
   void TryNextVersion(absl::string_view why, Actions* out);
-  void DetachAll(const absl::Status& reason, Actions* out);
+  // The host refused the version a Resume must get back: the bus is suspended again.
+  void ResumeRefused(absl::string_view why, Actions* out);
+  // The Resume fails with `status` before a version was agreed: the bus is suspended again.
+  void ResumeFailed(absl::Status status, Actions* out);
+  // `keep_parked`: parked offers stay (a suspend parking its primaries); otherwise they go too.
+  void DetachAll(const absl::Status& reason, Actions* out, bool keep_parked = false);
   // Sends RelidReleased for the relid of an offer just refused, unless it is not a valid relid,
   // another offer holds it, or the bus is not kConnected; remembers it so that a rescind of it
   // is answered the same way.
@@ -521,6 +563,11 @@ class BusState {
   size_t attempt_ = 0;
   RequestId connect_request_;
   RequestId unload_request_;
+  UnloadMode unload_mode_ = UnloadMode::kOrderly;
+  // Suspend / resume: the version to renegotiate (0 unless suspended or resuming), and the
+  // parked primaries by (type, instance, 0).
+  uint32_t suspended_version_ = 0;
+  std::map<InstanceKey, OfferId> parked_;
 
   // Ordered maps keep every action list deterministic (iteration order = id order).
   std::map<OfferId, OfferRecord> offers_;

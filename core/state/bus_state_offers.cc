@@ -47,6 +47,15 @@ void BusState::HandleOffer(const v1::Offer& m, Actions* out) {
     ReleaseRefusedRelid(relid, out);
     return;
   }
+  if (!info.is_sub_channel()) {
+    // A primary the suspend parked, offered again after the resume (under any relid).
+    if (auto parked = parked_.find(key); parked != parked_.end()) {
+      const OfferId id = parked->second;
+      parked_.erase(parked);
+      Unpark(id, std::move(info), out);
+      return;
+    }
+  }
   OfferRecord* primary = nullptr;
   if (info.is_sub_channel()) {
     auto p = instance_index_.find(InstanceKey{info.interface_type, info.interface_instance, 0});

@@ -47,6 +47,8 @@ void BusState::OnPostFailed(const v1::ControlMessage& message, const absl::Statu
                                       protocol::VersionName(versions_to_try_[attempt_]),
                                       " failed: ", status.ToString()),
                          out);
+        } else if (suspended_version_ != 0) {
+          ResumeFailed(PostFailure(status, "resume", message), out);
         } else {
           DetachAll(PostFailure(status, "version negotiation", message), out);
         }
