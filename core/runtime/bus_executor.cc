@@ -417,6 +417,10 @@ void BusExecutor::ExecuteOne(Action& action, Actions* more) {
     Added(*added);
   } else if (auto* removed = std::get_if<OfferRemoved>(&action)) {
     Removed(*removed, more);
+  } else if (auto* parked = std::get_if<OfferParked>(&action)) {
+    Parked(*parked);
+  } else if (auto* resumed = std::get_if<OfferResumed>(&action)) {
+    Resumed(*resumed);
   } else if (auto* release = std::get_if<ReleaseGpadl>(&action)) {
     Released(*release);
   } else if (auto* complete = std::get_if<Complete>(&action)) {
@@ -640,6 +644,7 @@ ExecutorCounters BusExecutor::counters() const {
   c.post_failures = get(counters_.post_failures);
   c.offers_added = get(counters_.offers_added);
   c.offers_removed = get(counters_.offers_removed);
+  c.offers_resumed = get(counters_.offers_resumed);
   c.errors = get(counters_.errors);
   c.calls_undone = get(counters_.calls_undone);
   c.deferred_retires = get(counters_.deferred_retires);

@@ -94,6 +94,10 @@ class ExecutorListener {
   // any more. The owner calls BusExecutor::ReleaseOffer(offer.id) once its driver let go.
   virtual void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
                             const absl::Status& reason) = 0;
+  // After a resume the host offered a parked primary again (under offer.relid, maybe a new
+  // one): `channel` is the same object as before the suspend, closed, already carrying the
+  // new fields.
+  virtual void OfferResumed(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) = 0;
   // A log line (host text in it already escaped).
   virtual void Log(absl::string_view line) = 0;
 };
@@ -106,6 +110,7 @@ struct ExecutorCounters {
   uint64_t post_failures = 0;
   uint64_t offers_added = 0;
   uint64_t offers_removed = 0;
+  uint64_t offers_resumed = 0;
   uint64_t errors = 0;
   uint64_t calls_undone = 0;       // results undone because their callers gave up
   uint64_t deferred_retires = 0;   // retires that found a callback or poller still running
@@ -145,6 +150,21 @@ class BusExecutor {
   // Closes every open or opening channel, sub-channels first; finishes with the first failure
   // (OK if none).
   void CloseAll(absl::Time deadline, CallDone done);
+  // Suspend (bus_executor_suspend.cc): closes every channel (sub-channels first), tears down
+  // GPADLs still held, and unloads in UnloadMode::kSuspend: the primaries are parked for
+  // Resume. Finishes with the first failure. Call NoteSuspend first.
+  void Suspend(absl::Time deadline, CallDone done);
+  // NoteSuspend: records each channel's open state (Channel::open_at_suspend), before anything
+  // closes them (the runtime calls it before its drivers' Suspend).
+  void NoteSuspend();
+  // Resume: BusState::Resume; finishes at AllOffersDelivered with the version. Re-offered
+  // primaries come back through ExecutorListener::OfferResumed. A resume whose caller gave up
+  // is kept (not undone): the parked offers would be lost with the connection.
+  void Resume(absl::Time deadline, CallDone done);
+  // DropParked: removes every offer a resume did not bring back (OfferRemoved with `why`).
+  void DropParked(const absl::Status& why);
+  // Tears down every created non-ring GPADL; finishes with the first failure.
+  void TeardownAllGpadls(absl::Time deadline, CallDone done);
   // Ends the connection locally (no message to the host): every offer is removed with
   // `reason`, every waiting call fails.
   void Disconnect(const absl::Status& reason);
@@ -184,6 +204,7 @@ class BusExecutor {
     CallDone done;
     absl::Time deadline;
     uint32_t previous_vp = 0;  // ModifyChannel: where to move back to
+    bool resume = false;       // a kConnect that is a Resume: never undone
   };
   // GPADL memory the host may map, filed under its handle until its ReleaseGpadl.
   struct FiledMemory {
@@ -217,6 +238,8 @@ class BusExecutor {
   void Publish(const PublishChannel& publish, Actions* more);
   void Added(const OfferAdded& added);
   void Removed(const OfferRemoved& removed, Actions* more);
+  void Parked(const OfferParked& parked);
+  void Resumed(const OfferResumed& resumed);
   void Released(const ReleaseGpadl& release);
   void Completed(const Complete& complete, Actions* more);
   void Ignored(const InputIgnored& ignored);
@@ -299,6 +322,7 @@ class BusExecutor {
     std::atomic<uint64_t> post_failures{0};
     std::atomic<uint64_t> offers_added{0};
     std::atomic<uint64_t> offers_removed{0};
+    std::atomic<uint64_t> offers_resumed{0};
     std::atomic<uint64_t> errors{0};
     std::atomic<uint64_t> calls_undone{0};
     std::atomic<uint64_t> deferred_retires{0};

@@ -44,6 +44,10 @@ void BusExecutor::Undo(const PendingCall& call, const Complete& complete, Action
       step.target_vp = call.previous_vp;
       break;
     case RequestKind::kConnect:
+      if (call.resume) {
+        listener_->Log("resume completed after its caller gave up: keeping the connection");
+        return;
+      }
       listener_->Log("connect completed after its caller gave up: dropping the connection");
       state_.OnLinkLost(absl::CancelledError("connect gave up before the host finished"), more);
       return;

@@ -449,6 +449,7 @@ BusStats BusRuntime::stats() const {
   s.post_failures = c.post_failures;
   s.offers_added = c.offers_added;
   s.offers_removed = c.offers_removed;
+  s.offers_resumed = c.offers_resumed;
   s.errors = c.errors + probe_failures_.load(std::memory_order_relaxed);
   s.calls_undone = c.calls_undone;
   s.retires_deferred = c.deferred_retires;

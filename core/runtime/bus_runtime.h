@@ -55,6 +55,9 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   absl::Status BindDrivers(absl::Time deadline);
   absl::Status Shutdown(absl::Time deadline);
   absl::Status ForceUnload(absl::Time deadline);
+  // bus_runtime_suspend.cc
+  absl::Status Suspend(absl::Time deadline);
+  absl::Status Resume(absl::Time deadline);
   std::vector<DeviceEntry> Devices() const;
   BusStats stats() const;
   const BusExecutor& executor() const { return *executor_; }
@@ -82,6 +85,7 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
   void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
                     const absl::Status& reason) override;
+  void OfferResumed(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
   void Log(absl::string_view line) override { LogLine(line); }
 
   void LogLine(absl::string_view line) const;
@@ -106,6 +110,21 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   void RemoveDevice(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
                     const absl::Status& reason);
 
+  // Suspend and resume (bus_runtime_suspend.cc).
+  // FailedPrecondition where Suspend/Resume may not run (own thread, strand, host lost).
+  absl::Status CheckLifecycleCall(absl::string_view what) const;
+  // Runs `work` on the strand of each of `offers` still active (not removed), all devices side
+  // by side, and waits until every one ran or the deadline. Returns each failure by offer; a
+  // deadline is reported as DeadlineExceeded under an invalid OfferId.
+  using DeviceWork = std::function<absl::Status(Channel& channel, Driver* driver)>;
+  std::vector<std::pair<OfferId, absl::Status>> RunOnDevices(const std::vector<OfferId>& offers,
+                                                             DeviceWork work, absl::Time deadline);
+  // The primaries with a bound driver.
+  std::vector<OfferId> BoundPrimaries() const;
+  // Drivers' Resume (or Reopen of a driverless channel open at the suspend) for `offers`;
+  // the first failure, after logging each.
+  absl::Status ResumeDevices(const std::vector<OfferId>& offers, absl::Time deadline);
+
   Backend* const backend_;
   const ChannelBusOptions options_;
   ChannelTable table_;
@@ -123,6 +142,12 @@ class BusRuntime final : public std::enable_shared_from_this<BusRuntime>,
   // Sub-channels announced to their primary's driver (SubChannelOffered), until removed.
   absl::flat_hash_set<OfferId> announced_sub_channels_ ABSL_GUARDED_BY(devices_mu_);
 
+  // Resume: primaries parked by the suspend that the host has not offered again yet.
+  Mutex resume_mu_;
+  CondVar resume_cv_;
+  absl::flat_hash_set<OfferId> awaiting_resume_ ABSL_GUARDED_BY(resume_mu_);
+
+  // Serialises Shutdown, Suspend and Resume.
   Mutex shutdown_mu_;
   std::atomic<bool> shut_down_{false};
   std::atomic<bool> host_lost_{false};

@@ -43,15 +43,50 @@ void ChannelStats::Add(const ChannelStats& s) {
 }
 
 Channel::Channel(ChannelLink* link, Backend* backend, OfferInfo offer, FaultPoint fault)
-    : offer_(std::move(offer)),
-      signal_(SignalOf(offer_)),
+    : id_(offer.id),
+      relid_(offer.relid),
       fault_(std::move(fault)),
       link_(link),
-      backend_(backend) {}
+      backend_(backend),
+      offer_(std::move(offer)) {}
 
 Channel::~Channel() = default;
 
-std::string Channel::Name() const { return absl::StrCat("relid ", offer_.relid); }
+std::string Channel::Name() const { return absl::StrCat("relid ", relid()); }
+
+OfferInfo Channel::offer() const {
+  MutexLock lock(&state_mu_);
+  return offer_;
+}
+
+bool Channel::open_at_suspend() const {
+  MutexLock lock(&state_mu_);
+  return open_at_suspend_;
+}
+
+void Channel::NoteSuspend() {
+  MutexLock lock(&state_mu_);
+  open_at_suspend_ = state_ == DataState::kOpen && removed_.ok();
+}
+
+void Channel::Rebind(const OfferInfo& offer) {
+  MutexLock lock(&state_mu_);
+  offer_ = offer;
+  relid_.store(offer.relid, std::memory_order_relaxed);
+}
+
+absl::Status Channel::Reopen(absl::Time deadline) {
+  std::optional<ChannelOpenOptions> options;
+  {
+    MutexLock lock(&state_mu_);
+    options = last_open_;
+  }
+  if (!options.has_value()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("reopen of ", Name(), ": the channel was never opened"));
+  }
+  return Open(*options, deadline);
+}
 
 absl::StatusOr<ChannelLink*> Channel::LiveLink() const {
   MutexLock lock(&state_mu_);
@@ -252,9 +287,11 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     transactions_.store(transactions_owner_.get(), std::memory_order_release);
   }
   Backend* backend;
+  ChannelSignal signal;
   {
     MutexLock lock(&state_mu_);
     backend = backend_;
+    signal = SignalOf(offer_);
   }
   {
     MutexLock lock(&poll_mu_);
@@ -266,6 +303,7 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     callback_mode_ = static_cast<bool>(options.on_packet);
     drain_budget_ = options.drain_budget;
     receive_backend_ = backend;
+    receive_signal_ = signal;
     drain_pending_.store(false, std::memory_order_relaxed);
     receive_attached_.store(true, std::memory_order_relaxed);
   }
@@ -274,10 +312,12 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     out_ = std::move(*out);
     sendable_ = false;  // until the host's OpenResult
     send_backend_ = backend;
+    send_signal_ = signal;
     appended_ = 0;
     send_waiters_.clear();
   }
   MutexLock lock(&state_mu_);
+  last_open_ = options;
   state_ = DataState::kOpening;
   data_failure_ = absl::OkStatus();
   failed_.store(false, std::memory_order_relaxed);
@@ -331,6 +371,8 @@ void Channel::MarkRemoved(const absl::Status& reason) {
     MutexLock lock(&state_mu_);
     removed_ = reason.ok() ? absl::UnavailableError("offer removed") : reason;
     open_.store(false, std::memory_order_relaxed);
+    // The callback may hold the channel (or its driver): let go of it with the offer.
+    last_open_.reset();
   }
   NoteEvent();
 }
@@ -348,6 +390,7 @@ void Channel::MarkBusGone() {
   MutexLock lock(&state_mu_);
   link_ = nullptr;
   backend_ = nullptr;
+  last_open_.reset();
 }
 
 // ---------------------------------------------------------------------------------------------

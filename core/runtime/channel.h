@@ -200,10 +200,12 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
-  // The offer this channel belongs to (fixed for its life).
-  const OfferInfo& offer() const { return offer_; }
-  OfferId id() const { return offer_.id; }
-  uint32_t relid() const { return offer_.relid; }
+  // The offer this channel belongs to (a snapshot). Its id is fixed for the channel's life;
+  // the other fields change only across a suspend and resume (ChannelBus::Resume), when the
+  // host may offer the device again under another relid, connection id or monitor id.
+  OfferInfo offer() const;
+  OfferId id() const { return id_; }
+  uint32_t relid() const { return relid_.load(std::memory_order_relaxed); }
 
   // ---- Control (each waits for the host until `deadline`) --------------------------------
 
@@ -237,6 +239,15 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // callback).
   absl::Status Close(absl::Time deadline);
   void CloseAsync(absl::Time deadline, std::function<void(absl::Status)> done);
+
+  // Reopen
+  // Open with the options of the last Open (ring sizes, callback, target VP, user data):
+  // what a driver's Resume does after a suspend. FailedPrecondition if the channel was never
+  // opened; otherwise Open's errors.
+  absl::Status Reopen(absl::Time deadline);
+  // Whether the channel was open when its bus suspended (the bus's default Driver::Resume
+  // reopens exactly those).
+  bool open_at_suspend() const;
 
   // CreateGpadl
   // Allocates `page_count` zeroed pages and describes them to the host. Errors as Open's, plus
@@ -378,6 +389,11 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   bool receive_attached() const { return receive_attached_.load(std::memory_order_relaxed); }
   // The offer went away (rescind, link lost, unload).
   void MarkRemoved(const absl::Status& reason);
+  // The bus is suspending: remember whether the channel is open now (open_at_suspend).
+  void NoteSuspend();
+  // After a resume the host offered the device again as `offer` (same id; relid, connection
+  // id, monitor id may differ). Only while closed: the next open signals with the new fields.
+  void Rebind(const OfferInfo& offer);
   // The bus is being destroyed: detach everything and forget the bus (no callback runs any
   // more: the backend has stopped).
   void MarkBusGone();
@@ -394,7 +410,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   bool RearmPendingSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
   // Runs the WhenWritable callbacks whose packets fit now (not under send_mu_).
   void RunWritable();
-  absl::Status Signal(Backend* backend);
+  absl::Status Signal(Backend* backend, const ChannelSignal& signal);
   // Callback mode: drain while events are pending (one drainer at a time); true if the budget
   // ran out with packets left.
   bool DrainFromDispatch();
@@ -435,8 +451,9 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   void StartCall(std::function<void(BusExecutor&, CallDone)> start, CallDone done);
   std::string Name() const;
 
-  const OfferInfo offer_;
-  const ChannelSignal signal_;
+  const OfferId id_;
+  // Relaxed: a name for messages; changes only while the channel is closed (Rebind).
+  std::atomic<uint32_t> relid_;
   const FaultPoint fault_;
 
   // Control state.
@@ -444,6 +461,10 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   ChannelLink* link_ ABSL_GUARDED_BY(state_mu_);
   Backend* backend_ ABSL_GUARDED_BY(state_mu_);
   DataState state_ ABSL_GUARDED_BY(state_mu_) = DataState::kClosed;
+  OfferInfo offer_ ABSL_GUARDED_BY(state_mu_);
+  // The options of the last Open that attached rings (Reopen uses them).
+  std::optional<ChannelOpenOptions> last_open_ ABSL_GUARDED_BY(state_mu_);
+  bool open_at_suspend_ ABSL_GUARDED_BY(state_mu_) = false;
   absl::Status removed_ ABSL_GUARDED_BY(state_mu_);
   // The sticky failure of the current open's rings (DataLoss), if any.
   absl::Status data_failure_ ABSL_GUARDED_BY(state_mu_);
@@ -459,6 +480,8 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(send_mu_);
   bool sendable_ ABSL_GUARDED_BY(send_mu_) = false;
   Backend* send_backend_ ABSL_GUARDED_BY(send_mu_) = nullptr;
+  // How to signal the host, from the offer at the time the rings were attached.
+  ChannelSignal send_signal_ ABSL_GUARDED_BY(send_mu_);
   size_t appended_ ABSL_GUARDED_BY(send_mu_) = 0;
   // Ring bytes each sender waiting for room needs (pending_send_sz is armed for the smallest).
   std::multiset<size_t> send_waiters_ ABSL_GUARDED_BY(send_mu_);
@@ -479,6 +502,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   bool callback_mode_ = false;
   size_t drain_budget_ = 64;
   Backend* receive_backend_ = nullptr;
+  ChannelSignal receive_signal_;  // as send_signal_, for the reader's signals
   // Relaxed mirror of in_.has_value() for the executor (written under poll_mu_).
   std::atomic<bool> receive_attached_{false};
   std::atomic<bool> draining_{false};

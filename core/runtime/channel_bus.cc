@@ -70,6 +70,10 @@ absl::Status ChannelBus::ForceUnload(absl::Time deadline) {
   return runtime_->ForceUnload(deadline);
 }
 
+absl::Status ChannelBus::Suspend(absl::Time deadline) { return runtime_->Suspend(deadline); }
+
+absl::Status ChannelBus::Resume(absl::Time deadline) { return runtime_->Resume(deadline); }
+
 BusPhase ChannelBus::phase() const { return runtime_->executor().phase(); }
 
 uint32_t ChannelBus::version() const { return runtime_->executor().version(); }

@@ -95,6 +95,10 @@ struct ChannelBusOptions {
   absl::Duration call_grace = absl::Seconds(2);
   // Deadline the destructor gives Shutdown.
   absl::Duration shutdown_timeout = absl::Seconds(10);
+  // Resume: how long past the host's AllOffersDelivered to wait for devices that existed
+  // before the suspend and have not been offered again (within Resume's deadline); those
+  // still missing then are removed.
+  absl::Duration resume_offer_wait = absl::Seconds(10);
 
   // Application callbacks, run on driver strands (they may block briefly and may call
   // blocking Channel methods): per device in event order, devices side by side:
@@ -122,6 +126,7 @@ struct BusStats {
   uint64_t spurious_events = 0;  // event bits for relids with no published channel
   uint64_t offers_added = 0;
   uint64_t offers_removed = 0;
+  uint64_t offers_resumed = 0;    // devices offered again after a resume (same Channel object)
   uint64_t errors = 0;            // bus-level: failed publishes/retires, probe failures, ...
   uint64_t calls_undone = 0;      // results undone because their callers had given up
   uint64_t retires_deferred = 0;  // closes/removals that found a receive callback running
@@ -197,6 +202,40 @@ class ChannelBus final {
   // FailedPrecondition (not connected, version below 3.0, called from the bus's own threads),
   // DeadlineExceeded (no UnloadResponse: the offers are dropped locally all the same).
   absl::Status ForceUnload(absl::Time deadline);
+
+  // Suspend
+  // Prepares the bus for a hibernation (docs/protocol.md §9). In order: every bound driver's
+  // Suspend runs (on its strand; drivers close their channels, sub-channels first); channels
+  // still open are closed and GPADLs still held torn down (logged); the bus unloads from the
+  // host, which forgets every relid; host messages are then held back until Resume. Every
+  // primary device keeps its Channel object, its driver binding and its driver's state;
+  // sub-channels are removed (SubChannelRemoved). Offers() is empty while suspended and
+  // Channel calls fail with FailedPrecondition. Errors:
+  //   - FailedPrecondition: not connected, version below 3.0, called from the bus's threads;
+  //   - a driver's Suspend failed (its error, naming the driver): the drivers already
+  //     suspended are resumed and the bus stays connected;
+  //   - a close or teardown failed (e.g. DeadlineExceeded): drivers are resumed, the bus stays
+  //     connected;
+  //   - DeadlineExceeded with no UnloadResponse: the bus is suspended all the same (the host
+  //     stopped answering; Resume tries a new connection);
+  //   - Unavailable: the link was lost; every device is removed.
+  absl::Status Suspend(absl::Time deadline);
+
+  // Resume
+  // Reconnects after Suspend: negotiates exactly the version used before (a host that refuses
+  // it fails the Resume with FailedPrecondition and the bus stays suspended; Resume may be
+  // tried again), requests the offers and waits for AllOffersDelivered and for every primary
+  // that existed before (up to options.resume_offer_wait past AllOffersDelivered). The host
+  // may give each device a new relid, connection id and monitor id: a device is recognised by
+  // its (type, instance), and its Channel object takes the new fields before any driver sees
+  // them. Devices not offered again are removed (Remove, on_offer_removed with NotFound, and a
+  // log line naming each); new ones are ordinary hot-adds (Probe). Then every resumed device's
+  // driver Resume runs (its channel reopens under the new relid); driverless channels that
+  // were open at the suspend are reopened with their last options. Returns OK once all that
+  // ran; a driver's failing Resume is logged and counted and its error returned (the bus is
+  // resumed all the same). DeadlineExceeded before a version was agreed leaves the bus
+  // suspended.
+  absl::Status Resume(absl::Time deadline);
 
   // State (snapshots).
   BusPhase phase() const;

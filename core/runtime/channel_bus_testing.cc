@@ -92,6 +92,13 @@ void TestHost::AddOffer(uint32_t relid, const Guid& type, const Guid& instance,
   });
 }
 
+void TestHost::ClearOffers() {
+  Post([this] {
+    MutexLock lock(&mu_);
+    offers_.clear();
+  });
+}
+
 void TestHost::Rescind(uint32_t relid) {
   Post([this, relid] {
     {

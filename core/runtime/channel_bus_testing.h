@@ -97,6 +97,9 @@ class TestHost final : public Backend {
   // Adds an offer: delivered at RequestOffers, or at once (hot-add) once offers were sent.
   void AddOffer(uint32_t relid, const Guid& type, const Guid& instance,
                 uint16_t sub_channel_index = 0);
+  // Forgets every offer without telling the guest (host thread): for a host that will offer
+  // something else after the guest's Unload (a resume after a suspend).
+  void ClearOffers();
   // Rescinds (host thread). The relid stays taken until the guest's RelidReleased.
   void Rescind(uint32_t relid);
   // Sends an arbitrary message to the guest (host thread, in order with the rest).

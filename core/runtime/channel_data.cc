@@ -53,9 +53,9 @@ absl::Status Channel::CheckNotInOwnPoll(absl::string_view what) const {
 // Sending
 // ---------------------------------------------------------------------------------------------
 
-absl::Status Channel::Signal(Backend* backend) {
+absl::Status Channel::Signal(Backend* backend, const ChannelSignal& signal) {
   Add(counters_.signals_sent);
-  absl::Status s = backend->SignalHost(signal_);
+  absl::Status s = backend->SignalHost(signal);
   if (!s.ok()) {
     Add(counters_.errors);
     return absl::Status(s.code(), absl::StrCat("signal to the host for ", Name(),
@@ -69,7 +69,7 @@ absl::Status Channel::CommitAndSignal() {
   // The ring decides: signal only if the host may be idle (ring was empty, host not draining).
   const bool signal = out_->Commit();
   if (!out_->status().ok()) return out_->status();
-  return signal ? Signal(send_backend_) : absl::OkStatus();
+  return signal ? Signal(send_backend_, send_signal_) : absl::OkStatus();
 }
 
 bool Channel::RearmPendingSend() {
@@ -497,7 +497,8 @@ absl::StatusOr<Channel::Drained> Channel::DrainRing(absl::FunctionRef<void(const
       FailDataPath(wake.status());
       return wake.status();
     }
-    if (*wake) Signal(receive_backend_).IgnoreError();  // counted as an error if it fails
+    if (*wake)
+      Signal(receive_backend_, receive_signal_).IgnoreError();  // counted as an error if it fails
     return absl::OkStatus();
   };
   // Batched read (the writer relies on this pattern, core/data/ring_buffer.h): mask while draining,

@@ -4,8 +4,18 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/runtime/channel.h"
 
 namespace vbus {
+
+absl::Status Driver::Suspend(Channel& channel, absl::Time deadline) {
+  return channel.Close(deadline);  // OK at once if it is closed already
+}
+
+absl::Status Driver::Resume(Channel& channel, absl::Time deadline) {
+  if (!channel.open_at_suspend()) return absl::OkStatus();
+  return channel.Reopen(deadline);
+}
 
 absl::Status DriverRegistry::Register(DriverSpec spec) {
   if (spec.name.empty()) return absl::InvalidArgumentError("driver registration: empty name");
@@ -138,6 +148,11 @@ std::vector<std::pair<OfferInfo, const DriverSpec*>> DeviceList::Unbound() {
     }
   }
   return result;
+}
+
+void DeviceList::Update(const OfferInfo& offer) {
+  auto it = entries_.find(offer.id);
+  if (it != entries_.end()) it->second.info.offer = offer;
 }
 
 Driver* DeviceList::driver(OfferId offer) const {

@@ -37,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "core/data/guid.h"
 #include "core/runtime/sync.h"
 #include "core/state/bus_ids.h"
@@ -91,6 +92,27 @@ class Driver {
     (void)sub_channel;
     (void)reason;
   }
+
+  // Suspend
+  // The bus is suspending (ChannelBus::Suspend: hibernation). The driver quiesces its device
+  // and closes its channel — the primary's Close closes its sub-channels first — and tears
+  // down the GPADLs it created; it keeps its own state. Whatever it leaves open the bus closes
+  // after it (and logs). `channel` stays the same object across the suspend and stays valid
+  // until Remove; the device's sub-channels are removed once the suspend completes
+  // (SubChannelRemoved), and asked for again at Resume. An error aborts the suspend: the
+  // drivers already suspended are resumed and the bus stays connected.
+  // Default: closes the channel (Resume's default reopens it).
+  virtual absl::Status Suspend(Channel& channel, absl::Time deadline);
+
+  // Resume
+  // The host offered the device again after the resume — possibly under another relid,
+  // connection id or monitor id, which `channel` (the same object) carries already. The driver
+  // reopens the channel (new rings and GPADL), asks for its sub-channels again and restarts
+  // its work. An error is logged and counted; the device stays bound (its channel closed).
+  // A device the host did not offer again is removed (Remove) instead.
+  // Default: reopens the channel with the options of its last open, if it was open when the
+  // suspend began (Channel::Reopen, Channel::open_at_suspend).
+  virtual absl::Status Resume(Channel& channel, absl::Time deadline);
 };
 
 // DriverSpec
@@ -193,6 +215,11 @@ class DeviceList {
 
   // The bound driver of an offer, or nullptr.
   Driver* driver(OfferId offer) const;
+
+  // Update
+  // A listed offer came back after a resume with new fields (same id); unknown ids are
+  // ignored.
+  void Update(const OfferInfo& offer);
 
   // List
   // Every listed offer, by relid.

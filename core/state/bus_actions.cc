@@ -213,6 +213,9 @@ std::string DescribeAction(const Action& action) {
       return absl::StrCat("offer_removed offer=", a.offer.value(), " relid=", a.relid, ": ",
                           a.reason.ToString());
     }
+    std::string operator()(const OfferParked& a) const {
+      return absl::StrCat("offer_parked offer=", a.offer.value(), " relid=", a.relid);
+    }
     std::string operator()(const OfferResumed& a) const {
       return absl::StrCat("offer_resumed offer=", a.offer.id.value(), " relid=", a.old_relid, "->",
                           a.offer.relid, " connection_id=", Hex(a.offer.connection_id),

@@ -96,6 +96,13 @@ struct OfferRemoved {
   absl::Status reason;
 };
 
+// OfferParked: a suspend parked this primary (OfferState::kParked): it is not offered now, but
+// keeps its OfferId, and the runtime its channel (closed) and driver, for the resume.
+struct OfferParked {
+  OfferId offer;
+  uint32_t relid = 0;
+};
+
 // OfferResumed: after a Resume the host offered again a primary that the suspend parked; it
 // keeps its OfferId (and the runtime its channel and driver) but `offer` carries the new relid,
 // connection id, monitor id and every other field. The channel is closed and unpublished;
@@ -142,8 +149,8 @@ struct InputIgnored {
 };
 
 using Action = std::variant<SendMessage, ConnectionReady, PublishChannel, RetireChannel, OfferAdded,
-                            OfferRemoved, OfferResumed, ReleaseGpadl, Complete, ArmTimer,
-                            CancelTimer, InputIgnored>;
+                            OfferRemoved, OfferParked, OfferResumed, ReleaseGpadl, Complete,
+                            ArmTimer, CancelTimer, InputIgnored>;
 using Actions = std::vector<Action>;
 
 // ControlMessageKindName

@@ -66,6 +66,7 @@ void BusState::ParkAll(Actions* out) {
     std::vector<uint32_t> handles = rec.gpadls;
     for (uint32_t handle : handles) EraseGpadl(handle, out);
     parked_[InstanceKey{rec.info.interface_type, rec.info.interface_instance, 0}] = id;
+    out->push_back(OfferParked{id, rec.info.relid});
   }
   suspended_version_ = version;
   phase_ = BusPhase::kSuspended;

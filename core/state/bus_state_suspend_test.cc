@@ -55,6 +55,7 @@ struct Suspended {
     EXPECT_THAT(h.Host(UnloadResponseMsg()),
                 ElementsAre(HasSubstr("offer_removed offer=3 relid=7: CANCELLED: bus unloaded "
                                       "for a suspend"),
+                            "offer_parked offer=1 relid=5", "offer_parked offer=2 relid=6",
                             HasSubstr("cancel_timer"), HasSubstr("unload: OK")));
     EXPECT_TRUE(h.CompletionOf(unload).status.ok());
   }

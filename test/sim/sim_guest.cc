@@ -87,6 +87,23 @@ void World::OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>&
   ReleaseLater(offer.id);
 }
 
+void World::OfferResumed(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) {
+  auto it = offers_.find(offer.id);
+  if (it == offers_.end() || it->second.removed) {
+    Fail(absl::StrCat("OfferResumed for offer ", offer.id.value(), ", which is not a live offer"));
+    return;
+  }
+  if (channel != it->second.channel || channel->relid() != offer.relid) {
+    Fail(absl::StrCat("offer ", offer.id.value(), " resumed under relid ", offer.relid,
+                      " without its own channel carrying the new relid"));
+    return;
+  }
+  Trace(absl::StrCat("    driver: offer ", offer.id.value(), " resumed: relid ",
+                     it->second.info.relid, " -> ", offer.relid));
+  it->second.info = offer;
+  relids_seen_.insert(offer.relid);
+}
+
 void World::ReleaseLater(OfferId offer) {
   // The driver's Remove runs, then the runtime releases the offer (and with it the relid).
   sched_.After(absl::Microseconds(rng_.Range(0, 300)), SimScheduler::kWork,

@@ -306,6 +306,7 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   void OfferAdded(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
   void OfferRemoved(const OfferInfo& offer, const std::shared_ptr<Channel>& channel,
                     const absl::Status& reason) override;
+  void OfferResumed(const OfferInfo& offer, const std::shared_ptr<Channel>& channel) override;
   void Log(absl::string_view line) override;
 
   // ---- sim_transport.cc: transports, interrupts, the backend's reports ----
