@@ -169,6 +169,7 @@ HostEngine::HostEngine(EngineOptions options)
     : options_(std::move(options)), settings_(options_.settings), rng_(options_.seed) {
   if (!settings_.has_max_version()) settings_.set_max_version(kDefaultMaxVersion);
   if (!settings_.has_remap_relids_on_resume()) settings_.set_remap_relids_on_resume(false);
+  if (!settings_.has_permute_relids_on_resume()) settings_.set_permute_relids_on_resume(false);
   if (!settings_.has_monitor_latency_us())
     settings_.set_monitor_latency_us(kDefaultMonitorLatencyUs);
 }
@@ -670,39 +671,6 @@ void HostEngine::ForgetChannel(Guest& g, uint32_t relid) {
 void HostEngine::ForgetInstance(Guest& g, const Channel& primary) {
   auto it = g.live_instances.find(primary.offer.interface_instance().value());
   if (it != g.live_instances.end() && it->second == primary.relid) g.live_instances.erase(it);
-}
-
-void HostEngine::RemapRelids(Guest& g) {
-  std::vector<Channel*> order;
-  for (auto& [relid, c] : g.channels) order.push_back(&c);
-  std::sort(order.begin(), order.end(),
-            [](const Channel* a, const Channel* b) { return a->order < b->order; });
-  // Take every new relid while the old ones are still taken, so none coincides with its old
-  // number. Without room for that (over 1023 channels), keep the old relids.
-  absl::flat_hash_map<uint32_t, uint32_t> renumber;
-  for (Channel* c : order) {
-    absl::StatusOr<uint32_t> r = g.relids.Allocate();
-    if (!r.ok()) {
-      for (const auto& [old_relid, new_relid] : renumber) (void)g.relids.Release(new_relid);
-      return;
-    }
-    renumber[c->relid] = *r;
-    g.second_release_expected.erase(*r);
-  }
-  absl::btree_map<uint32_t, Channel> remapped;
-  for (auto& [old_relid, c] : g.channels) {
-    (void)g.relids.Release(old_relid);
-    Channel moved = std::move(c);
-    moved.relid = renumber.at(old_relid);
-    if (moved.primary_relid != 0) moved.primary_relid = renumber.at(moved.primary_relid);
-    for (uint32_t& sub : moved.sub_relids) sub = renumber.at(sub);
-    moved.offer.set_child_relid(moved.relid);
-    moved.offer.set_connection_id(kChannelConnectionIdBase + moved.relid);
-    const uint32_t relid = moved.relid;
-    remapped.emplace(relid, std::move(moved));
-  }
-  g.channels = std::move(remapped);
-  for (auto& [instance, relid] : g.live_instances) relid = renumber.at(relid);
 }
 
 // --- Outputs --------------------------------------------------------------------------------

@@ -45,7 +45,8 @@
 //   stay offered until the guest releases them too, which it will: they have no primary).
 // - Unload (from 3.0) closes every channel, forgets every GPADL and unsent state, and answers
 //   UnloadResponse; the guest may then negotiate again and request offers, which re-offers
-//   every channel (with new relids if HostSettings.remap_relids_on_resume).
+//   every channel (with new relids if HostSettings.remap_relids_on_resume; with the same relids
+//   and monitor ids moved among the channels if permute_relids_on_resume).
 //
 // Threading: thread-compatible. The runtime serialises all calls under one mutex.
 #ifndef VBUS_MOCK_HOST_ENGINE_H_
@@ -405,7 +406,8 @@ class HostEngine {
   void StopChannel(Guest& g, Channel& c, absl::string_view why, absl::Time now, Actions* out);
   void ForgetChannel(Guest& g, uint32_t relid);
   void ForgetInstance(Guest& g, const Channel& primary);  // from live_instances
-  void RemapRelids(Guest& g);
+  // On a resume (engine_resume.cc): new relids, or the old ones permuted with the monitor ids.
+  void RemapOnResume(Guest& g);
   Guid NewGuid();
 
   // Output helpers. Control messages to the guest pass through its armed message faults.

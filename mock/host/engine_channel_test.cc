@@ -464,6 +464,38 @@ TEST(EngineUnloadTest, ResumeRemapsRelidsWhenConfigured) {
   EXPECT_THAT(r->rescinded_relids(), ElementsAre(after[3].child_relid(), after[2].child_relid()));
 }
 
+TEST(EngineUnloadTest, ResumePermutesRelidsAndMonitorIdsWhenConfigured) {
+  EngineOptions options = WithOffers({"echo", "raw", "echo", "sink"});
+  options.settings.set_permute_relids_on_resume(true);
+  options.settings.set_remap_relids_on_resume(true);  // permute takes precedence
+  EngineHarness h(options);
+  ScriptedGuest g(h, "vm");
+  ASSERT_TRUE(h.Offer("vm", "device: 'echo' monitored: true").ok());
+  ASSERT_TRUE(h.Offer("vm", "device: 'echo' monitored: true").ok());
+  std::vector<v1::Offer> before = g.Connect();
+  ASSERT_THAT(g.Send(testing::UnloadMsg()), SizeIs(1));
+  std::vector<v1::Offer> after = g.Connect();
+  ASSERT_THAT(after, SizeIs(before.size()));
+  std::set<uint32_t> relids_before, relids_after;
+  size_t monitored = 0;
+  for (size_t i = 0; i < before.size(); ++i) {
+    // Same devices in the same order, each under another device's relid.
+    EXPECT_EQ(after[i].interface_instance().value(), before[i].interface_instance().value());
+    EXPECT_NE(after[i].child_relid(), before[i].child_relid()) << i;
+    EXPECT_EQ(after[i].connection_id(), kChannelConnectionIdBase + after[i].child_relid());
+    EXPECT_EQ(after[i].monitor_allocated(), before[i].monitor_allocated());
+    if (before[i].monitor_allocated()) {
+      ++monitored;
+      EXPECT_NE(after[i].monitor_id(), before[i].monitor_id()) << i;
+    }
+    relids_before.insert(before[i].child_relid());
+    relids_after.insert(after[i].child_relid());
+  }
+  EXPECT_EQ(relids_after, relids_before);
+  EXPECT_GE(monitored, 2u);
+  EXPECT_EQ(h.action_violations(), 0);
+}
+
 // An instance in use by a live primary is refused; once that primary is rescinded (before or
 // after its release), remapped or never sent, the instance is free again, and the refusal
 // names the relid that holds it now.
