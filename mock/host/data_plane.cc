@@ -274,6 +274,11 @@ absl::Status GuestDataPlane::MapChannel(uint32_t relid, absl::string_view device
     ++monitored_open_;
   }
   channels_.emplace(relid, std::move(c));
+  if (monitor_id && monitored_open_ == 1) {
+    // The doorbell thread may be in an idle wait that does not scan triggers: a monitored
+    // signal rings nothing, so wake it to start scanning at the monitor latency.
+    memory_->Ring(Doorbell::kHost);
+  }
   return absl::OkStatus();
 }
 

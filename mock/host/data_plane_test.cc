@@ -348,6 +348,20 @@ TEST_F(DataPlaneTest, ScatteredGpadlPagesWork) {
   }
 }
 
+// A monitored signal rings no doorbell: the host's doorbell thread, idle in a long wait while
+// no monitored channel was open, must be woken by the first one's map to start scanning
+// triggers (otherwise that channel's first signal waits for the idle tick).
+TEST_F(DataPlaneTest, TheFirstMonitoredChannelWakesTheHostsDoorbellThread) {
+  const uint32_t before = guest_memory_->DoorbellValue(Doorbell::kHost);
+  std::unique_ptr<GuestRings> plain = Open(5, "echo");
+  EXPECT_EQ(guest_memory_->DoorbellValue(Doorbell::kHost), before);
+  std::unique_ptr<GuestRings> first = Open(6, "echo", 4, 4, /*monitor_id=*/37);
+  const uint32_t woken = guest_memory_->DoorbellValue(Doorbell::kHost);
+  EXPECT_NE(woken, before);
+  std::unique_ptr<GuestRings> second = Open(7, "echo", 4, 4, /*monitor_id=*/38);
+  EXPECT_EQ(guest_memory_->DoorbellValue(Doorbell::kHost), woken);  // scanning already
+}
+
 TEST_F(DataPlaneTest, MonitoredChannelsAreFoundThroughTriggerBits) {
   std::unique_ptr<GuestRings> rings = Open(6, "echo", 4, 4, /*monitor_id=*/37);
   EXPECT_TRUE(plane_->HasMonitoredChannels());
