@@ -272,6 +272,10 @@ void World::CheckResult(SimCall& c, const CallResult& r) {
       break;
     }
     case RequestKind::kUnload:
+      if (c.suspend) {
+        if (r.status.ok()) ++stats_.suspends;
+        break;
+      }
       if (!r.status.ok()) {
         Fail(absl::StrCat("unload failed: ", r.status.ToString()));
         return;

@@ -103,7 +103,10 @@ void World::CheckStep() {
                         st->published ? " (published)" : "", " at once"));
       return;
     }
-    if (st->offer_state == OfferState::kDetached || unloading) continue;
+    if (st->offer_state == OfferState::kDetached || st->offer_state == OfferState::kParked ||
+        unloading) {
+      continue;  // the guest holds no relid for it (or is giving every relid up)
+    }
     // The guest holds this relid: the host must still hold it too, for the same device.
     absl::StatusOr<mock::HostEngine::ChannelSnapshot> host = engine_->FindChannel(guest_id_, relid);
     if (!host.ok()) {

@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
       "%llu packets verified (%llu bytes, %llu completions, %llu polled), %llu opens (%llu "
       "failed), %llu closes, %llu rescinds, %llu hot-adds, %llu GPADLs released, %llu timeouts, "
       "%llu interrupts (%llu dropped), %llu polls, %llu stale replies, %llu host refusals, "
-      "%llu unloads (%llu forced), %llu failed posts, %llu spoiled offers (%llu relids given "
+      "%llu unloads (%llu forced), %llu suspends (%llu devices resumed), %llu failed posts, %llu "
+      "spoiled offers (%llu relids given "
       "back), %llu settle points, %llu relid reuses, "
       "%llu/%llu full rings (guest/host), "
       "%llu WhenWritable wake-ups, %llu host waits for room, %llu unmask re-checks with data, "
@@ -103,10 +104,11 @@ int main(int argc, char** argv) {
       n(t.completions_verified), n(t.polled_packets), n(t.opens_ok), n(t.open_failures),
       n(t.closes), n(t.rescinds), n(t.hot_adds), n(t.gpadls_released), n(t.deadlines_exceeded),
       n(t.interrupts), n(t.interrupts_dropped), n(t.polls), n(t.stale_replies_ignored),
-      n(t.host_refusals), n(t.unloads), n(t.forced_unloads), n(t.post_failures),
-      n(t.offers_spoiled), n(t.refused_offers_released), n(t.settles), n(t.relid_reuses),
-      n(t.guest_ring_full), n(t.host_ring_full), n(t.writable_wakeups), n(t.host_waits_for_room),
-      n(t.unmask_rechecks_found_data), n(t.inline_host_reactions), n(t.link_losses),
-      n(t.stuck_callbacks), n(t.stuck_over_retire), n(t.calls_abandoned), n(t.calls_undone));
+      n(t.host_refusals), n(t.unloads), n(t.forced_unloads), n(t.suspends), n(t.offers_resumed),
+      n(t.post_failures), n(t.offers_spoiled), n(t.refused_offers_released), n(t.settles),
+      n(t.relid_reuses), n(t.guest_ring_full), n(t.host_ring_full), n(t.writable_wakeups),
+      n(t.host_waits_for_room), n(t.unmask_rechecks_found_data), n(t.inline_host_reactions),
+      n(t.link_losses), n(t.stuck_callbacks), n(t.stuck_over_retire), n(t.calls_abandoned),
+      n(t.calls_undone));
   return failures == 0 ? 0 : 1;
 }

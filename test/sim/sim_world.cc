@@ -68,6 +68,8 @@ void SimStats::Add(const SimStats& o) {
   host_refusals += o.host_refusals;
   unloads += o.unloads;
   forced_unloads += o.forced_unloads;
+  suspends += o.suspends;
+  offers_resumed += o.offers_resumed;
   post_failures += o.post_failures;
   offers_spoiled += o.offers_spoiled;
   refused_offers_released += o.refused_offers_released;
@@ -123,9 +125,12 @@ std::string SimConfig::Describe() const {
   }
   if (inline_host > 0)
     absl::StrAppend(&s, " inline_host=", static_cast<int>(inline_host * 100), "%");
-  absl::StrAppend(&s, " stall_report=", absl::FormatDuration(stall_report),
-                  " remap=", remap_relids ? "yes" : "no", " rounds=", rounds,
-                  " ops=", ops_per_round, " gap<=", op_gap_us, "us");
+  absl::StrAppend(&s, " stall_report=", absl::FormatDuration(stall_report), " remap=",
+                  permute_relids ? "permute"
+                  : remap_relids ? "yes"
+                                 : "no",
+                  suspends ? " suspends" : "", " rounds=", rounds, " ops=", ops_per_round,
+                  " gap<=", op_gap_us, "us");
   return s;
 }
 
@@ -198,6 +203,8 @@ void World::ChooseConfig() {
   config_.post_failures = rng_.Chance(0.3) ? static_cast<double>(rng_.Range(2, 20)) / 100 : 0;
   config_.forced_unloads = rng_.Chance(0.4);
   config_.spoiled_offers = rng_.Chance(0.2) ? static_cast<double>(rng_.Range(5, 30)) / 100 : 0;
+  config_.suspends = rng_.Chance(0.4);
+  config_.permute_relids = rng_.Chance(0.5);
   // A mapping still outstanding for a relid that is rescinded and offered again is taken for
   // the new channel's by the host when the guest refuses that one: not spoiled together.
   if (config_.async_map) config_.spoiled_offers = 0;
@@ -268,6 +275,7 @@ absl::Status World::Setup() {
   mock::EngineOptions engine_options;
   engine_options.settings.set_max_version(config_.host_max_version);
   engine_options.settings.set_remap_relids_on_resume(config_.remap_relids);
+  engine_options.settings.set_permute_relids_on_resume(config_.permute_relids);
   engine_options.settings.set_monitor_latency_us(config_.monitor_latency_us);
   engine_options.seed = rng_.Next();
   const uint64_t initial = rng_.Range(1, 4);
@@ -368,8 +376,12 @@ void World::Scenario() {
   for (int round = 0; round < config_.rounds && !failed_; ++round) {
     link_lost_this_round_ = false;
     if (round > 0 && protocol::HasUnload(negotiated_version_) && rng_.Chance(0.7)) {
-      const bool forced = config_.forced_unloads && rng_.Chance(0.5);
-      if (!UnloadAndReconnect(forced)) return;
+      if (config_.suspends && rng_.Chance(0.6)) {
+        if (!SuspendAndResume()) return;
+      } else {
+        const bool forced = config_.forced_unloads && rng_.Chance(0.5);
+        if (!UnloadAndReconnect(forced)) return;
+      }
     }
     ScheduleChaos(config_.ops_per_round);
     if (!RunUntilSettled(absl::StrCat("round ", round + 1), kSettleBudget)) return;

@@ -143,6 +143,8 @@ struct SimStats {
   uint64_t host_refusals = 0;
   uint64_t unloads = 0;
   uint64_t forced_unloads = 0;           // unloads with channels open
+  uint64_t suspends = 0;                 // suspends that parked the devices
+  uint64_t offers_resumed = 0;           // devices offered again after a resume
   uint64_t post_failures = 0;            // posts the backend failed (ResourceExhausted)
   uint64_t offers_spoiled = 0;           // offers the link made invalid
   uint64_t refused_offers_released = 0;  // ... whose relids the guest gave back

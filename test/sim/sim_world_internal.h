@@ -102,6 +102,11 @@ struct SimConfig {
   double post_failures = 0;
   // Unloads between rounds may be forced: channels open and traffic flowing.
   bool forced_unloads = false;
+  // Between rounds the guest may suspend and resume instead (hibernation): with channels open
+  // and traffic flowing, host steps crossing it, and the host re-offering under new or
+  // permuted relids.
+  bool suspends = false;
+  bool permute_relids = false;
   // Chance that a sub-channel offer is spoiled on its way to the guest (a monitor id past 127):
   // the guest must refuse it and release its relid, and the host must then free it.
   double spoiled_offers = 0;
@@ -223,6 +228,9 @@ struct SimCall {
   uint32_t target_vp = 0;  // kModifyChannel
   // kClose without an offer (CloseAll): the channels it closes (open or opening when it ran).
   std::vector<OfferId> closing;
+  // kUnload that is a suspend (it may fail: a close it makes can), kConnect that is a resume.
+  bool suspend = false;
+  bool resume = false;
 };
 
 // A receive callback (or a poller's callback) that is blocked right now, running the world on.
@@ -291,6 +299,10 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   bool Unload(absl::string_view phase, UnloadMode mode = UnloadMode::kOrderly);
   // Forced: with channels open and traffic flowing; otherwise everything is closed first.
   bool UnloadAndReconnect(bool forced);
+  // ChannelBus::Suspend's executor part at a random point, then Resume; checks that every
+  // device the host offers again keeps its offer id and channel object (sim_suspend.cc).
+  bool SuspendAndResume();
+  void CheckSuspended();
   bool OnFaultPoint(PlantedFault fault);
   // Runs an input of the executor now, or in order after the stall in progress.
   void ExecutorInput(std::function<void()> input);
