@@ -357,7 +357,7 @@ TEST_F(MessagesTest, AMessageThatDoesNotDecodeIsDroppedCountedAndTheNextDelivere
     log.emplace_back(line);
   };
   Start(std::move(options));
-  const uint8_t bad_type[8] = {99};  // type 99 does not exist (docs/protocol.md §18)
+  const uint8_t bad_type[8] = {99};  // type 99 does not exist (docs/wire.md §2)
   ASSERT_TRUE(hv_.QueueMessage(0, kVmbusMessageSint, kVmbusMessageType, bad_type).ok());
   // A SynIC message that is not a VMBus message at all.
   ASSERT_TRUE(hv_.QueueMessage(0, kVmbusMessageSint, 2, Wire(Torndown(8))).ok());

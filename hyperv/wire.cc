@@ -623,7 +623,7 @@ absl::StatusOr<std::vector<WireMessage>> EncodeMessage(const v1::ControlMessage&
 }
 
 absl::StatusOr<DecodedMessage> DecodeMessage(absl::Span<const uint8_t> payload) {
-  // Length first, before anything is copied or read (docs/protocol.md §18).
+  // Length first, before anything is copied or read (docs/wire.md §2).
   if (payload.size() > protocol::kMaxMessagePayloadBytes) {
     return absl::InvalidArgumentError(absl::StrCat("a message of ", payload.size(),
                                                    " bytes is longer than the SynIC payload (",

@@ -5,7 +5,7 @@
 // header turns each neutral ControlMessage (proto/control.proto) into those bytes and back, in
 // both directions (a guest encodes its requests and decodes the host's; a host, or a fake
 // hypervisor bridging to the mock host, does the opposite). The layouts, versions and limits
-// are in docs/protocol.md §16; the decoder's hardening in §18.
+// are in docs/wire.md §1; the decoder's hardening in §18.
 //
 // - GUIDs: the neutral text form on one side, Hyper-V's mixed-endian 16 bytes on the other
 //   (core/data/guid.h).
@@ -53,7 +53,7 @@
 
 namespace vbus::hyperv {
 
-// Channel message types (docs/protocol.md §16). 18–20 exist but are never used by guests;
+// Channel message types (docs/wire.md §1). 18–20 exist but are never used by guests;
 // vbus neither sends nor accepts them.
 enum class WireType : uint32_t {
   kInvalid = 0,
@@ -86,7 +86,7 @@ inline constexpr uint32_t kWireTypeCount = 25;
 // "OFFERCHANNEL", "GPADL_BODY", …; "type N" for numbers that name no message vbus knows.
 std::string WireTypeName(uint32_t type);
 
-// Sizes, in bytes, of the message forms (header included; docs/protocol.md §16).
+// Sizes, in bytes, of the message forms (header included; docs/wire.md §1).
 inline constexpr size_t kWireHeaderBytes = 8;
 inline constexpr size_t kOfferChannelBytes = 196;
 inline constexpr size_t kOpenChannelBytes = 148;
@@ -146,7 +146,7 @@ using DecodedMessage = std::variant<v1::ControlMessage, GpadlHeaderPart, GpadlBo
 // DecodeMessage
 // Decodes one wire message (`payload`: the SynIC payload, its length the message's). Returns a
 // ControlMessage for every type but GPADL_HEADER and GPADL_BODY, whose parts need reassembly.
-// InvalidArgument names what was wrong (docs/protocol.md §18): a payload over 240 bytes or
+// InvalidArgument names what was wrong (docs/wire.md §2): a payload over 240 bytes or
 // shorter than the header, type 0, a type of 25 or more or one of 18–20, a message shorter than
 // its type's minimum, a relid outside 1..2047, a monitored offer's monitor id of 128 or more, a
 // GPADL handle of 0, a GPADL_HEADER whose range count is not 1 or whose range is not whole

@@ -15,7 +15,7 @@ namespace vbus::hyperv {
 namespace wire_internal {
 namespace {
 
-// Offsets (docs/protocol.md §16): the header's range starts at 20 (byte_count, byte_offset),
+// Offsets (docs/wire.md §1): the header's range starts at 20 (byte_count, byte_offset),
 // its first PFN at 28; a body's PFNs start at 16.
 constexpr size_t kHeaderRangeAt = kGpadlHeaderFixedBytes;
 constexpr size_t kHeaderFirstPfnAt = protocol::kGpadlHeaderFirstPfnOffset;

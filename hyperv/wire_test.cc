@@ -1,7 +1,7 @@
 // The binary VMBus codec, byte for byte. Every wire vector here is written by hand from the
-// offsets of docs/protocol.md §16 (a small offset writer, never the codec's encoder): it must
+// offsets of docs/wire.md §1 (a small offset writer, never the codec's encoder): it must
 // decode to the expected message, and encoding that message must give the same bytes back.
-// Then a hostile vector for every decoding rule of docs/protocol.md §18, the encoder's
+// Then a hostile vector for every decoding rule of docs/wire.md §2, the encoder's
 // refusals, and the GPADL reassembler's state and limits.
 #include "hyperv/wire.h"
 
@@ -336,7 +336,7 @@ TEST(WireCodecTest, LargestGpadlIs293Messages) {
   EXPECT_THAT(EncodeMessage(m).status().message(), HasSubstr("8191 pages; at most 8190"));
 }
 
-// ---- Hostile input: one vector per rule of docs/protocol.md §18 ------------------------------
+// ---- Hostile input: one vector per rule of docs/wire.md §2 ------------------------------
 
 TEST(WireHardeningTest, PayloadLongerThanTheSynicSlot) {
   std::vector<uint8_t> wire = Bytes(241).u32(0, 3);

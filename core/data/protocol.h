@@ -4,7 +4,7 @@
 // docs/protocol.md §1–§4, §6, §7, §15 and §16.
 //
 // The wire limits (GPADL pages, ring pages, device-defined bytes) are those of Hyper-V's
-// encoding (docs/protocol.md §16): the neutral messages could carry more, but a guest that
+// encoding (docs/wire.md §1): the neutral messages could carry more, but a guest that
 // relied on that could not run on a real host. The guest's core refuses a call beyond a limit
 // with InvalidArgument before anything is sent; the mock host refuses such a request as a
 // real host would (a non-zero status).
@@ -78,9 +78,9 @@ inline constexpr uint32_t kMonitorIdCount = 128;
 
 // Hyper-V carries a control message in a SynIC message slot with at most this many bytes of
 // payload (the VMBus message's own 8-byte header included). Every message vbus sends or
-// accepts fits: the variable parts below are bounded so that it does (docs/protocol.md §16).
+// accepts fits: the variable parts below are bounded so that it does (docs/wire.md §1).
 inline constexpr size_t kMaxMessagePayloadBytes = 240;
-// The largest fixed-size messages: OFFERCHANNEL and OPENCHANNEL (docs/protocol.md §16).
+// The largest fixed-size messages: OFFERCHANNEL and OPENCHANNEL (docs/wire.md §1).
 inline constexpr size_t kOfferMessageBytes = 196;
 inline constexpr size_t kOpenChannelMessageBytes = 148;
 

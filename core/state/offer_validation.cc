@@ -50,7 +50,7 @@ absl::StatusOr<OfferInfo> ValidateOffer(const v1::Offer& offer, IgnoreReason* re
                   absl::StrCat("offer of relid ", relid, " has monitor id ", offer.monitor_id(),
                                ", not below ", protocol::kMonitorIdCount));
   }
-  // Every field the wire carries narrower than the neutral uint32 (docs/protocol.md §16).
+  // Every field the wire carries narrower than the neutral uint32 (docs/wire.md §1).
   const struct {
     const char* name;
     uint32_t value;

@@ -1,7 +1,7 @@
 // IcEndpoint: the guest's side of one IC channel as a protocol machine — no channel, no
 // threads. It takes the payload of each packet the host sent, answers the version negotiation
 // itself and hands every later request to its IcService (the heartbeat, shutdown, time sync
-// or KVP logic), and returns the bytes to send back (docs/protocol.md §20, §21).
+// or KVP logic), and returns the bytes to send back (docs/integration_components.md §1, §21).
 //
 // Bad input never crashes and never goes unanswered when it can be answered:
 //   - shorter than the headers: dropped and counted (there is no header to answer with);

@@ -1,6 +1,6 @@
 // The wire format every integration component (IC) shares: the pipe header, the icmsg header,
 // the flags, the status codes and the framework/message version negotiation
-// (docs/protocol.md §20, §21).
+// (docs/integration_components.md §1, §21).
 //
 // An IC channel carries one IC message per in-band VMBus packet:
 //   @0  pipe header (8 bytes): flags u32 (1 = data), msgsize u32 (bytes after the pipe header)
@@ -154,7 +154,7 @@ std::vector<uint8_t> BuildResponse(const IcHeader& request, uint32_t status,
 std::vector<uint8_t> BuildRequest(MessageType type, IcVersion framework, IcVersion version,
                                   absl::Span<const uint8_t> body);
 
-// ---- Version negotiation (docs/protocol.md §21) ----------------------------------------------
+// ---- Version negotiation (docs/integration_components.md §2) ----------------------------------------------
 
 // Framework versions vbus speaks, in preference order.
 inline constexpr IcVersion kFrameworkVersions[] = {{3, 0}, {1, 0}};

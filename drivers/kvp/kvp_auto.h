@@ -1,4 +1,4 @@
-// The AUTO pool: facts about the guest the host reads by index (docs/protocol.md §25).
+// The AUTO pool: facts about the guest the host reads by index (docs/integration_components.md §6).
 #ifndef VBUS_DRIVERS_KVP_KVP_AUTO_H_
 #define VBUS_DRIVERS_KVP_KVP_AUTO_H_
 

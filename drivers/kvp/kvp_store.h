@@ -1,4 +1,4 @@
-// KvpStore: where a guest keeps its KVP pools (docs/protocol.md §25). The KvpDriver reads and
+// KvpStore: where a guest keeps its KVP pools (docs/integration_components.md §6). The KvpDriver reads and
 // writes it for the host's requests; the agent may read it too.
 //
 // Two stores ship: MemoryKvpStore (the default; gone with the process) and FileKvpStore,

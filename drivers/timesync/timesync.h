@@ -1,4 +1,4 @@
-// TimeSyncDriver: the host's clock samples (docs/protocol.md §24). The host sends a SYNC after
+// TimeSyncDriver: the host's clock samples (docs/integration_components.md §5). The host sends a SYNC after
 // the negotiation and SAMPLEs periodically; the driver converts the host time (100 ns units
 // since 1601-01-01 UTC) to Unix time, works out how far the guest's clock is from it and
 // reports that to the agent's handler. The library never sets the clock: the agent decides

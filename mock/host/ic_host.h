@@ -1,5 +1,5 @@
 // The mock host's integration-component (IC) emulators: the host's side of heartbeat,
-// shutdown, time sync and KVP (docs/protocol.md §20-§25).
+// shutdown, time sync and KVP (docs/integration_components.md §1-§25).
 //
 // An IC channel is driven by the host: right after the channel opens, the host sends NEGOTIATE
 // (the framework and message versions it offers) and the guest picks one of each; from then on
