@@ -1,6 +1,6 @@
-// HeartbeatDriver: answers the host's heartbeats (docs/integration_components.md §3). Each request carries
-// a sequence number; the answer carries it plus one, and the host counts a beat as missed when
-// no such answer comes. The driver keeps the last sequence and when it came.
+// HeartbeatDriver: answers the host's heartbeats (docs/integration_components.md §3). Each request
+// carries a sequence number; the answer carries it plus one, and the host counts a beat as missed
+// when no such answer comes. The driver keeps the last sequence and when it came.
 #ifndef VBUS_DRIVERS_HEARTBEAT_HEARTBEAT_H_
 #define VBUS_DRIVERS_HEARTBEAT_HEARTBEAT_H_
 

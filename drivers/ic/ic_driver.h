@@ -1,6 +1,6 @@
 // IcDriver: the vbus Driver every integration component builds on. It opens the IC channel
-// (16 KiB rings each way, docs/integration_components.md §1), feeds each packet the host sends to an
-// IcEndpoint (the negotiation and the IC's own IcService) and sends the answers back.
+// (16 KiB rings each way, docs/integration_components.md §1), feeds each packet the host sends to
+// an IcEndpoint (the negotiation and the IC's own IcService) and sends the answers back.
 //
 // The host may send its NEGOTIATE as soon as the rings are mapped, before the guest has seen
 // the OpenResult; an answer computed then is held and sent the moment Open returns OK. An

@@ -1,5 +1,5 @@
-// Test helper: IC messages written byte by byte at the offsets docs/integration_components.md §1 documents,
-// independently of the encoder in ic_wire.h.
+// Test helper: IC messages written byte by byte at the offsets docs/integration_components.md §1
+// documents, independently of the encoder in ic_wire.h.
 #ifndef VBUS_DRIVERS_IC_IC_TEST_BYTES_H_
 #define VBUS_DRIVERS_IC_IC_TEST_BYTES_H_
 

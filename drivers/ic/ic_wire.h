@@ -154,7 +154,8 @@ std::vector<uint8_t> BuildResponse(const IcHeader& request, uint32_t status,
 std::vector<uint8_t> BuildRequest(MessageType type, IcVersion framework, IcVersion version,
                                   absl::Span<const uint8_t> body);
 
-// ---- Version negotiation (docs/integration_components.md §2) ----------------------------------------------
+// ---- Version negotiation (docs/integration_components.md §2)
+// ----------------------------------------------
 
 // Framework versions vbus speaks, in preference order.
 inline constexpr IcVersion kFrameworkVersions[] = {{3, 0}, {1, 0}};

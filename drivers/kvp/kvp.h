@@ -1,5 +1,5 @@
-// KvpDriver: the guest's side of the KVP exchange (docs/integration_components.md §6). The host reads and
-// writes the guest's pools one request at a time: GET, SET, DELETE and ENUMERATE on the
+// KvpDriver: the guest's side of the KVP exchange (docs/integration_components.md §6). The host
+// reads and writes the guest's pools one request at a time: GET, SET, DELETE and ENUMERATE on the
 // EXTERNAL, GUEST and AUTO_EXTERNAL pools, kept in a KvpStore (in memory by default, or a
 // FileKvpStore that survives restarts), and GET / ENUMERATE on the AUTO pool, whose facts
 // about the guest (host name, OS, addresses, integration version) the driver fills itself.

@@ -1,5 +1,5 @@
-// KvpStore: where a guest keeps its KVP pools (docs/integration_components.md §6). The KvpDriver reads and
-// writes it for the host's requests; the agent may read it too.
+// KvpStore: where a guest keeps its KVP pools (docs/integration_components.md §6). The KvpDriver
+// reads and writes it for the host's requests; the agent may read it too.
 //
 // Two stores ship: MemoryKvpStore (the default; gone with the process) and FileKvpStore,
 // which keeps every pool in one file that survives restarts. The file is rewritten whole on

@@ -1,5 +1,5 @@
-// The KVP (key-value pair) exchange's wire format (docs/integration_components.md §6): operations, pools,
-// the value block, UTF-16LE strings and their limits. Both sides use it: the guest's
+// The KVP (key-value pair) exchange's wire format (docs/integration_components.md §6): operations,
+// pools, the value block, UTF-16LE strings and their limits. Both sides use it: the guest's
 // KvpDriver parses requests and fills answers, the mock host builds requests and reads
 // answers. Every parse checks sizes, the NUL terminators and the UTF-16 encoding.
 #ifndef VBUS_DRIVERS_KVP_KVP_WIRE_H_

@@ -1,6 +1,6 @@
 // ShutdownDriver: the host asks the guest to power off, reboot or hibernate
-// (docs/integration_components.md §4). The driver decodes the request and asks the agent's handler, which
-// accepts or refuses; the answer (S_OK or E_FAIL) goes to the host first, and only then does
+// (docs/integration_components.md §4). The driver decodes the request and asks the agent's handler,
+// which accepts or refuses; the answer (S_OK or E_FAIL) goes to the host first, and only then does
 // an accepted request reach the agent's `on_accepted` (the agent acts on it: the library never
 // shuts anything down itself).
 #ifndef VBUS_DRIVERS_SHUTDOWN_SHUTDOWN_H_

@@ -1,6 +1,6 @@
-// TimeSyncDriver: the host's clock samples (docs/integration_components.md §5). The host sends a SYNC after
-// the negotiation and SAMPLEs periodically; the driver converts the host time (100 ns units
-// since 1601-01-01 UTC) to Unix time, works out how far the guest's clock is from it and
+// TimeSyncDriver: the host's clock samples (docs/integration_components.md §5). The host sends a
+// SYNC after the negotiation and SAMPLEs periodically; the driver converts the host time (100 ns
+// units since 1601-01-01 UTC) to Unix time, works out how far the guest's clock is from it and
 // reports that to the agent's handler. The library never sets the clock: the agent decides
 // (step on SYNC, slew past a drift threshold on SAMPLE, or just report).
 //

@@ -1,5 +1,5 @@
-// The four IC emulators of the mock host (docs/integration_components.md §3-§25), each an IcHostChannel
-// (mock/host/ic_host.h) with its own periodic work and HostControl entry point:
+// The four IC emulators of the mock host (docs/integration_components.md §3-§25), each an
+// IcHostChannel (mock/host/ic_host.h) with its own periodic work and HostControl entry point:
 //   HeartbeatHost  beats every heartbeat_interval_ms with sequence n and expects n + 1 back;
 //                  a beat not answered (in time, or with the wrong sequence) is missed and
 //                  published as HEARTBEAT_MISSED;
