@@ -19,6 +19,7 @@ using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
 inline constexpr Guid kInstanceC = Guid::Literal("cccccccc-0000-1111-2222-333333333333");
+inline constexpr Guid kEchoClass2 = Guid::Literal("0e0b6031-5213-4934-818b-38d90ced39db");
 
 RequestId Suspend(BusHarness& h, std::vector<std::string>* actions = nullptr) {
   RequestId id;
@@ -234,6 +235,42 @@ TEST(BusStateSuspendTest, LosingTheLinkRemovesWhatWasParked) {
   EXPECT_THAT(s.h.Call([](BusState& b, Actions* o) { return b.Resume(kDeadline, o); }),
               ElementsAre(HasSubstr("resume: the bus is disconnected, not suspended")));
   EXPECT_THAT(s.h.Call([](BusState& b, Actions* o) { return b.Connect(kDeadline, o); }), SizeIs(2));
+}
+
+// A hostile or confused host around a resume: nothing it sends while the guest is suspended is
+// taken, a parked device is matched once and only as a primary of its own class, and every
+// refusal gives the relid back.
+TEST(BusStateSuspendTest, AHostileHostAroundAResumeGetsNothingWrongIn) {
+  Suspended s;
+  // While suspended: offers, answers and rescinds are ignored; nothing is sent.
+  for (const v1::ControlMessage& m :
+       {OfferMsg(9, kEchoClass, kInstanceA), VersionResponseMsg(true, 4), UnloadResponseMsg(),
+        AllOffersDeliveredMsg(), RescindMsg(5), OpenResultMsg(5, 1)}) {
+    const std::vector<std::string> actions = s.h.Host(m);
+    ASSERT_EQ(actions.size(), 1u) << DescribeControlMessage(m);
+    EXPECT_THAT(actions.front(), HasSubstr("ignored")) << DescribeControlMessage(m);
+  }
+  EXPECT_THAT(ParkedRelids(s.h.bus()), ElementsAre(5, 6));
+  Resume(s.h);
+  s.h.Host(VersionResponseMsg(true, 4));
+  // The parked instance offered as a sub-channel first: no primary yet, refused.
+  EXPECT_THAT(s.h.Host(OfferMsg(20, kEchoClass, kInstanceA, 1)),
+              ElementsAre(HasSubstr("ignored sub_channel_without_primary"),
+                          "send RelidReleased{relid=20}"));
+  // The parked instance under another device class: a different device, not a resume.
+  EXPECT_THAT(s.h.Host(OfferMsg(21, kEchoClass2, kInstanceA)),
+              ElementsAre(HasSubstr("offer_added offer=4 relid=21")));
+  // Matched once; a second offer of the same instance is a duplicate.
+  EXPECT_THAT(s.h.Host(OfferMsg(22, kEchoClass, kInstanceA)),
+              ElementsAre(HasSubstr("offer_resumed offer=1 relid=5->22")));
+  EXPECT_THAT(
+      s.h.Host(OfferMsg(23, kEchoClass, kInstanceA)),
+      ElementsAre(HasSubstr("ignored offer_duplicate_instance"), "send RelidReleased{relid=23}"));
+  // A resumed device's relid offered again for the other parked device: the relid is taken.
+  EXPECT_THAT(s.h.Host(OfferMsg(22, kEchoClass, kInstanceB)),
+              ElementsAre(HasSubstr("ignored offer_duplicate_relid")));
+  EXPECT_THAT(ParkedRelids(s.h.bus()), ElementsAre(6));
+  EXPECT_TRUE(s.h.bus().CheckInvariants().ok());
 }
 
 }  // namespace
