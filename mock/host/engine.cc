@@ -600,6 +600,18 @@ absl::Status HostEngine::InjectFault(const v1::InjectFaultRequest& request, absl
       Event(g.id, v1::EVENT_KIND_FAULT_FIRED, 0, now, out, "disconnect");
       out->push_back(DisconnectGuest{g.id, "disconnected by an injected fault"});
       return absl::OkStatus();
+    case v1::InjectFaultRequest::kSend: {
+      const std::string type = MessageTypeName(request.send());
+      if (!IsHostToGuestType(type)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "send fault: \"", type, "\" is not a host → guest ControlMessage type (one of: ",
+            absl::StrJoin(kHostToGuestTypes, ", "), ")"));
+      }
+      Event(g.id, v1::EVENT_KIND_FAULT_FIRED, RelidOf(request.send()), now, out,
+            absl::StrCat("sent ", type, " as given"));
+      EmitControl(g.id, request.send(), now, out);
+      return absl::OkStatus();
+    }
     case v1::InjectFaultRequest::FAULT_NOT_SET:
       break;
   }

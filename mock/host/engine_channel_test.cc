@@ -635,5 +635,22 @@ TEST_F(EngineChannelTest, DisconnectFaultAndBadFaults) {
   EXPECT_EQ(h_.InjectFault("guest: 'zzz' disconnect: true").code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(EngineChannelTest, ASendFaultDeliversTheMessageAsGivenAndChangesNothing) {
+  const int channels_before = h_.engine().ListChannels(g_.id())->channels_size();
+  ASSERT_TRUE(h_.InjectFault("send { offer { child_relid: 0 sub_channel_index: 3 } }").ok());
+  std::vector<v1::HostToGuest> inbox = g_.Inbox();
+  ASSERT_THAT(inbox, SizeIs(1));
+  EXPECT_EQ(inbox[0].control().offer().child_relid(), 0u);
+  EXPECT_EQ(inbox[0].control().offer().sub_channel_index(), 3u);
+  ASSERT_TRUE(h_.InjectFault("send { open_result { child_relid: 77 open_id: 9 } }").ok());
+  ASSERT_THAT(g_.Inbox(), SizeIs(1));
+  EXPECT_EQ(h_.engine().ListChannels(g_.id())->channels_size(), channels_before);
+  EXPECT_THAT(OfKind(h_.TakeEvents(), v1::EVENT_KIND_FAULT_FIRED), SizeIs(2));
+  // Only host → guest kinds; and something must be set.
+  EXPECT_EQ(h_.InjectFault("send { open_channel { child_relid: 1 } }").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(h_.InjectFault("send { }").code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace vbus::mock
