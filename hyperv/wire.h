@@ -5,7 +5,7 @@
 // header turns each neutral ControlMessage (proto/control.proto) into those bytes and back, in
 // both directions (a guest encodes its requests and decodes the host's; a host, or a fake
 // hypervisor bridging to the mock host, does the opposite). The layouts, versions and limits
-// are in docs/wire.md §1; the decoder's hardening in §18.
+// are in docs/wire.md §1; the decoder's hardening in §2.
 //
 // - GUIDs: the neutral text form on one side, Hyper-V's mixed-endian 16 bytes on the other
 //   (core/data/guid.h).

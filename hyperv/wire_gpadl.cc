@@ -1,6 +1,6 @@
 // The GPADL half of the binary VMBus codec (hyperv/wire.h): a GpadlCreate split into one
 // GPADL_HEADER and GPADL_BODY messages, those parts decoded, and the GpadlReassembler that
-// joins them (docs/protocol.md §6, §16, §18).
+// joins them (docs/protocol.md §6, docs/wire.md §1, §2).
 #include <algorithm>
 #include <utility>
 
