@@ -282,8 +282,10 @@ void World::OpCreateGpadl() {
   std::vector<OfferId> candidates = ActiveOffers();
   if (candidates.empty() || executor_->phase() != BusPhase::kConnected) return;
   const OfferId offer = rng_.Pick(candidates);
-  // Whole pages (the production Channel creates no partial ranges).
-  const size_t count = rng_.Range(1, 4);
+  // Whole pages (the production Channel creates no partial ranges). Through the binary codec
+  // some are big enough to need GPADL_BODY parts (over 26 PFNs).
+  const size_t count =
+      options_.binary_codec && rng_.Chance(0.2) ? rng_.Range(27, 80) : rng_.Range(1, 4);
   const absl::Time deadline = Deadline();
   IssueCall(RequestKind::kGpadlCreate, offer, deadline, 0,
             [channel = ChannelOf(offer), count, deadline](BusExecutor& executor, CallDone done) {

@@ -20,6 +20,8 @@
 ABSL_FLAG(uint64_t, seed, 1, "first seed to run");
 ABSL_FLAG(uint64_t, count, 1, "number of consecutive seeds to run");
 ABSL_FLAG(bool, verbose, false, "print every trace line as it happens");
+ABSL_FLAG(bool, binary_codec, false,
+          "every control message crosses Hyper-V's binary encoding both ways");
 ABSL_FLAG(std::string, fault, "",
           "comma-separated planted bugs: drop_relid_released, duplicate_open_result, "
           "early_relid_reuse, lose_wakeups, blind_async_map (host and link side); "
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
     options.seed = seed;
     options.faults = faults;
     options.verbose = absl::GetFlag(FLAGS_verbose);
+    options.binary_codec = absl::GetFlag(FLAGS_binary_codec);
     const vbus::sim::SimResult r = vbus::sim::RunSimulation(options);
     total.Add(r.stats);
     ++ran;

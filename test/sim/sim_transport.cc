@@ -9,15 +9,66 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/data/protocol.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "test/sim/sim_world_internal.h"
 
 namespace vbus::sim {
 
 // ---- Control-message transports (in order per direction) -------------------------------------
 
+bool World::ThroughTheWire(v1::ControlMessage& m, hyperv::WireDecoder& decoder,
+                           absl::string_view direction) {
+  if (!options_.binary_codec) return true;
+  absl::StatusOr<std::vector<hyperv::WireMessage>> parts = hyperv::EncodeMessage(m);
+  if (!parts.ok()) {
+    Fail(absl::StrCat(direction, " ", DescribeControlMessage(m),
+                      " cannot be encoded: ", parts.status().ToString()));
+    return false;
+  }
+  std::optional<v1::ControlMessage> decoded;
+  for (size_t i = 0; i < parts->size(); ++i) {
+    absl::StatusOr<std::optional<v1::ControlMessage>> d = decoder.Decode((*parts)[i]);
+    if (!d.ok() || d->has_value() != (i + 1 == parts->size())) {
+      Fail(absl::StrCat(
+          direction, " ", DescribeControlMessage(m), ": wire message ", i + 1, " of ",
+          parts->size(), " decodes to ",
+          d.ok() ? (d->has_value() ? "a message too early" : "nothing") : d.status().ToString()));
+      return false;
+    }
+    if (d->has_value()) decoded = **d;
+  }
+  ++stats_.wire_messages;
+  stats_.wire_parts += parts->size();
+  // The device-defined bytes are a fixed 120 on the wire: shorter means zero-padded.
+  v1::ControlMessage sent = m;
+  if (sent.has_offer()) {
+    std::string bytes = sent.offer().user_defined();
+    bytes.resize(protocol::kUserDefinedBytes, '\0');
+    sent.mutable_offer()->set_user_defined(bytes);
+  }
+  if (sent.has_open_channel()) {
+    std::string bytes = sent.open_channel().user_data();
+    bytes.resize(protocol::kUserDefinedBytes, '\0');
+    sent.mutable_open_channel()->set_user_data(bytes);
+  }
+  google::protobuf::util::MessageDifferencer differ;
+  std::string differences;
+  differ.ReportDifferencesToString(&differences);
+  if (!differ.Compare(sent, *decoded)) {
+    Fail(
+        absl::StrCat(direction, " ", DescribeControlMessage(m), " arrives changed: ", differences));
+    return false;
+  }
+  m = *std::move(decoded);  // the receiver gets what the wire carried
+  return true;
+}
+
 absl::Status World::SendToHost(v1::ControlMessage message) {
   if (guest_id_.empty()) {
     return absl::UnavailableError("the GuestLink is down (the guest has not re-attached)");
+  }
+  if (!ThroughTheWire(message, to_host_wire_, "the guest's")) {
+    return absl::InvalidArgumentError("the message cannot cross the wire");
   }
   if (options_.faults.drop_relid_released && message.has_relid_released() && !fault_fired_) {
     fault_fired_ = true;
@@ -111,6 +162,7 @@ void World::DeliverToGuest() {
     Trace(absl::StrCat("    the link spoils the offer of relid ", m.offer().child_relid(),
                        " (monitor id 200)"));
   }
+  if (!ThroughTheWire(m, to_guest_wire_, "the host's")) return;
   ExecutorInput([this, m = std::move(m), is_reply, spoiled, epoch = link_epoch_] {
     if (epoch != link_epoch_) return;  // the link broke before the executor got to it
     if (m.has_offer()) {

@@ -69,6 +69,8 @@ void SimStats::Add(const SimStats& o) {
   unloads += o.unloads;
   forced_unloads += o.forced_unloads;
   suspends += o.suspends;
+  wire_messages += o.wire_messages;
+  wire_parts += o.wire_parts;
   offers_resumed += o.offers_resumed;
   post_failures += o.post_failures;
   offers_spoiled += o.offers_spoiled;
@@ -208,6 +210,7 @@ void World::ChooseConfig() {
   // A mapping still outstanding for a relid that is rescinded and offered again is taken for
   // the new channel's by the host when the guest refuses that one: not spoiled together.
   if (config_.async_map) config_.spoiled_offers = 0;
+  if (options_.binary_codec) config_.spoiled_offers = 0;
   const SimFaults& f = options_.faults;
   if (f.blind_async_map) config_.async_map = true;
   if (f.skip_unmask_recheck) {

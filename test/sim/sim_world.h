@@ -118,6 +118,11 @@ struct SimOptions {
   size_t trace_tail = 40;
   // A run that needs more steps than this fails ("no end in sight").
   uint64_t max_steps = 400000;
+  // Every control message crosses Hyper-V's binary encoding (hyperv/wire.h) both ways: the
+  // sender's side encodes it (a GpadlCreate into its GPADL_HEADER and GPADL_BODY parts), the
+  // receiver's decodes and reassembles it, and the run fails unless what arrives is what was
+  // sent. Offers are not spoiled on the way (a monitor id the wire cannot carry).
+  bool binary_codec = false;
 };
 
 // SimStats: what one run did.
@@ -143,6 +148,8 @@ struct SimStats {
   uint64_t host_refusals = 0;
   uint64_t unloads = 0;
   uint64_t forced_unloads = 0;           // unloads with channels open
+  uint64_t wire_messages = 0;            // control messages that crossed the binary codec
+  uint64_t wire_parts = 0;               // ... as this many wire messages
   uint64_t suspends = 0;                 // suspends that parked the devices
   uint64_t offers_resumed = 0;           // devices offered again after a resume
   uint64_t post_failures = 0;            // posts the backend failed (ResourceExhausted)

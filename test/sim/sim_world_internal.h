@@ -44,6 +44,7 @@
 #include "core/state/bus_ids.h"
 #include "core/state/bus_state.h"
 #include "core/state/ignore_reason.h"
+#include "hyperv/wire.h"
 #include "mock/guest_memory.h"
 #include "mock/host/data_plane.h"
 #include "mock/host/engine.h"
@@ -322,6 +323,10 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   void Log(absl::string_view line) override;
 
   // ---- sim_transport.cc: transports, interrupts, the backend's reports ----
+  // With SimOptions::binary_codec: `m` encoded to wire messages and decoded back by
+  // `decoder`; fails the run unless it comes back unchanged. True if it did.
+  bool ThroughTheWire(v1::ControlMessage& m, hyperv::WireDecoder& decoder,
+                      absl::string_view direction);
   absl::Status SendToHost(v1::ControlMessage message);
   void DeliverToHost();
   void SendToGuest(v1::ControlMessage message);
@@ -473,6 +478,9 @@ class World final : private ChannelLink, private ExecutorListener, private SimBa
   // Transports: control messages in flight, in order, per direction.
   std::deque<v1::ControlMessage> to_host_;
   std::deque<v1::ControlMessage> to_guest_;
+  // SimOptions::binary_codec: each receiving side's decoder (GPADL reassembly).
+  hyperv::WireDecoder to_host_wire_;
+  hyperv::WireDecoder to_guest_wire_;
   absl::Time to_host_tail_;
   absl::Time to_guest_tail_;
   // Interrupts.
