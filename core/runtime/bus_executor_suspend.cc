@@ -7,15 +7,19 @@
 // id (Channel::Rebind) before the runtime hears of it, so that the next open signals and
 // publishes with the new fields.
 //
-// Why no event reaches a stale relid or is lost across the cycle (the argument the Promela
-// model test/model checks for the table): a channel is published only between PublishChannel
-// (before its OpenChannel) and RetireChannel (at its close), and every channel is closed before
-// the Unload goes out. From the suspend until the resumed channel's PublishChannel, its table
-// slot under either relid is empty: a host signal for the old relid finds nothing (counted as
-// spurious) and none can come for the new relid, which the host uses for this channel only
-// after the OpenChannel that follows the publish. A signal the host raised for the channel
-// under its new relid before the guest dispatched it is not lost: dispatch reads the table slot
-// after test-and-clearing the bit, and the slot was filled (release) before the OpenChannel.
+// Why no event for a resumed channel is lost or reaches the wrong channel (checked by the
+// Promela model test/model/suspend.pml, with the two devices' relids swapped): a channel is
+// published only between PublishChannel (before its OpenChannel) and RetireChannel (at its
+// close), every channel is closed before the Unload goes out, and a close completes only once
+// no dispatcher still announces the relid, so the old rings are never touched again. Until the
+// resumed channel is published under its new relid, no slot leads to it, and the host signals
+// it under that relid only after the OpenChannel that follows the publish. A signal raised
+// under the new relid before the guest dispatched it is not lost: dispatch reads the slot after
+// test-and-clearing the bit, and the slot was filled (release) before the OpenChannel. A stale
+// bit left under the old relid either finds the slot empty (counted as spurious) or, once
+// another device holds that relid, wakes that device once more than needed: harmless, since a
+// channel's handler drains only its own current ring and tolerates a wake-up with nothing to
+// read.
 #include <memory>
 #include <utility>
 #include <vector>

@@ -227,7 +227,11 @@ absl::Status BusRuntime::Resume(absl::Time deadline) {
   }
   std::vector<OfferId> ids;
   for (const OfferInfo& offer : *parked) ids.push_back(offer.id);
-  absl::Status drivers = ResumeDevices(ids, deadline);
+  // A resume that ran out of time after the version was agreed (no AllOffersDelivered) still
+  // reopens the devices that did come back, within the grace every waiting call has.
+  const absl::Time drivers_deadline =
+      resumed.ok() ? deadline : std::max(deadline, absl::Now()) + options_.call_grace;
+  absl::Status drivers = ResumeDevices(ids, drivers_deadline);
   return resumed.ok() ? drivers : resumed;
 }
 

@@ -234,7 +234,8 @@ class ChannelBus final {
   // were open at the suspend are reopened with their last options. Returns OK once all that
   // ran; a driver's failing Resume is logged and counted and its error returned (the bus is
   // resumed all the same). DeadlineExceeded before a version was agreed leaves the bus
-  // suspended.
+  // suspended; after it (no AllOffersDelivered in time) the bus is connected, the devices that
+  // came back are resumed within options.call_grace past the deadline, and the others removed.
   absl::Status Resume(absl::Time deadline);
 
   // State (snapshots).
