@@ -185,6 +185,10 @@ RequestId BusState::Connect(absl::Time deadline, Actions* out) {
                            protocol::VersionName(protocol::kOldestVersion))),
                        out);
   }
+  return StartNegotiation(deadline, out);
+}
+
+RequestId BusState::StartNegotiation(absl::Time deadline, Actions* out) {
   attempt_ = 0;
   phase_ = BusPhase::kNegotiating;
   connect_request_ = NewRequest(RequestKind::kConnect, OfferId(), deadline);

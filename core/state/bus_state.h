@@ -492,6 +492,8 @@ class BusState {
   void CloseTimedOut(RequestId id, const PendingRequest& req, Actions* out);
 
   // Connection helpers.
+  // Sends the InitiateContact for versions_to_try_[0] and arms the connect request's timer.
+  RequestId StartNegotiation(absl::Time deadline, Actions* out);
   void SendInitiateContact(Actions* out);
   void TryNextVersion(absl::string_view why, Actions* out);
   // The host refused the version a Resume must get back: the bus is suspended again.

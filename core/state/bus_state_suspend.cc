@@ -22,12 +22,7 @@ RequestId BusState::Resume(absl::Time deadline, Actions* out) {
                        out);
   }
   versions_to_try_ = {suspended_version_};
-  attempt_ = 0;
-  phase_ = BusPhase::kNegotiating;
-  connect_request_ = NewRequest(RequestKind::kConnect, OfferId(), deadline);
-  SendInitiateContact(out);
-  ArmTimer(connect_request_, out);
-  return connect_request_;
+  return StartNegotiation(deadline, out);
 }
 
 void BusState::ResumeRefused(absl::string_view why, Actions* out) {

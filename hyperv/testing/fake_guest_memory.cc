@@ -17,14 +17,24 @@ uint8_t* AllocateZeroed(size_t pages) {
 }  // namespace
 
 FakeGuestMemory::FakeGuestMemory(size_t pages)
-    : pages_(pages), base_(AllocateZeroed(pages)), pool_(base_.get(), kFirstPfn, pages) {}
+    : pages_(pages),
+      first_pfn_(kFirstPfn),
+      owned_(AllocateZeroed(pages)),
+      base_(owned_.get()),
+      pool_(base_, first_pfn_, pages) {}
+
+FakeGuestMemory::FakeGuestMemory(External external)
+    : pages_(external.pages),
+      first_pfn_(external.first_pfn),
+      base_(external.base),
+      pool_(base_, first_pfn_, pages_) {}
 
 uint8_t* FakeGuestMemory::Translate(uint64_t gpa, size_t bytes) const {
   const uint64_t first = first_gpa();
   if (gpa < first) return nullptr;
   const uint64_t offset = gpa - first;
   if (offset > size_bytes() || bytes > size_bytes() - offset) return nullptr;
-  return base_.get() + offset;
+  return base_ + offset;
 }
 
 }  // namespace vbus::hyperv::testing

@@ -42,12 +42,19 @@ bool WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, 
   return true;
 }
 
+std::unique_ptr<FakeGuestMemory> MemoryFor(const FakeHypervisorOptions& options) {
+  if (options.external_memory.has_value()) {
+    return std::make_unique<FakeGuestMemory>(*options.external_memory);
+  }
+  return std::make_unique<FakeGuestMemory>(std::max<size_t>(options.memory_pages, 1));
+}
+
 }  // namespace
 
 FakeHypervisor::FakeHypervisor(FakeHypervisorOptions options)
     : vp_count_(std::clamp<uint32_t>(options.vp_count, 1, kMaxVps)),
-      memory_(std::max<size_t>(options.memory_pages, 1)),
-      partition_(PartitionConfig(options, vp_count_), &memory_) {
+      memory_(MemoryFor(options)),
+      partition_(PartitionConfig(options, vp_count_), memory_.get()) {
   InstallDefaultCpuid(options);
   for (uint32_t vp = 0; vp < vp_count_; ++vp) vps_.push_back(std::make_unique<VpThread>());
   for (uint32_t vp = 0; vp < vp_count_; ++vp) {
@@ -133,7 +140,7 @@ uint64_t FakeHypervisor::Call(uint64_t control, uint64_t rdx, uint64_t r8) {
       return HypercallResult(kHvStatusInvalidPartitionState);
     }
   }
-  DecodedCall call = DecodeHypercall(memory_, control, rdx, r8);
+  DecodedCall call = DecodeHypercall(*memory_, control, rdx, r8);
   if (auto* refused = std::get_if<RefusedCall>(&call)) return HypercallResult(refused->hv_status);
   if (auto* post = std::get_if<PostMessageCall>(&call)) {
     return HypercallResult(Post(std::move(*post)));
@@ -178,7 +185,7 @@ uint16_t FakeHypervisor::Signal(SignalEventCall call) {
 // ---- Pages and interrupts -------------------------------------------------------------------
 
 absl::StatusOr<Pages> FakeHypervisor::AllocatePages(size_t count) {
-  return memory_.Allocate(count);
+  return memory_->Allocate(count);
 }
 
 absl::Status FakeHypervisor::RegisterInterrupt(uint32_t vp, uint8_t vector,
@@ -319,7 +326,7 @@ absl::StatusOr<bool> FakeHypervisor::SetEventFlag(uint32_t vp, uint32_t sint, ui
 }
 
 absl::StatusOr<absl::Span<uint8_t>> FakeHypervisor::HostView(uint64_t gpa, size_t bytes) {
-  uint8_t* p = memory_.Translate(gpa, bytes);
+  uint8_t* p = memory_->Translate(gpa, bytes);
   if (p == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrFormat("FakeHypervisor: %u bytes at GPA 0x%X are not guest memory", bytes, gpa));

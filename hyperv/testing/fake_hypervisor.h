@@ -12,12 +12,14 @@
 //     and EOM; event flags that raise the SINT only on 0 → 1;
 //   - hypercalls: refused with the HV_STATUS Hyper-V would answer (fake_hypercalls.h), and
 //     INVALID_CONNECTION_ID / INVALID_PARAMETER for unknown connections / flag numbers;
-//   - guest memory: pages with guest physical addresses (fake_guest_memory.h);
+//   - guest memory: pages with guest physical addresses (fake_guest_memory.h), the fake's own
+//     or a buffer it is given (FakeHypervisorOptions::external_memory);
 //   - interrupts: one thread per VP delivers the vectors raised on it to the handler
 //     registered for them, one at a time, highest vector first (as a local APIC would); after
 //     each handler the fake does the APIC EOI's work (a retry of non-auto-EOI SINTs).
 //
-// The host side is this class's other half, for tests and, later, a bridge to the mock host:
+// The host side is this class's other half, for tests and for the bridge to the mock host
+// (mock_host_bridge.h):
 // message connections the guest posts to (a handler per connection, and a record), event
 // connections it signals, queueing a message into a VP's SINT slot, setting an event flag on
 // a VP, views of guest memory and of the guest → host monitor and interrupt pages, and a switch
@@ -68,6 +70,9 @@ struct FakeHypervisorOptions {
   uint32_t vp_count = 1;
   // Guest memory, in 4096-byte pages.
   size_t memory_pages = 256;
+  // Guest memory the fake does not own (e.g. a mock guest-memory file's data pages); when
+  // set, memory_pages is not used. It must outlive the fake.
+  std::optional<FakeGuestMemory::External> external_memory = std::nullopt;
   // CPUID 0x40000004 EAX bit 9: recommend against auto-EOI.
   bool deprecate_auto_eoi = false;
   // CPUID 0x40000003 EDX bit 17: SINT polling available.
@@ -178,6 +183,8 @@ class FakeHypervisor final : public HvPlatform {
   uint64_t hypercall_count() const;
   // Messages waiting behind `sint`'s slot on `vp`.
   size_t queued_messages(uint32_t vp, uint32_t sint) const;
+  // Guest memory pages AllocatePages can still hand out.
+  size_t free_pages() const { return memory_->free_pages(); }
 
   // WaitForIdle
   // Waits until no VP has an interrupt pending or a handler running; false if `deadline`
@@ -209,7 +216,7 @@ class FakeHypervisor final : public HvPlatform {
   void InstallDefaultCpuid(const FakeHypervisorOptions& options);
 
   const uint32_t vp_count_;
-  FakeGuestMemory memory_;
+  const std::unique_ptr<FakeGuestMemory> memory_;
 
   // Guards everything below (std::mutex: see docs/hyperv.md §12 on why not vbus::Mutex).
   mutable std::mutex mu_;

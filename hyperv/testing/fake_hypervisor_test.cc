@@ -1,7 +1,8 @@
 // The FakeHypervisor itself: every hypercall-validation rule answers its HV_STATUS (raw
 // hypercalls, hand-built input blocks), the host side (connections, the post-failure switch,
-// guest-memory views, monitor and interrupt pages), and the per-VP interrupt threads
-// (delivery on their own threads, spurious vectors, unregistering, idle, shutdown).
+// guest-memory views, monitor and interrupt pages), guest memory it is given (its owner's PFNs),
+// and the per-VP interrupt threads (delivery on their own threads, spurious vectors,
+// unregistering, idle, shutdown).
 #include "hyperv/testing/fake_hypervisor.h"
 
 #include <atomic>
@@ -254,6 +255,35 @@ void EnableSynic(FakeHypervisor& hv, uint32_t vp, const Pages& pages, uint8_t ve
   ASSERT_TRUE(
       hv.WriteMsr(vp, MsrSint(2), FakePartition::kSintPattern | vector | kSintAutoEoi).ok());
   ASSERT_TRUE(hv.WriteMsr(vp, kMsrScontrol, FakePartition::kScontrolPattern | 1).ok());
+}
+
+// Memory the fake is given keeps its owner's numbering: pages come from its first PFN, the
+// host side reaches them (and only them) at the owner's addresses, and the owner sees what
+// the guest wrote.
+TEST(FakeHypervisorMemoryTest, ExternalMemoryKeepsItsOwnersPfns) {
+  constexpr uint64_t kFirstPfn = 5;
+  constexpr size_t kPages = 8;
+  std::vector<uint8_t> buffer((kPages + 1) * protocol::kPageSize, 0xEE);
+  // Page-aligned start inside the buffer.
+  uint8_t* base =
+      buffer.data() +
+      (protocol::kPageSize - reinterpret_cast<uintptr_t>(buffer.data()) % protocol::kPageSize) %
+          protocol::kPageSize;
+  FakeHypervisor hv({.external_memory = FakeGuestMemory::External{base, kFirstPfn, kPages}});
+  EXPECT_EQ(hv.free_pages(), kPages);
+  absl::StatusOr<Pages> pages = hv.AllocatePages(2);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  EXPECT_EQ(pages->pfns()[0], kFirstPfn);
+  EXPECT_EQ(pages->page(0), base);
+  EXPECT_EQ(pages->page(0)[0], 0);  // handed out zero-filled
+  EXPECT_EQ(hv.free_pages(), kPages - 2);
+  pages->page(1)[7] = 0x42;
+  absl::StatusOr<absl::Span<uint8_t>> view = hv.HostView((kFirstPfn + 1) * protocol::kPageSize, 8);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ((*view)[7], 0x42);
+  EXPECT_EQ(base[protocol::kPageSize + 7], 0x42);
+  EXPECT_FALSE(hv.HostView((kFirstPfn - 1) * protocol::kPageSize, 8).ok());
+  EXPECT_FALSE(hv.HostView((kFirstPfn + kPages) * protocol::kPageSize, 8).ok());
 }
 
 TEST(FakeHypervisorThreadsTest, EachVpDeliversOnItsOwnThread) {

@@ -12,6 +12,17 @@
 #include "proto/mock_host.grpc.pb.h"
 
 namespace vbus::mock {
+
+v1::GuestToHost AttachMessage(const GuestMemory& memory, const std::string& guest_name) {
+  v1::GuestToHost first;
+  v1::Attach* attach = first.mutable_attach();
+  attach->set_guest_name(guest_name);
+  attach->set_memory_path(memory.path());
+  attach->set_memory_size_bytes(memory.size_bytes());
+  *attach->mutable_layout() = LayoutToProto(memory.layout());
+  attach->set_accepts_batches(true);  // the reader unpacks HostToGuest.batch
+  return first;
+}
 namespace {
 
 using google::protobuf::Descriptor;

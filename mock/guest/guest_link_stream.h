@@ -34,9 +34,15 @@
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/sync_stream.h"
+#include "mock/guest_memory.h"
 #include "proto/mock_host.pb.h"
 
 namespace vbus::mock {
+
+// AttachMessage
+// The first message of every GuestLink.Connect call: attach as `guest_name` with `memory` (its
+// file, size and layout), accepting batched host messages.
+v1::GuestToHost AttachMessage(const GuestMemory& memory, const std::string& guest_name);
 
 // The GuestLink.Connect call as the guest drives it: GuestToHost out, raw bytes in.
 using GuestLinkStream = grpc::ClientReaderWriterInterface<v1::GuestToHost, grpc::ByteBuffer>;

@@ -96,13 +96,7 @@ absl::Status MockBackend::Start(BackendListener* listener) {
   stream_ = open_(&context_);
   if (stream_ == nullptr) return absl::UnavailableError("GuestLink.Connect gave no stream");
 
-  v1::GuestToHost first;
-  v1::Attach* attach = first.mutable_attach();
-  attach->set_guest_name(options_.guest_name);
-  attach->set_memory_path(memory_->path());
-  attach->set_memory_size_bytes(memory_->size_bytes());
-  *attach->mutable_layout() = LayoutToProto(memory_->layout());
-  attach->set_accepts_batches(true);  // ReadLoop unpacks HostToGuest.batch
+  const v1::GuestToHost first = AttachMessage(*memory_, options_.guest_name);
   reader_ = std::thread([this] { ReadLoop(); });
   {
     MutexLock lock(&write_mu_);

@@ -201,8 +201,7 @@ void HostEngine::OnRequestOffers(Guest& g, absl::Time now, Actions* out) {
            "request_offers: offers were already requested on this connection", now, out);
     return;
   }
-  if (g.resumed &&
-      (settings_.remap_relids_on_resume() || settings_.permute_relids_on_resume())) {
+  if (g.resumed && (settings_.remap_relids_on_resume() || settings_.permute_relids_on_resume())) {
     RemapOnResume(g);
   }
   g.resumed = false;

@@ -1,13 +1,16 @@
-// End to end: a guest's ChannelBus over MockBackend against the mock host, both in this process
-// and as a separate //mock:mock_host process (every test runs in both modes). Packets move
-// through rings in the shared guest-memory file with futex doorbells; control messages over
-// the GuestLink stream; the test plays the operator through HostControl.
+// End to end: a guest's ChannelBus against the mock host, both in this process and as a separate
+// //mock:mock_host process, over MockBackend and over HyperVBackend on the FakeHypervisor
+// bridged to the mock host (every test runs in all four combinations, e2e_params.h). Packets
+// move through rings in the shared guest-memory file; control messages over the GuestLink
+// stream (on HyperV through the binary codec and SynIC messages first); the test plays the
+// operator through HostControl.
 //
 // Scenarios: connect and list offers; two echo channels with VBUS_E2E_PACKETS (default
 // 100,000) packets each way, every byte and the running checksums checked, then close;
 // rescind while traffic flows; hot-add bound by a driver; relid reuse; the host refusing an
 // open; the largest GPADL and ring pair (one page more fails cleanly); the host disconnecting
-// (and, as a process, dying) mid-open — Unavailable, no hang.
+// (and, as a process, dying) mid-open — Unavailable, no hang, on MockBackend; on HyperV, which
+// has no notion of a host going away, the requests end by their deadlines instead.
 //
 // Usage: bus_e2e_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <algorithm>
@@ -23,7 +26,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
-#include "backends/page_pool.h"
 #include "core/data/guid_proto.h"
 #include "core/data/protocol.h"
 #include "core/runtime/channel_bus.h"
@@ -32,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "mock/host/device_kinds.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 #include "test/e2e/echo_stream.h"
 
 namespace vbus::e2e {
@@ -50,10 +53,10 @@ uint64_t PacketsPerStream() {
 // Fixture
 // ---------------------------------------------------------------------------------------------
 
-class BusE2eTest : public ::testing::TestWithParam<Mode> {
+class BusE2eTest : public ::testing::TestWithParam<E2eParam> {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
   }
@@ -64,8 +67,11 @@ class BusE2eTest : public ::testing::TestWithParam<Mode> {
   }
   void AttachGuest(ChannelBusOptions options = {}, uint64_t memory_bytes = 64 << 20) {
     options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
+    E2eGuestOptions guest_options;
+    guest_options.backend = backend();
+    guest_options.memory_bytes = memory_bytes;
     absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
-        E2eGuest::Attach(*host_, kGuest, std::move(options), memory_bytes);
+        E2eGuest::Attach(*host_, kGuest, std::move(options), std::move(guest_options));
     ASSERT_TRUE(guest.ok()) << guest.status();
     guest_ = std::move(*guest);
   }
@@ -75,6 +81,7 @@ class BusE2eTest : public ::testing::TestWithParam<Mode> {
     return offered.ok() ? offered->child_relid() : 0;
   }
   bool HostLists(uint32_t relid) { return host_->Channel(kGuest, relid).ok(); }
+  BackendKind backend() const { return BackendOf(GetParam()); }
 
   static constexpr char kGuest[] = "e2e-guest";
   std::unique_ptr<E2eHost> host_;
@@ -338,11 +345,10 @@ TEST_P(BusE2eTest, TheLargestGpadlWorksAndOnePageMoreFailsCleanly) {
   const uint32_t relid = OfferEcho();
   ASSERT_TRUE(guest_->bus().Connect(Deadline()).ok());
   std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
-  const PagePool& pool = guest_->backend().pool();
-  const size_t free_before = pool.free_pages();
+  const size_t free_before = guest_->free_pages();
   auto nothing_left = [&] {
     absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
-    return pool.free_pages() == free_before && info.ok() &&
+    return guest_->free_pages() == free_before && info.ok() &&
            info->state() == v1::CHANNEL_STATE_OFFERED && info->ring_gpadl() == 0;
   };
   EchoStream stream(12);
@@ -361,7 +367,7 @@ TEST_P(BusE2eTest, TheLargestGpadlWorksAndOnePageMoreFailsCleanly) {
   ASSERT_TRUE(stream.SendRange(*channel, 0, 1000).ok());
   ASSERT_TRUE(stream.WaitFor(1000, Deadline()));
   EXPECT_EQ(stream.bad(), 0u);
-  EXPECT_LE(pool.free_pages(), free_before - 8190);
+  EXPECT_LE(guest_->free_pages(), free_before - 8190);
   // The largest GPADL is created and torn down; one page more never reaches the host.
   absl::StatusOr<GpadlBuffer> largest = channel->CreateGpadl(8190, Deadline());
   ASSERT_TRUE(largest.ok()) << largest.status();
@@ -394,7 +400,11 @@ TEST_P(BusE2eTest, HostDisconnectingMidOpen) {
   std::shared_ptr<Channel> channel = guest_->bus().FindChannel(relid);
   EchoStream stream(3);
   absl::Status opened;
-  std::thread opener([&] { opened = channel->Open(EchoOptions(&stream), Deadline()); });
+  // On HyperV nothing tells the guest that the host went away (docs/hyperv.md §14): the open
+  // waits for its OpenResult until its deadline.
+  const bool hyperv = backend() == BackendKind::kHyperV;
+  const absl::Time open_deadline = hyperv ? Deadline(absl::Seconds(5)) : Deadline();
+  std::thread opener([&] { opened = channel->Open(EchoOptions(&stream), open_deadline); });
   // The host has the OpenChannel once it maps the rings (state OPEN on its side).
   ASSERT_TRUE(Eventually([&] {
     absl::StatusOr<v1::ChannelInfo> info = host_->Channel(kGuest, relid);
@@ -406,6 +416,20 @@ TEST_P(BusE2eTest, HostDisconnectingMidOpen) {
   disconnect.set_disconnect(true);
   ASSERT_TRUE(host_->InjectFault(disconnect).ok());
   opener.join();
+  if (hyperv) {
+    EXPECT_EQ(opened.code(), absl::StatusCode::kDeadlineExceeded) << opened;
+    EXPECT_LT(absl::Now(), open_deadline + absl::Seconds(5));  // by its deadline
+    ASSERT_TRUE(Eventually([&] { return !guest_->bridge()->link_up(); }));
+    EXPECT_EQ(lost.load(), 0);
+    EXPECT_EQ(guest_->bus().phase(), BusPhase::kConnected);
+    // The host's connections are gone: the next request's post fails after the backend's
+    // retries, and fails only that request.
+    EXPECT_EQ(channel->Open(EchoOptions(&stream), Deadline()).code(),
+              absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(guest_->bus().phase(), BusPhase::kConnected);
+    guest_.reset();  // its callbacks refer to this frame
+    return;
+  }
   EXPECT_EQ(opened.code(), absl::StatusCode::kUnavailable) << opened;
   EXPECT_LT(absl::Now() - hung_up, absl::Seconds(10));  // promptly, not at the deadline
   ASSERT_TRUE(Eventually([&] { return lost.load() == 1; }));
@@ -416,7 +440,7 @@ TEST_P(BusE2eTest, HostDisconnectingMidOpen) {
 }
 
 TEST_P(BusE2eTest, HostProcessDyingMidTraffic) {
-  if (GetParam() != Mode::kProcess) GTEST_SKIP() << "only a separate process can die";
+  if (ModeOf(GetParam()) != Mode::kProcess) GTEST_SKIP() << "only a separate process can die";
   std::atomic<int> lost{0};
   ChannelBusOptions options;
   options.on_host_lost = [&](const absl::Status&) { lost.fetch_add(1); };
@@ -427,10 +451,24 @@ TEST_P(BusE2eTest, HostProcessDyingMidTraffic) {
   EchoStream stream(4);
   ASSERT_TRUE(channel->Open(EchoOptions(&stream, 4), Deadline()).ok());
   absl::Status stopped;
-  std::thread sender([&] { stopped = stream.SendRange(*channel, 0, ~uint64_t{0} >> 1); });
+  // On HyperV nothing tells the guest that the host died: the sender ends when its ring stays
+  // full past a send's deadline.
+  const bool hyperv = backend() == BackendKind::kHyperV;
+  const absl::Duration room_wait = hyperv ? absl::Seconds(5) : absl::Seconds(60);
+  std::thread sender(
+      [&] { stopped = stream.SendRange(*channel, 0, ~uint64_t{0} >> 1, room_wait); });
   ASSERT_TRUE(stream.WaitFor(1000, Deadline()));
   ASSERT_TRUE(host_->Kill().ok());
   sender.join();  // ends: the link loss retires the channel under the sender
+  if (hyperv) {
+    EXPECT_EQ(stopped.code(), absl::StatusCode::kDeadlineExceeded) << stopped;
+    ASSERT_TRUE(Eventually([&] { return !guest_->bridge()->link_up(); }));
+    EXPECT_EQ(lost.load(), 0);
+    EXPECT_EQ(stream.bad(), 0u);
+    EXPECT_EQ(guest_->bus().phase(), BusPhase::kConnected);
+    guest_.reset();  // its callbacks refer to this frame
+    return;
+  }
   EXPECT_EQ(stopped.code(), absl::StatusCode::kUnavailable) << stopped;
   ASSERT_TRUE(Eventually([&] { return lost.load() == 1; }));
   EXPECT_EQ(stream.bad(), 0u);
@@ -438,8 +476,7 @@ TEST_P(BusE2eTest, HostProcessDyingMidTraffic) {
   guest_.reset();  // its callbacks refer to this frame
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, BusE2eTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, BusE2eTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e

@@ -20,6 +20,9 @@ std::chrono::system_clock::time_point RpcDeadline() {
   return absl::ToChronoTime(absl::Now() + absl::Seconds(20));
 }
 
+// The interrupt vector a HyperV guest's SINT2 raises (any of 16..255 on the fake).
+constexpr uint8_t kHyperVVector = 0x52;
+
 absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
 }
@@ -144,25 +147,72 @@ absl::Status E2eHost::InjectFault(const v1::InjectFaultRequest& request) {
 absl::StatusOr<std::unique_ptr<E2eGuest>> E2eGuest::Attach(const E2eHost& host,
                                                            const std::string& name,
                                                            ChannelBusOptions options,
-                                                           uint64_t memory_bytes) {
+                                                           E2eGuestOptions guest_options) {
   auto guest = std::unique_ptr<E2eGuest>(new E2eGuest());
-  mock::MockBackendOptions backend_options;
-  backend_options.guest_name = name;
-  backend_options.memory_bytes = memory_bytes;
-  absl::StatusOr<std::unique_ptr<mock::MockBackend>> backend =
-      mock::MockBackend::Connect(host.channel(), backend_options);
-  if (!backend.ok()) return backend.status();
-  guest->backend_ = std::move(*backend);
-  absl::StatusOr<std::unique_ptr<ChannelBus>> bus =
-      ChannelBus::Create(guest->backend_.get(), std::move(options));
+  guest->kind_ = guest_options.backend;
+  Backend* backend = nullptr;
+  if (guest_options.backend == BackendKind::kMock) {
+    mock::MockBackendOptions backend_options;
+    backend_options.guest_name = name;
+    backend_options.memory_bytes = guest_options.memory_bytes;
+    backend_options.vp_count = guest_options.vp_count;
+    absl::StatusOr<std::unique_ptr<mock::MockBackend>> mock =
+        mock::MockBackend::Connect(host.channel(), backend_options);
+    if (!mock.ok()) return mock.status();
+    guest->mock_ = std::move(*mock);
+    backend = guest->mock_.get();
+  } else {
+    hyperv::testing::MockHostBridgeOptions bridge_options;
+    bridge_options.guest_name = name;
+    bridge_options.memory_bytes = guest_options.memory_bytes;
+    bridge_options.vp_count = guest_options.vp_count;
+    absl::StatusOr<std::unique_ptr<hyperv::testing::MockHostBridge>> bridge =
+        hyperv::testing::MockHostBridge::Connect(host.channel(), std::move(bridge_options));
+    if (!bridge.ok()) return bridge.status();
+    guest->bridge_ = std::move(*bridge);
+    if (absl::Status s = guest->bridge_->Start(); !s.ok()) return s;
+    hyperv::HyperVBackendOptions hv;
+    hv.vector = kHyperVVector;
+    hv.vp_count = guest_options.vp_count;
+    hv.guest_os_id = hyperv::testing::kBridgeGuestOsId;
+    // A post only fails when the host is gone (its connections closed): report it soon.
+    hv.post_timeout = absl::Seconds(1);
+    absl::StatusOr<std::unique_ptr<hyperv::HyperVBackend>> hyperv =
+        hyperv::HyperVBackend::Create(guest->bridge_->hypervisor(), std::move(hv));
+    if (!hyperv.ok()) return hyperv.status();
+    guest->hyperv_ = std::move(*hyperv);
+    backend = guest->hyperv_.get();
+  }
+  if (guest_options.wrap) {
+    guest->wrapper_ = guest_options.wrap(backend);
+    backend = guest->wrapper_.get();
+  }
+  absl::StatusOr<std::unique_ptr<ChannelBus>> bus = ChannelBus::Create(backend, std::move(options));
   if (!bus.ok()) return bus.status();
   guest->bus_ = std::move(*bus);
   return guest;
 }
 
+absl::StatusOr<std::unique_ptr<E2eGuest>> E2eGuest::Attach(const E2eHost& host,
+                                                           const std::string& name,
+                                                           ChannelBusOptions options,
+                                                           uint64_t memory_bytes) {
+  E2eGuestOptions guest_options;
+  guest_options.memory_bytes = memory_bytes;
+  return Attach(host, name, std::move(options), std::move(guest_options));
+}
+
 E2eGuest::~E2eGuest() {
   bus_.reset();
-  backend_.reset();
+  wrapper_.reset();
+  mock_.reset();
+  hyperv_.reset();
+  bridge_.reset();
+}
+
+size_t E2eGuest::free_pages() const {
+  if (mock_ != nullptr) return mock_->pool().free_pages();
+  return bridge_->hypervisor().free_pages();
 }
 
 }  // namespace vbus::e2e

@@ -7,17 +7,27 @@
 // drives it through the same generated HostControl stub, so every scenario runs unchanged
 // against both.
 //
-// E2eGuest is what a guest agent links: a MockBackend attached to that host, and a ChannelBus
-// on top of it.
+// E2eGuest is what a guest agent links, on one of two backends attached to that host, and a
+// ChannelBus on top of it:
+//   - kMock: a MockBackend (mock/guest/mock_backend.h);
+//   - kHyperV: a HyperVBackend (hyperv/hyperv_backend.h) on a FakeHypervisor whose host side
+//     is bridged to the mock host (hyperv/testing/mock_host_bridge.h): the same host, devices
+//     and HostControl, with every control message crossing the binary VMBus codec and every
+//     signal the SynIC.
+// The scenarios in test/e2e run over every host mode × backend (e2e_params.h).
 //
 // Example:
 //   ASSIGN_OR_RETURN(auto host, E2eHost::Start(E2eHost::Mode::kProcess, Deadline()));
-//   ASSIGN_OR_RETURN(auto guest, E2eGuest::Attach(*host, "vm-1", {}));
+//   E2eGuestOptions hyperv;
+//   hyperv.backend = BackendKind::kHyperV;
+//   ASSIGN_OR_RETURN(auto guest, E2eGuest::Attach(*host, "vm-1", {}, hyperv));
 //   ASSIGN_OR_RETURN(v1::OfferResponse echo, host->Offer("vm-1", "echo"));
 //   RETURN_IF_ERROR(guest->bus().Connect(Deadline()));
 #ifndef VBUS_TEST_E2E_E2E_HOST_H_
 #define VBUS_TEST_E2E_E2E_HOST_H_
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +39,8 @@
 #include "core/runtime/channel_bus.h"
 #include "core/runtime/sync.h"
 #include "grpcpp/grpcpp.h"
+#include "hyperv/hyperv_backend.h"
+#include "hyperv/testing/mock_host_bridge.h"
 #include "mock/guest/mock_backend.h"
 #include "mock/host/mock_host.h"
 #include "proto/mock_host.grpc.pb.h"
@@ -93,22 +105,55 @@ class E2eHost {
   std::unique_ptr<v1::HostControl::Stub> control_;
 };
 
+// The backend an E2eGuest runs on.
+enum class BackendKind { kMock, kHyperV };
+
+struct E2eGuestOptions {
+  BackendKind backend = BackendKind::kMock;
+  // The shared guest-memory file (the HyperV guest's memory is its data pages).
+  uint64_t memory_bytes = uint64_t{64} << 20;
+  // Virtual processors the guest takes events on.
+  uint32_t vp_count = 1;
+  // Optional: a decorator the bus runs on instead of the backend (e.g. a PostFaultBackend);
+  // it lives as long as the guest.
+  std::function<std::unique_ptr<Backend>(Backend* backend)> wrap = nullptr;
+};
+
 class E2eGuest {
  public:
-  // Creates the guest memory, attaches as `name` and starts a ChannelBus (not connected yet).
+  // Creates the guest memory, attaches as `name` on the chosen backend and starts a ChannelBus
+  // (not connected yet).
   static absl::StatusOr<std::unique_ptr<E2eGuest>> Attach(const E2eHost& host,
                                                           const std::string& name,
                                                           ChannelBusOptions options,
-                                                          uint64_t memory_bytes = 64 << 20);
-  // Destroys the bus (shutting it down), then the backend.
+                                                          E2eGuestOptions guest = {});
+  // The same on MockBackend, with `memory_bytes` of guest memory.
+  static absl::StatusOr<std::unique_ptr<E2eGuest>> Attach(const E2eHost& host,
+                                                          const std::string& name,
+                                                          ChannelBusOptions options,
+                                                          uint64_t memory_bytes);
+  // Destroys the bus (shutting it down), then the backend (and the bridge).
   ~E2eGuest();
 
+  BackendKind kind() const { return kind_; }
   ChannelBus& bus() { return *bus_; }
-  mock::MockBackend& backend() { return *backend_; }
+  // Guest pages the backend can still hand out (MockBackend's pool, or the fake's memory).
+  size_t free_pages() const;
+  // The backends themselves (and the HyperV guest's bridge); null for the other kind.
+  mock::MockBackend* mock_backend() const { return mock_.get(); }
+  hyperv::HyperVBackend* hyperv_backend() const { return hyperv_.get(); }
+  hyperv::testing::MockHostBridge* bridge() const { return bridge_.get(); }
+  // A kMock guest's MockBackend (kMock guests only).
+  mock::MockBackend& backend() const { return *mock_; }
 
  private:
   E2eGuest() = default;
-  std::unique_ptr<mock::MockBackend> backend_;
+  BackendKind kind_ = BackendKind::kMock;
+  std::unique_ptr<mock::MockBackend> mock_;
+  // Declared before hyperv_: the backend lives on the bridge's FakeHypervisor.
+  std::unique_ptr<hyperv::testing::MockHostBridge> bridge_;
+  std::unique_ptr<hyperv::HyperVBackend> hyperv_;
+  std::unique_ptr<Backend> wrapper_;
   std::unique_ptr<ChannelBus> bus_;
 };
 

@@ -80,13 +80,15 @@ class EchoStream {
     if (next_ == target_) cv_.SignalAll();
   }
 
-  // Sends packets [first, first + count) with back-pressure waits. Returns the first error.
-  absl::Status SendRange(Channel& channel, uint64_t first, uint64_t count) {
+  // Sends packets [first, first + count) with back-pressure waits of up to `room_wait` each.
+  // Returns the first error.
+  absl::Status SendRange(Channel& channel, uint64_t first, uint64_t count,
+                         absl::Duration room_wait = absl::Seconds(60)) {
     std::vector<uint8_t> payload;
     SendOptions wait;
     for (uint64_t i = first; i < first + count; ++i) {
       FillPayload(i, salt_, payload);
-      wait.deadline = Deadline();
+      wait.deadline = Deadline(room_wait);
       if (absl::Status s = channel.Send(payload, wait); !s.ok()) return s;
       sent_sum_ = Fnv(sent_sum_, payload);
       sent_ = i + 1;
@@ -124,6 +126,29 @@ class EchoStream {
   CondVar cv_;
   uint64_t target_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// SmallCallbackRings: 4 + 4 ring pages in callback mode (so that a Call's completion is matched
+// by dispatch); `on_packet` gets the data packets (none: dropped).
+inline ChannelOpenOptions SmallCallbackRings(
+    std::function<void(const PacketView&)> on_packet = nullptr) {
+  ChannelOpenOptions o;
+  o.outbound_ring_pages = 4;
+  o.inbound_ring_pages = 4;
+  o.on_packet = on_packet ? std::move(on_packet) : [](const PacketView&) {};
+  return o;
+}
+
+// CallEcho: one request through the host's echo device (Channel::Call); DataLoss if the answer
+// is not the request.
+inline absl::Status CallEcho(Channel& channel, absl::Span<const uint8_t> ping,
+                             absl::Time deadline) {
+  absl::StatusOr<std::vector<uint8_t>> pong = channel.Call(ping, deadline);
+  if (!pong.ok()) return pong.status();
+  if (*pong != std::vector<uint8_t>(ping.begin(), ping.end())) {
+    return absl::DataLossError("the echo is not the request");
+  }
+  return absl::OkStatus();
+}
 
 inline ChannelOpenOptions EchoOptions(EchoStream* stream, uint32_t pages = 16) {
   ChannelOpenOptions o;

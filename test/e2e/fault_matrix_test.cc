@@ -1,16 +1,18 @@
 // The fault matrix: every kind of host → guest control message × {dropped, delayed, duplicated},
-// injected into the mock host (in this process) while a guest runs one fixed scenario over two
-// echo devices: connect, open both, echo, retarget, a GPADL made and torn down, close one, the
-// host rescinds the other, shut down. For each cell the test checks that no call waits past its
-// deadline, that every call ends OK or with one of the documented errors, that the bus keeps
-// serving the channel the fault did not hit, and that shutdown ends in time; and it compares
-// what each step returned with the table below (also in docs/security.md). Leaks and memory
-// errors are ASan's part (CI runs this suite under --config=asan).
+// injected into the mock host (in this process) while a guest, on MockBackend and on
+// HyperVBackend (e2e_params.h), runs one fixed scenario over two echo devices: connect, open both,
+// echo, retarget, a GPADL made and torn down, close one, the host rescinds the other, shut down.
+// For each cell the test checks that no call waits past its deadline, that every call ends OK or
+// with one of the documented errors, that the bus keeps serving the channel the fault did not hit,
+// and that shutdown ends in time; and it compares what each step returned with the table below
+// (also in docs/security.md). Leaks and memory errors are ASan's part (CI runs this suite under
+// --config=asan).
 //
 // Usage: fault_matrix_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <iostream>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +20,8 @@
 #include "core/runtime/channel_bus.h"
 #include "gtest/gtest.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
+#include "test/e2e/echo_stream.h"
 #include "test/e2e/eventually.h"
 
 namespace vbus::e2e {
@@ -48,15 +52,7 @@ std::string ActionName(v1::MessageFault::Action a) {
   }
 }
 
-ChannelOpenOptions Rings() {
-  ChannelOpenOptions o;
-  o.outbound_ring_pages = 4;
-  o.inbound_ring_pages = 4;
-  o.on_packet = [](const PacketView&) {};  // callback mode: completions are matched by dispatch
-  return o;
-}
-
-class FaultMatrixTest : public ::testing::TestWithParam<Cell> {
+class FaultMatrixTest : public ::testing::TestWithParam<std::tuple<Cell, BackendKind>> {
  protected:
   void SetUp() override {
     absl::StatusOr<std::unique_ptr<E2eHost>> host =
@@ -66,8 +62,11 @@ class FaultMatrixTest : public ::testing::TestWithParam<Cell> {
     ChannelBusOptions options;
     options.call_grace = absl::Milliseconds(500);
     options.log = [](absl::string_view) {};
+    E2eGuestOptions guest_options;
+    guest_options.backend = std::get<1>(GetParam());
+    guest_options.memory_bytes = 16 << 20;
     absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
-        E2eGuest::Attach(*host_, kGuest, std::move(options), 16 << 20);
+        E2eGuest::Attach(*host_, kGuest, std::move(options), std::move(guest_options));
     ASSERT_TRUE(guest.ok()) << guest.status();
     guest_ = std::move(*guest);
     for (int i = 0; i < 2; ++i) {
@@ -98,10 +97,7 @@ class FaultMatrixTest : public ::testing::TestWithParam<Cell> {
   absl::Status Echo(const std::shared_ptr<Channel>& channel) {
     if (channel == nullptr) return absl::NotFoundError("no such channel");
     const uint8_t ping[8] = {'f', 'a', 'u', 'l', 't', '!', '!', '!'};
-    absl::StatusOr<std::vector<uint8_t>> pong = channel->Call(ping, absl::Now() + kCallDeadline);
-    if (!pong.ok()) return pong.status();
-    if (*pong != std::vector<uint8_t>(ping, ping + 8)) return absl::DataLossError("wrong echo");
-    return absl::OkStatus();
+    return CallEcho(*channel, ping, absl::Now() + kCallDeadline);
   }
 
   static constexpr char kGuest[] = "fault-matrix";
@@ -112,7 +108,7 @@ class FaultMatrixTest : public ::testing::TestWithParam<Cell> {
 };
 
 TEST_P(FaultMatrixTest, TheGuestEndsEveryStepInTimeAndKeepsServing) {
-  const Cell& cell = GetParam();
+  const Cell& cell = std::get<0>(GetParam());
   v1::InjectFaultRequest fault;
   fault.set_guest(kGuest);
   fault.mutable_message()->set_message_type(cell.message);
@@ -131,13 +127,15 @@ TEST_P(FaultMatrixTest, TheGuestEndsEveryStepInTimeAndKeepsServing) {
   std::shared_ptr<Channel> a, b;
   Eventually([&] { return (a = bus.FindChannel(relids_[0])) != nullptr; }, kCallDeadline);
   Eventually([&] { return (b = bus.FindChannel(relids_[1])) != nullptr; }, kCallDeadline);
-  Step("open_a", [&] { return a ? a->Open(Rings(), deadline()) : absl::NotFoundError("a"); });
+  Step("open_a",
+       [&] { return a ? a->Open(SmallCallbackRings(), deadline()) : absl::NotFoundError("a"); });
   // An open that failed is tried once more: the bus must have cleaned up after it.
   Step("reopen_a", [&] {
     if (a == nullptr) return absl::NotFoundError("a");
-    return a->is_open() ? absl::OkStatus() : a->Open(Rings(), deadline());
+    return a->is_open() ? absl::OkStatus() : a->Open(SmallCallbackRings(), deadline());
   });
-  Step("open_b", [&] { return b ? b->Open(Rings(), deadline()) : absl::NotFoundError("b"); });
+  Step("open_b",
+       [&] { return b ? b->Open(SmallCallbackRings(), deadline()) : absl::NotFoundError("b"); });
   Step("echo_a", [&] { return Echo(a); });
   Step("echo_b", [&] { return Echo(b); });
   Step("retarget_a", [&] { return a ? a->SetTargetVp(0, deadline()) : absl::NotFoundError("a"); });
@@ -231,11 +229,15 @@ const Cell kCells[] = {
     {"unload_response", v1::MessageFault::ACTION_DUPLICATE, ALL_OK},
 };
 
-INSTANTIATE_TEST_SUITE_P(Faults, FaultMatrixTest, ::testing::ValuesIn(kCells),
-                         [](const ::testing::TestParamInfo<Cell>& info) {
+INSTANTIATE_TEST_SUITE_P(Faults, FaultMatrixTest,
+                         ::testing::Combine(::testing::ValuesIn(kCells),
+                                            ::testing::Values(BackendKind::kMock,
+                                                              BackendKind::kHyperV)),
+                         [](const ::testing::TestParamInfo<std::tuple<Cell, BackendKind>>& info) {
+                           const Cell& cell = std::get<0>(info.param);
                            std::string name;
                            bool upper = true;
-                           for (const char* p = info.param.message; *p != '\0'; ++p) {
+                           for (const char* p = cell.message; *p != '\0'; ++p) {
                              if (*p == '_') {
                                upper = true;
                                continue;
@@ -243,7 +245,8 @@ INSTANTIATE_TEST_SUITE_P(Faults, FaultMatrixTest, ::testing::ValuesIn(kCells),
                              name += upper ? static_cast<char>(*p - 'a' + 'A') : *p;
                              upper = false;
                            }
-                           return name + ActionName(info.param.action);
+                           return name + ActionName(cell.action) + "_" +
+                                  BackendName(std::get<1>(info.param));
                          });
 
 }  // namespace

@@ -1,7 +1,8 @@
 // End to end, per integration component: the guest's IC drivers (drivers/) on a ChannelBus over
-// MockBackend against the mock host's IC emulators (mock/host/ic_host.h), in this process and as
-// a separate //mock:mock_host process. The test plays the operator through HostControl
-// (RequestShutdown, KvpExchange, TimeSync, IcStatus, ConfigureIc) and checks both ends.
+// MockBackend or HyperVBackend against the mock host's IC emulators (mock/host/ic_host.h), in
+// this process and as a separate //mock:mock_host process (e2e_params.h). The test plays the
+// operator through HostControl (RequestShutdown, KvpExchange, TimeSync, IcStatus, ConfigureIc) and
+// checks both ends.
 //
 // Usage: ic_e2e_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <iostream>
@@ -21,12 +22,11 @@
 #include "drivers/timesync/timesync.h"
 #include "gtest/gtest.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 #include "test/e2e/eventually.h"
 
 namespace vbus::e2e {
 namespace {
-
-using Mode = E2eHost::Mode;
 
 absl::Time Deadline(absl::Duration d = absl::Seconds(30)) { return absl::Now() + d; }
 
@@ -59,10 +59,10 @@ class FutureShutdownDriver final : public ic::IcDriver {
   const ic::IcVersion versions_[1] = {{9, 0}};
 };
 
-class IcE2eTest : public ::testing::TestWithParam<Mode> {
+class IcE2eTest : public ::testing::TestWithParam<E2eParam> {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
     // Fast beats, so that the test sees several in well under a second.
@@ -149,7 +149,10 @@ class IcE2eTest : public ::testing::TestWithParam<Mode> {
     ChannelBusOptions options;
     options.drivers = &drivers_;
     options.log = log;
-    absl::StatusOr<std::unique_ptr<E2eGuest>> guest = E2eGuest::Attach(*host_, kGuest, options);
+    E2eGuestOptions guest_options;
+    guest_options.backend = BackendOf(GetParam());
+    absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
+        E2eGuest::Attach(*host_, kGuest, options, std::move(guest_options));
     ASSERT_TRUE(guest.ok()) << guest.status();
     guest_ = std::move(*guest);
     for (const char* kind : {"heartbeat", "shutdown", "timesync", "kvp"}) {
@@ -345,8 +348,7 @@ TEST_P(IcE2eTest, RequestsForAGuestWithoutTheChannelAreNotFound) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, IcE2eTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, IcE2eTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e

@@ -1,8 +1,9 @@
 // End to end: an offer's every wire field, set by the operator through HostControl, reaches
 // the guest's Channel::offer() unchanged — through the mock host in this process and as a
-// separate //mock:mock_host process. The fields vbus does not interpret (interrupt latency,
-// reserved bytes and bits, the second MMIO size) included, at the widest values their Hyper-V
-// wire fields hold (docs/protocol.md §4, §16).
+// separate //mock:mock_host process, over MockBackend and over HyperVBackend, where the offer
+// crosses as OFFERCHANNEL's 196 wire bytes (e2e_params.h). The fields vbus does not interpret
+// (interrupt latency, reserved bytes and bits, the second MMIO size) included, at the widest values
+// their Hyper-V wire fields hold (docs/protocol.md §4, §16).
 //
 // Usage: offer_fields_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <memory>
@@ -11,26 +12,28 @@
 #include "absl/time/clock.h"
 #include "core/data/guid.h"
 #include "core/data/guid_proto.h"
+#include "core/data/protocol.h"
 #include "core/runtime/channel_bus.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "proto/mock_host.grpc.pb.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 
 namespace vbus::e2e {
 namespace {
 
-using Mode = E2eHost::Mode;
-
 absl::Time Deadline() { return absl::Now() + absl::Seconds(60); }
 
-class OfferFieldsTest : public ::testing::TestWithParam<Mode> {};
+class OfferFieldsTest : public ::testing::TestWithParam<E2eParam> {};
 
 TEST_P(OfferFieldsTest, EveryFieldReachesTheChannelUnchanged) {
-  absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+  absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
   ASSERT_TRUE(host.ok()) << host.status();
+  E2eGuestOptions guest_options;
+  guest_options.backend = BackendOf(GetParam());
   absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
-      E2eGuest::Attach(**host, "fields", ChannelBusOptions{});
+      E2eGuest::Attach(**host, "fields", ChannelBusOptions{}, std::move(guest_options));
   ASSERT_TRUE(guest.ok()) << guest.status();
 
   v1::OfferRequest request;
@@ -61,7 +64,13 @@ TEST_P(OfferFieldsTest, EveryFieldReachesTheChannelUnchanged) {
   const OfferInfo& o = channel->offer();
   EXPECT_EQ(o.interface_type, Guid::Literal("f8615163-df3e-46c5-913f-f2d2f965ed0e"));
   EXPECT_EQ(o.interface_instance, Guid::Literal("00112233-4455-6677-8899-aabbccddeeff"));
-  EXPECT_EQ(o.user_defined, spec.user_defined());
+  // The wire field is 120 bytes: a shorter value crosses Hyper-V zero-padded
+  // (docs/protocol.md §4).
+  std::string user_defined = spec.user_defined();
+  if (BackendOf(GetParam()) == BackendKind::kHyperV) {
+    user_defined.resize(protocol::kUserDefinedBytes, '\0');
+  }
+  EXPECT_EQ(o.user_defined, user_defined);
   EXPECT_EQ(o.flags, 0xFFFFu);
   EXPECT_EQ(o.mmio_megabytes, 0xFFFFu);
   EXPECT_EQ(o.sub_channel_index, 0u);
@@ -80,9 +89,7 @@ TEST_P(OfferFieldsTest, EveryFieldReachesTheChannelUnchanged) {
   EXPECT_EQ(o.relid, info->child_relid());
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, OfferFieldsTest,
-                         ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, OfferFieldsTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e

@@ -1,6 +1,8 @@
 // End to end: per-VP event delivery (docs/protocol.md §12) against the mock host, in this
-// process and as a separate //mock:mock_host process. The guest takes events on four virtual
-// processors (MockBackend: four event bitmaps, four futex doorbells, four doorbell threads);
+// process and as a separate //mock:mock_host process, over MockBackend and HyperVBackend
+// (e2e_params.h). The guest takes events on four virtual processors (MockBackend: four event
+// bitmaps, four futex doorbells, four doorbell threads; HyperV: four VPs' SynIC event flags
+// and interrupt threads, fed by the bridge's four doorbell threads);
 // eight echo channels spread over them carry traffic while a mover thread keeps moving them to
 // other VPs (ModifyChannel), and the host signals each channel in its current target VP's
 // flags. Every packet comes back, in order and intact, and every VP delivered events.
@@ -15,42 +17,37 @@
 
 #include "core/runtime/channel_bus.h"
 #include "gtest/gtest.h"
-#include "mock/guest/mock_backend.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 #include "test/e2e/echo_stream.h"
 
 namespace vbus::e2e {
 namespace {
 
-using Mode = E2eHost::Mode;
-
 constexpr uint32_t kVps = 4;
 constexpr size_t kChannels = 8;
 constexpr uint64_t kPackets = 20000;  // per channel, each way
 
-class PerVpTest : public ::testing::TestWithParam<Mode> {
+class PerVpTest : public ::testing::TestWithParam<E2eParam> {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
-    mock::MockBackendOptions backend_options;
-    backend_options.guest_name = kGuest;
-    backend_options.vp_count = kVps;
-    absl::StatusOr<std::unique_ptr<mock::MockBackend>> backend =
-        mock::MockBackend::Connect(host_->channel(), backend_options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = std::move(*backend);
+    E2eGuestOptions guest_options;
+    guest_options.backend = BackendOf(GetParam());
+    guest_options.vp_count = kVps;
     ChannelBusOptions options;
     options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
-    absl::StatusOr<std::unique_ptr<ChannelBus>> bus =
-        ChannelBus::Create(backend_.get(), std::move(options));
-    ASSERT_TRUE(bus.ok()) << bus.status();
-    bus_ = std::move(*bus);
+    absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
+        E2eGuest::Attach(*host_, kGuest, std::move(options), std::move(guest_options));
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    guest_ = std::move(*guest);
+    bus_ = &guest_->bus();
   }
   void TearDown() override {
-    bus_.reset();
-    backend_.reset();
+    bus_ = nullptr;
+    guest_.reset();
     if (HasFailure() && host_ != nullptr) std::cerr << "mock_host log:\n" << host_->log() << "\n";
     host_.reset();
   }
@@ -61,8 +58,8 @@ class PerVpTest : public ::testing::TestWithParam<Mode> {
 
   static constexpr char kGuest[] = "per-vp-guest";
   std::unique_ptr<E2eHost> host_;
-  std::unique_ptr<mock::MockBackend> backend_;
-  std::unique_ptr<ChannelBus> bus_;
+  std::unique_ptr<E2eGuest> guest_;
+  ChannelBus* bus_ = nullptr;
 };
 
 TEST_P(PerVpTest, TrafficSpreadOverFourVpsWithChannelsMovingLosesNothing) {
@@ -147,8 +144,7 @@ TEST_P(PerVpTest, AChannelOnTheLastVpWorksAndOneBeyondIsRefused) {
   ASSERT_TRUE(channel->Close(Deadline()).ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, PerVpTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, PerVpTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e

@@ -1,8 +1,9 @@
 // End to end: a post the backend cannot make fails the one request that sent it, and the bus
-// goes on (docs/protocol.md §5). A guest's ChannelBus runs over MockBackend against the mock
-// host, in this process and as a separate //mock:mock_host process, with a PostFaultBackend
-// between them failing chosen posts the way a Hyper-V backend reports them
-// (ResourceExhausted: host message buffers still full; InvalidArgument: cannot encode).
+// goes on (docs/protocol.md §5). A guest's ChannelBus runs over MockBackend or HyperVBackend
+// against the mock host, in this process and as a separate //mock:mock_host process
+// (e2e_params.h), with a PostFaultBackend between bus and backend failing chosen posts the way
+// a Hyper-V backend reports them (ResourceExhausted: host message buffers still full;
+// InvalidArgument: cannot encode).
 //
 // Usage: post_failure_test <path of mock_host>   (Bazel passes $(rootpath //mock:mock_host))
 #include <memory>
@@ -13,44 +14,44 @@
 #include "core/runtime/channel_bus.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "mock/guest/mock_backend.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 #include "test/e2e/echo_stream.h"
 
 namespace vbus::e2e {
 namespace {
 
 using ::testing::HasSubstr;
-using Mode = E2eHost::Mode;
 
 const absl::Status kFull = absl::ResourceExhaustedError("host message buffers full");
 const absl::Status kCannotEncode = absl::InvalidArgumentError("message cannot be encoded");
 
-class PostFailureTest : public ::testing::TestWithParam<Mode> {
+class PostFailureTest : public ::testing::TestWithParam<E2eParam> {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
-    mock::MockBackendOptions backend_options;
-    backend_options.guest_name = kGuest;
-    backend_options.vp_count = 2;
-    absl::StatusOr<std::unique_ptr<mock::MockBackend>> backend =
-        mock::MockBackend::Connect(host_->channel(), backend_options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = std::move(*backend);
-    faults_ = std::make_unique<testing::PostFaultBackend>(backend_.get());
+    E2eGuestOptions guest_options;
+    guest_options.backend = BackendOf(GetParam());
+    guest_options.vp_count = 2;
+    guest_options.wrap = [this](Backend* backend) {
+      auto faults = std::make_unique<testing::PostFaultBackend>(backend);
+      faults_ = faults.get();
+      return faults;
+    };
     ChannelBusOptions options;
     options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
-    absl::StatusOr<std::unique_ptr<ChannelBus>> bus =
-        ChannelBus::Create(faults_.get(), std::move(options));
-    ASSERT_TRUE(bus.ok()) << bus.status();
-    bus_ = std::move(*bus);
+    absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
+        E2eGuest::Attach(*host_, kGuest, std::move(options), std::move(guest_options));
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    guest_ = std::move(*guest);
+    bus_ = &guest_->bus();
   }
   void TearDown() override {
-    bus_.reset();
-    faults_.reset();
-    backend_.reset();
+    bus_ = nullptr;
+    faults_ = nullptr;
+    guest_.reset();
     if (HasFailure() && host_ != nullptr) std::cerr << "mock_host log:\n" << host_->log() << "\n";
     host_.reset();
   }
@@ -74,9 +75,9 @@ class PostFailureTest : public ::testing::TestWithParam<Mode> {
 
   static constexpr char kGuest[] = "post-failure-guest";
   std::unique_ptr<E2eHost> host_;
-  std::unique_ptr<mock::MockBackend> backend_;
-  std::unique_ptr<testing::PostFaultBackend> faults_;
-  std::unique_ptr<ChannelBus> bus_;
+  std::unique_ptr<E2eGuest> guest_;
+  testing::PostFaultBackend* faults_ = nullptr;  // the guest's
+  ChannelBus* bus_ = nullptr;
 };
 
 TEST_P(PostFailureTest, EachFailedPostFailsItsRequestAndTheBusCarriesOn) {
@@ -86,7 +87,7 @@ TEST_P(PostFailureTest, EachFailedPostFailsItsRequestAndTheBusCarriesOn) {
   std::shared_ptr<Channel> ca = bus_->FindChannel(a);
   std::shared_ptr<Channel> cb = bus_->FindChannel(b);
   ASSERT_TRUE(ca != nullptr && cb != nullptr);
-  const size_t free_pages = backend_->pool().free_pages();
+  const size_t free_pages = guest_->free_pages();
   EchoStream sa(1);
   EchoStream sb(2);
 
@@ -96,7 +97,7 @@ TEST_P(PostFailureTest, EachFailedPostFailsItsRequestAndTheBusCarriesOn) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_THAT(std::string(s.message()),
               HasSubstr(absl::StrCat("open of relid ", a, ": posting GpadlCreate failed")));
-  EXPECT_EQ(backend_->pool().free_pages(), free_pages);
+  EXPECT_EQ(guest_->free_pages(), free_pages);
   EXPECT_TRUE(HostSees(a, v1::CHANNEL_STATE_OFFERED, /*ring=*/false));
   ASSERT_TRUE(ca->Open(EchoOptions(&sa), Deadline()).ok());
   ExpectEcho(*ca, sa, 1000);
@@ -137,7 +138,7 @@ TEST_P(PostFailureTest, EachFailedPostFailsItsRequestAndTheBusCarriesOn) {
   ExpectEcho(*cb, sb, 1000);
   ASSERT_TRUE(ca->Close(Deadline()).ok());
   ASSERT_TRUE(cb->Close(Deadline()).ok());
-  ASSERT_TRUE(Eventually([&] { return backend_->pool().free_pages() == free_pages; }));
+  ASSERT_TRUE(Eventually([&] { return guest_->free_pages() == free_pages; }));
 }
 
 // The host never hears of the close: it may still hold the channel open, so the guest keeps
@@ -148,7 +149,7 @@ TEST_P(PostFailureTest, AFailedCloseKeepsTheRingsUntilTheHostRescinds) {
   ASSERT_TRUE(bus_->Connect(Deadline()).ok());
   std::shared_ptr<Channel> ca = bus_->FindChannel(a);
   std::shared_ptr<Channel> cb = bus_->FindChannel(b);
-  const size_t free_pages = backend_->pool().free_pages();
+  const size_t free_pages = guest_->free_pages();
   EchoStream sa(3);
   EchoStream sb(4);
   ASSERT_TRUE(ca->Open(EchoOptions(&sa), Deadline()).ok());
@@ -163,13 +164,11 @@ TEST_P(PostFailureTest, AFailedCloseKeepsTheRingsUntilTheHostRescinds) {
   ASSERT_TRUE(host_->Rescind(kGuest, a).ok());
   ASSERT_TRUE(Eventually([&] { return !host_->Channel(kGuest, a).ok(); }));  // relid released
   ASSERT_TRUE(cb->Close(Deadline()).ok());
-  ASSERT_TRUE(Eventually([&] { return backend_->pool().free_pages() == free_pages; }));
+  ASSERT_TRUE(Eventually([&] { return guest_->free_pages() == free_pages; }));
   EXPECT_EQ(bus_->phase(), BusPhase::kConnected);
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, PostFailureTest,
-                         ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, PostFailureTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e

@@ -1,5 +1,6 @@
 // End to end: sub-channels as a multi-queue driver uses them, against the mock host in this
-// process and as a separate //mock:mock_host process. The driver opens its echo primary in
+// process and as a separate //mock:mock_host process, over MockBackend and HyperVBackend
+// (e2e_params.h). The driver opens its echo primary in
 // Probe and asks the echo device for three sub-channels (mock/host/sub_channel_request.h); the
 // host hot-adds them, the driver hears of each (Driver::SubChannelOffered) and opens it, and
 // every queue carries data. Then each way a device's channels end: the primary's Close (its
@@ -20,17 +21,16 @@
 #include "core/runtime/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "mock/guest/mock_backend.h"
 #include "mock/host/device_kinds.h"
 #include "mock/host/sub_channel_request.h"
 #include "test/e2e/e2e_host.h"
+#include "test/e2e/e2e_params.h"
 #include "test/e2e/echo_stream.h"  // Deadline
 #include "test/e2e/eventually.h"
 
 namespace vbus::e2e {
 namespace {
 
-using Mode = E2eHost::Mode;
 using ::testing::ElementsAre;
 
 constexpr uint16_t kQueues = 3;
@@ -114,7 +114,7 @@ class MultiQueueDriver : public Driver {
   DriverState* state_;
 };
 
-class SubChannelTest : public ::testing::TestWithParam<Mode> {
+class SubChannelTest : public ::testing::TestWithParam<E2eParam> {
  protected:
   void SetUp() override {
     ASSERT_TRUE(registry_
@@ -123,22 +123,19 @@ class SubChannelTest : public ::testing::TestWithParam<Mode> {
                                  return std::make_unique<MultiQueueDriver>(&state_);
                                }})
                     .ok());
-    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(GetParam(), Deadline());
+    absl::StatusOr<std::unique_ptr<E2eHost>> host = E2eHost::Start(ModeOf(GetParam()), Deadline());
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
-    mock::MockBackendOptions backend_options;
-    backend_options.guest_name = kGuest;
-    absl::StatusOr<std::unique_ptr<mock::MockBackend>> backend =
-        mock::MockBackend::Connect(host_->channel(), backend_options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = std::move(*backend);
+    E2eGuestOptions guest_options;
+    guest_options.backend = BackendOf(GetParam());
     ChannelBusOptions options;
     options.drivers = &registry_;
     options.log = [](absl::string_view line) { std::cerr << "guest: " << line << "\n"; };
-    absl::StatusOr<std::unique_ptr<ChannelBus>> bus =
-        ChannelBus::Create(backend_.get(), std::move(options));
-    ASSERT_TRUE(bus.ok()) << bus.status();
-    bus_ = std::move(*bus);
+    absl::StatusOr<std::unique_ptr<E2eGuest>> guest =
+        E2eGuest::Attach(*host_, kGuest, std::move(options), std::move(guest_options));
+    ASSERT_TRUE(guest.ok()) << guest.status();
+    guest_ = std::move(*guest);
+    bus_ = &guest_->bus();
 
     absl::StatusOr<v1::OfferResponse> offered = host_->Offer(kGuest, "echo");
     ASSERT_TRUE(offered.ok()) << offered.status();
@@ -148,8 +145,8 @@ class SubChannelTest : public ::testing::TestWithParam<Mode> {
         << ::testing::PrintToString(state_.Events());
   }
   void TearDown() override {
-    bus_.reset();
-    backend_.reset();
+    bus_ = nullptr;
+    guest_.reset();
     if (HasFailure() && host_ != nullptr) std::cerr << "mock_host log:\n" << host_->log() << "\n";
     host_.reset();
   }
@@ -174,8 +171,8 @@ class SubChannelTest : public ::testing::TestWithParam<Mode> {
   DriverRegistry registry_;
   DriverState state_;
   std::unique_ptr<E2eHost> host_;
-  std::unique_ptr<mock::MockBackend> backend_;
-  std::unique_ptr<ChannelBus> bus_;
+  std::unique_ptr<E2eGuest> guest_;
+  ChannelBus* bus_ = nullptr;
   uint32_t primary_relid_ = 0;
 };
 
@@ -240,8 +237,7 @@ TEST_P(SubChannelTest, ShutdownClosesTheQueuesFirstAndTellsTheDriver) {
                           "queue 3 removed CANCELLED closed", "remove, 0 queues open"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Hosts, SubChannelTest, ::testing::Values(Mode::kInProcess, Mode::kProcess),
-                         E2eHost::ModeTestName());
+INSTANTIATE_TEST_SUITE_P(Hosts, SubChannelTest, AllHostsAndBackends(), E2eParamName());
 
 }  // namespace
 }  // namespace vbus::e2e
