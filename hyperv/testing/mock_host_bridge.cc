@@ -438,10 +438,13 @@ void MockHostBridge::ReadLoop() {
     ended_ = true;
     end_status_ = status;
     lost = attached_ && !stopping_;
-    link_up_ = false;
     cv_.SignalAll();
   }
+  // The connections close before link_up() says the link is down, so that whoever sees it down
+  // finds them closed.
   if (lost) OnLinkLost(status);
+  MutexLock lock(&mu_);
+  link_up_ = false;
 }
 
 void MockHostBridge::OnLinkLost(const absl::Status& why) {
