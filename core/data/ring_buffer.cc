@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "absl/base/attributes.h"
+#include "absl/base/optimization.h"
 #include "absl/strings/str_format.h"
 
 // Memory-ordering labels used below (each acquire/release names its pair):
@@ -35,15 +37,87 @@ inline uint32_t Advance(uint32_t offset, size_t len, uint32_t size) {
   return static_cast<uint32_t>(next >= size ? next - size : next);
 }
 
-absl::Status CheckIndex(const char* name, uint32_t value, uint32_t data_size) {
+// Error statuses are built out of line: the hot paths only compare and branch.
+ABSL_ATTRIBUTE_NOINLINE absl::Status IndexError(const char* name, uint32_t value,
+                                                uint32_t data_size) {
   if (value >= data_size) {
     return absl::DataLossError(
         absl::StrFormat("ring %s %u is outside the %u-byte data area", name, value, data_size));
   }
-  if (value % kPacketAlignment != 0) {
-    return absl::DataLossError(absl::StrFormat("ring %s %u is not 8-byte aligned", name, value));
+  return absl::DataLossError(absl::StrFormat("ring %s %u is not 8-byte aligned", name, value));
+}
+
+inline absl::Status CheckIndex(const char* name, uint32_t value, uint32_t data_size) {
+  if (ABSL_PREDICT_TRUE(value < data_size && value % kPacketAlignment == 0)) {
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+  return IndexError(name, value, data_size);
+}
+
+// The descriptor's first 8 bytes (type, offset8, len8, flags; little-endian) as one word.
+inline uint64_t DescriptorHead(uint16_t type, uint16_t offset8, uint16_t len8, uint16_t flags) {
+  return uint64_t{type} | uint64_t{offset8} << 16 | uint64_t{len8} << 32 | uint64_t{flags} << 48;
+}
+
+inline void Store64(uint8_t* at, uint64_t value) { std::memcpy(at, &value, sizeof(value)); }
+inline uint64_t Load64(const uint8_t* at) {
+  uint64_t value;
+  std::memcpy(&value, at, sizeof(value));
+  return value;
+}
+
+// Descriptor + sub-header + payload bytes of `packet`, or more than kMaxPacketLength (without
+// overflowing) when it is too long.
+inline size_t PacketLength(const OutgoingPacket& packet) {
+  size_t length = kPacketDescriptorSize + packet.sub_header.size();
+  for (absl::Span<const uint8_t> piece : packet.payload) {
+    if (piece.size() > kMaxPacketLength) return kMaxPacketLength + 1;  // keeps the sum small
+    length += piece.size();
+    if (length > kMaxPacketLength) break;
+  }
+  return length;
+}
+
+// Why a packet of `length` bytes (PacketLength) can never be written into the ring.
+ABSL_ATTRIBUTE_NOINLINE absl::Status PacketShapeError(const OutgoingPacket& packet, size_t length,
+                                                      uint32_t data_size) {
+  if (packet.sub_header.size() % kPacketAlignment != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "packet sub-header of %u bytes is not a multiple of 8", packet.sub_header.size()));
+  }
+  if (length > kMaxPacketLength) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("packet longer than the %u bytes len8 can describe", kMaxPacketLength));
+  }
+  const size_t needed =
+      ((length + kPacketAlignment - 1) & ~(kPacketAlignment - 1)) + kPacketTrailerSize;
+  return absl::InvalidArgumentError(
+      absl::StrFormat("packet needs %u ring bytes; a %u-byte ring holds at most %u", needed,
+                      data_size, data_size - kPacketAlignment));
+}
+
+// Writes a packet that wraps around the end of the data area piece by piece, starting at
+// `start`; returns the offset after its trailer.
+ABSL_ATTRIBUTE_NOINLINE uint32_t WriteWrapped(uint8_t* data, uint32_t data_size, uint32_t start,
+                                              const OutgoingPacket& packet, uint64_t head,
+                                              size_t padding, uint64_t trailer) {
+  uint32_t pos = start;
+  auto copy_in = [&](const void* src, size_t len) {
+    const size_t first = std::min<size_t>(len, data_size - pos);
+    std::memcpy(data + pos, src, first);
+    if (first < len) std::memcpy(data, static_cast<const uint8_t*>(src) + first, len - first);
+    pos = Advance(pos, len, data_size);
+  };
+  copy_in(&head, sizeof(head));
+  copy_in(&packet.trans_id, sizeof(packet.trans_id));
+  if (!packet.sub_header.empty()) copy_in(packet.sub_header.data(), packet.sub_header.size());
+  for (absl::Span<const uint8_t> piece : packet.payload) {
+    if (!piece.empty()) copy_in(piece.data(), piece.size());
+  }
+  static constexpr uint8_t kZeros[kPacketAlignment] = {};
+  copy_in(kZeros, padding);
+  copy_in(&trailer, sizeof(trailer));
+  return pos;
 }
 
 // feature_bits, read once when a side attaches: the peer cannot change the protocol of a ring
@@ -141,29 +215,12 @@ absl::Status OutgoingRing::RefreshReadIndex() {
 
 absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) {
   if (!status_.ok()) return status_;
-  if (packet.sub_header.size() % kPacketAlignment != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "packet sub-header of %u bytes is not a multiple of 8", packet.sub_header.size()));
-  }
-  size_t length = kPacketDescriptorSize + packet.sub_header.size();
-  for (absl::Span<const uint8_t> piece : packet.payload) {
-    if (piece.size() > kMaxPacketLength) {  // keeps the sum below from overflowing
-      length = kMaxPacketLength + 1;
-      break;
-    }
-    length += piece.size();
-    if (length > kMaxPacketLength) break;
-  }
-  if (length > kMaxPacketLength) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("packet longer than the %u bytes len8 can describe", kMaxPacketLength));
-  }
+  const size_t length = PacketLength(packet);
   const size_t padded = (length + kPacketAlignment - 1) & ~(kPacketAlignment - 1);
   const size_t needed = padded + kPacketTrailerSize;
-  if (needed >= data_size_) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("packet needs %u ring bytes; a %u-byte ring holds at most %u", needed,
-                        data_size_, data_size_ - kPacketAlignment));
+  if (ABSL_PREDICT_FALSE(packet.sub_header.size() % kPacketAlignment != 0 ||
+                         length > kMaxPacketLength || needed >= data_size_)) {
+    return PacketShapeError(packet, length, data_size_);
   }
   // The ring is never filled completely: read_index == write_index means empty. The cached
   // read_index only lags the real one, so it can only under-estimate free space; look at the
@@ -174,20 +231,23 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
   }
 
   const uint32_t start = write_;
-  PacketDescriptor descriptor;
-  descriptor.type = static_cast<uint16_t>(packet.type);
-  descriptor.offset8 =
-      static_cast<uint16_t>((kPacketDescriptorSize + packet.sub_header.size()) / 8);
-  descriptor.len8 = static_cast<uint16_t>(padded / 8);
-  descriptor.flags = packet.flags;
-  descriptor.trans_id = packet.trans_id;
-
+  const uint64_t head =
+      DescriptorHead(static_cast<uint16_t>(packet.type),
+                     static_cast<uint16_t>((kPacketDescriptorSize + packet.sub_header.size()) / 8),
+                     static_cast<uint16_t>(padded / 8), packet.flags);
+  const uint64_t trailer = uint64_t{start} << 32;
   uint32_t pos;
-  if (start + needed <= data_size_) {
-    // Fast path: the packet and its trailer do not wrap.
+  if (ABSL_PREDICT_TRUE(start + needed <= data_size_)) {
+    // The packet and its trailer do not wrap. Whole 8-byte stores for the descriptor, padding
+    // and trailer (a descriptor built on the stack and copied as one 16-byte block would stall
+    // on store forwarding).
     uint8_t* p = data_ + start;
-    std::memcpy(p, &descriptor, sizeof(descriptor));
-    size_t at = sizeof(descriptor);
+    Store64(p, head);
+    Store64(p + 8, packet.trans_id);
+    // The padding: zero the packet's last 8 bytes first; the data then overwrites all but
+    // the 0-7 padding bytes (padded > length implies padded - 8 >= 16, inside the body).
+    if (padded != length) Store64(p + padded - 8, 0);
+    size_t at = kPacketDescriptorSize;
     if (!packet.sub_header.empty()) {
       std::memcpy(p + at, packet.sub_header.data(), packet.sub_header.size());
       at += packet.sub_header.size();
@@ -196,27 +256,10 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
       if (!piece.empty()) std::memcpy(p + at, piece.data(), piece.size());
       at += piece.size();
     }
-    std::memset(p + at, 0, padded - at);  // 0-7 bytes of padding
-    const uint64_t trailer = uint64_t{start} << 32;
-    std::memcpy(p + padded, &trailer, sizeof(trailer));
+    Store64(p + padded, trailer);
     pos = Advance(start, needed, data_size_);
   } else {
-    pos = start;
-    auto copy_in = [&](const void* src, size_t len) {
-      const size_t first = std::min<size_t>(len, data_size_ - pos);
-      std::memcpy(data_ + pos, src, first);
-      if (first < len) std::memcpy(data_, static_cast<const uint8_t*>(src) + first, len - first);
-      pos = Advance(pos, len, data_size_);
-    };
-    copy_in(&descriptor, sizeof(descriptor));
-    if (!packet.sub_header.empty()) copy_in(packet.sub_header.data(), packet.sub_header.size());
-    for (absl::Span<const uint8_t> piece : packet.payload) {
-      if (!piece.empty()) copy_in(piece.data(), piece.size());
-    }
-    static constexpr uint8_t kZeros[kPacketAlignment] = {};
-    if (padded != length) copy_in(kZeros, padded - length);
-    const uint64_t trailer = uint64_t{start} << 32;
-    copy_in(&trailer, sizeof(trailer));
+    pos = WriteWrapped(data_, data_size_, start, packet, head, padded - length, trailer);
   }
   write_ = pos;
 
@@ -258,17 +301,6 @@ absl::StatusOr<WriteResult> OutgoingRing::Write(const OutgoingPacket& packet) {
   const bool signal = Commit();
   if (*appended == AppendResult::kFull) return WriteResult::kFull;
   return signal ? WriteResult::kWrittenSignal : WriteResult::kWritten;
-}
-
-absl::StatusOr<WriteResult> OutgoingRing::Write(PacketType type, uint16_t flags, uint64_t trans_id,
-                                                absl::Span<const uint8_t> payload) {
-  const absl::Span<const uint8_t> pieces[1] = {payload};
-  OutgoingPacket packet;
-  packet.type = type;
-  packet.flags = flags;
-  packet.trans_id = trans_id;
-  packet.payload = absl::MakeConstSpan(pieces);
-  return Write(packet);
 }
 
 absl::StatusOr<bool> OutgoingRing::ArmPendingSend(size_t ring_bytes) {
@@ -348,6 +380,10 @@ absl::Status IncomingRing::RefreshWriteIndex() {
   // bytes it covers are visible. seq_cst for the signal handshake (after [RB-R3] in
   // UnmaskInterrupts, after [RB-R2] in CommitRead).
   const uint32_t write = Field(control_->write_index).load(std::memory_order_seq_cst);
+  if (write == last_write_) {  // validated when first seen
+    available_ = Forward(read_, write, data_size_);
+    return absl::OkStatus();
+  }
   if (absl::Status s = CheckIndex("write_index", write, data_size_); !s.ok()) return Fail(s);
   // The writer only adds packets, and only into space it saw free: from the last write_index
   // we saw it can advance by at most the free space at that time minus 8 (it never fills
@@ -386,8 +422,15 @@ absl::StatusOr<std::optional<PacketView>> IncomingRing::Next() {
                         available_, read_)));
   }
   // The descriptor is copied out once; only the copy is trusted from here on.
+  // The descriptor is copied out once, as two whole words (the data area is a multiple of 8
+  // bytes and read_ is 8-byte aligned, so a descriptor can wrap only between its words).
   PacketDescriptor descriptor;
-  CopyOut(read_, reinterpret_cast<uint8_t*>(&descriptor), sizeof(descriptor));
+  const uint64_t head = Load64(data_ + read_);
+  descriptor.trans_id = Load64(data_ + Advance(read_, 8, data_size_));
+  descriptor.type = static_cast<uint16_t>(head);
+  descriptor.offset8 = static_cast<uint16_t>(head >> 16);
+  descriptor.len8 = static_cast<uint16_t>(head >> 32);
+  descriptor.flags = static_cast<uint16_t>(head >> 48);
   const size_t length = size_t{descriptor.len8} * 8;
   const size_t offset = size_t{descriptor.offset8} * 8;
   if (length < kPacketDescriptorSize) {

@@ -275,7 +275,15 @@ class OutgoingRing {
   absl::StatusOr<WriteResult> Write(const OutgoingPacket& packet);
   // Convenience: one contiguous payload, no sub-header.
   absl::StatusOr<WriteResult> Write(PacketType type, uint16_t flags, uint64_t trans_id,
-                                    absl::Span<const uint8_t> payload);
+                                    absl::Span<const uint8_t> payload) {
+    const absl::Span<const uint8_t> pieces[1] = {payload};
+    OutgoingPacket packet;
+    packet.type = type;
+    packet.flags = flags;
+    packet.trans_id = trans_id;
+    packet.payload = absl::MakeConstSpan(pieces);
+    return Write(packet);
+  }
 
   // Append
   // Phase one of a write: reserves space after everything appended so far and copies the

@@ -3,6 +3,8 @@
 //   - the vbus ring (OutgoingRing::Write per packet; the consumer polls with interrupts masked,
 //     copies each payload out and commits read_index every 16 packets),
 //   - the vbus ring with the writer batching 16 packets per Commit,
+//   - the same format without validation, with Linux's barrier placement (same_format_ring.h):
+//     the limit for this format, per packet and batched like the vbus ring,
 //   - boost::lockfree::spsc_queue of fixed-size slots (push copies in, consume_one copies out),
 //   - DPDK rte_ring (no EAL) carrying pointers to buffers of a pool: the producer takes a free
 //     buffer, copies the payload in and enqueues it; the consumer dequeues, copies out and
@@ -28,6 +30,7 @@
 #include "boost/lockfree/spsc_queue.hpp"
 #include "core/data/ring_buffer.h"
 #include "rte_ring.h"
+#include "test/bench/same_format_ring.h"
 
 namespace vbus {
 namespace {
@@ -186,6 +189,74 @@ void RunVbus(benchmark::State& state, size_t batch) {
 void BM_VbusRing(benchmark::State& state) { RunVbus(state, 1); }
 void BM_VbusRingBatch16(benchmark::State& state) { RunVbus(state, 16); }
 
+// --- The same format without validation (Linux's barrier placement) --------------------------
+
+// The same traffic, the same consumer policy (poll masked, commit every 16 packets or quarter
+// ring, or when the writer seems to wait) and the same batching as RunVbus.
+void RunSameFormat(benchmark::State& state, size_t batch) {
+  const size_t payload = static_cast<size_t>(state.range(0));
+  AlignedBuffer memory(protocol::kPageSize + QueueBytes(payload));
+  if (!InitializeRing({memory.data, memory.size}).ok()) std::abort();
+  bench::SameFormatRing out(memory.data, memory.size);
+  bench::SameFormatRing in(memory.data, memory.size);
+  in.MaskInterrupts();
+  const size_t packet_bytes = PacketRingBytes(0, payload);
+  const size_t quarter_ring = (memory.size - protocol::kPageSize) / 4;
+  const int64_t total = state.max_iterations;
+  std::atomic<bool> bad{false};
+  ScopedPin pin(0);
+  std::thread consumer([&] {
+    PinToCpu(1);
+    std::vector<uint8_t> sink(payload + 8);
+    Backoff backoff;
+    int64_t since_commit = 0;
+    for (int64_t seq = 0; seq < total;) {
+      uint64_t trans_id;
+      if (!in.Next(sink.data(), sink.size(), &trans_id)) {
+        if (since_commit > 0 && backoff.spins() >= 64) {
+          in.CommitRead();
+          since_commit = 0;
+        }
+        backoff.Wait();
+        continue;
+      }
+      backoff.Reset();
+      if (!Check(sink.data(), seq)) bad.store(true, std::memory_order_relaxed);
+      ++seq;
+      if (++since_commit == 16 || since_commit * packet_bytes >= quarter_ring) {
+        in.CommitRead();
+        since_commit = 0;
+      }
+    }
+    in.CommitRead();
+  });
+
+  std::vector<uint8_t> source(payload, 0x42);
+  uint64_t seq = 0;
+  size_t pending = 0;
+  for (auto _ : state) {
+    Stamp(source.data(), seq);
+    for (Backoff backoff; !out.Append(static_cast<uint16_t>(PacketType::kDataInband), 0, seq,
+                                      source.data(), payload);) {
+      out.Commit();
+      pending = 0;
+      backoff.Wait();
+    }
+    ++seq;
+    if (++pending == batch || pending * packet_bytes >= quarter_ring) {
+      out.Commit();
+      pending = 0;
+    }
+  }
+  out.Commit();
+  consumer.join();
+  if (bad.load()) state.SkipWithError("consumer saw a wrong sequence number");
+  SetCounters(state, payload);
+}
+
+void BM_SameFormatRing(benchmark::State& state) { RunSameFormat(state, 1); }
+void BM_SameFormatRingBatch16(benchmark::State& state) { RunSameFormat(state, 16); }
+
 // --- boost::lockfree::spsc_queue ---------------------------------------------------------------
 
 template <size_t kPayload>
@@ -322,16 +393,39 @@ void BM_VbusRingSameThread(benchmark::State& state) {
   SetCounters(state, payload);
 }
 
+void BM_SameFormatRingSameThread(benchmark::State& state) {
+  const size_t payload = static_cast<size_t>(state.range(0));
+  AlignedBuffer memory(protocol::kPageSize + QueueBytes(payload));
+  if (!InitializeRing({memory.data, memory.size}).ok()) std::abort();
+  std::vector<uint8_t> sink(payload + 8), source(payload, 0x42);
+  bench::SameFormatRing out(memory.data, memory.size);
+  bench::SameFormatRing in(memory.data, memory.size);
+  in.MaskInterrupts();
+  uint64_t trans_id;
+  for (auto _ : state) {
+    if (!out.Append(static_cast<uint16_t>(PacketType::kDataInband), 0, 1, source.data(), payload)) {
+      std::abort();
+    }
+    out.Commit();
+    if (!in.Next(sink.data(), sink.size(), &trans_id)) std::abort();
+    in.CommitRead();
+  }
+  SetCounters(state, payload);
+}
+
 #define VBUS_PAYLOADS ->Arg(64)->Arg(1500)->Arg(65536)
 
 BENCHMARK(BM_VbusRing) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK(BM_VbusRingBatch16) VBUS_PAYLOADS->UseRealTime();
+BENCHMARK(BM_SameFormatRing) VBUS_PAYLOADS->UseRealTime();
+BENCHMARK(BM_SameFormatRingBatch16) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK_TEMPLATE(BM_BoostSpscQueue, 64)->Arg(64)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_BoostSpscQueue, 1500)->Arg(1500)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_BoostSpscQueue, 65536)->Arg(65536)->UseRealTime();
 BENCHMARK(BM_DpdkRteRing) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK(BM_Memcpy) VBUS_PAYLOADS;
 BENCHMARK(BM_VbusRingSameThread) VBUS_PAYLOADS;
+BENCHMARK(BM_SameFormatRingSameThread) VBUS_PAYLOADS;
 
 }  // namespace
 }  // namespace vbus
