@@ -74,6 +74,10 @@ class E2eHost {
   // The channel guests and HostControl calls use.
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   v1::HostControl::StubInterface& control() { return *control_; }
+  // The in-process host itself (kInProcess only, else null): direct calls without an RPC.
+  mock::MockHost* in_process_host() const {
+    return server_ != nullptr ? &server_->host() : nullptr;
+  }
 
   // HostControl conveniences (each an RPC with a 20-second deadline).
   absl::StatusOr<v1::OfferResponse> Offer(const std::string& guest, const std::string& device);
@@ -81,6 +85,11 @@ class E2eHost {
   absl::StatusOr<std::vector<v1::ChannelInfo>> Channels(const std::string& guest);
   absl::StatusOr<v1::ChannelInfo> Channel(const std::string& guest, uint32_t relid);
   absl::Status InjectFault(const v1::InjectFaultRequest& request);
+  // InjectFault{ring} for `guest`: what the hostile host did to its rings or events.
+  absl::StatusOr<v1::RingFaultResult> RingFault(const std::string& guest,
+                                                const v1::RingFault& fault);
+  // SendPacket: one packet into an open channel's inbound ring (HostControl.SendPacket).
+  absl::Status SendPacket(const v1::SendPacketRequest& request);
   // Stops a child process now (SIGKILL) — the host vanishing without a goodbye.
   absl::Status Kill();
 
