@@ -150,6 +150,28 @@ absl::Status ValidateRingMemory(absl::Span<const uint8_t> ring_memory) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint32_t> DataSize(absl::Span<uint8_t> ring_memory, RingMapping mapping) {
+  if (mapping == RingMapping::kSingle) {
+    if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
+    return static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
+  }
+  // Control page + data area + the data area again: the ring itself is the first
+  // size - data_size bytes.
+  const size_t size = ring_memory.size();
+  if (size < protocol::kPageSize || (size - protocol::kPageSize) % (2 * protocol::kPageSize) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "mirrored ring memory of %u bytes is not a control page and twice a whole number of "
+        "data pages",
+        size));
+  }
+  const size_t data_size = (size - protocol::kPageSize) / 2;
+  if (absl::Status s = ValidateRingMemory(ring_memory.first(protocol::kPageSize + data_size));
+      !s.ok()) {
+    return s;
+  }
+  return static_cast<uint32_t>(data_size);
+}
+
 absl::Status InitializeRing(absl::Span<uint8_t> ring_memory) {
   if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
   std::memset(ring_memory.data(), 0, protocol::kPageSize);
@@ -163,25 +185,29 @@ absl::Status InitializeRing(absl::Span<uint8_t> ring_memory) {
 // ---------------------------------------------------------------------------------------------
 
 OutgoingRing::OutgoingRing(RingControlPage* control, uint8_t* data, uint32_t data_size,
-                           uint32_t write, uint32_t read)
+                           uint32_t write, uint32_t read, bool mirrored)
     : control_(control),
       data_(data),
       data_size_(data_size),
+      contiguous_(mirrored ? 2 * data_size : data_size),
       committed_write_(write),
       write_(write),
       cached_read_(read),
       pending_send_supported_(PendingSendSupported(control)) {}
 
-absl::StatusOr<OutgoingRing> OutgoingRing::Attach(absl::Span<uint8_t> ring_memory) {
-  if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
+absl::StatusOr<OutgoingRing> OutgoingRing::Attach(absl::Span<uint8_t> ring_memory,
+                                                  RingMapping mapping) {
+  absl::StatusOr<uint32_t> data_size_or = DataSize(ring_memory, mapping);
+  if (!data_size_or.ok()) return data_size_or.status();
+  const uint32_t data_size = *data_size_or;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
-  const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
   // Nobody writes write_index but us; read_index with acquire as in [RB-W2].
   const uint32_t write = Field(control->write_index).load(std::memory_order_relaxed);
   const uint32_t read = Field(control->read_index).load(std::memory_order_acquire);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
   if (absl::Status s = CheckIndex("read_index", read, data_size); !s.ok()) return s;
-  return OutgoingRing(control, ring_memory.data() + protocol::kPageSize, data_size, write, read);
+  return OutgoingRing(control, ring_memory.data() + protocol::kPageSize, data_size, write, read,
+                      mapping == RingMapping::kMirrored);
 }
 
 absl::Status OutgoingRing::Fail(absl::Status status) {
@@ -237,10 +263,10 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
                      static_cast<uint16_t>(padded / 8), packet.flags);
   const uint64_t trailer = uint64_t{start} << 32;
   uint32_t pos;
-  if (ABSL_PREDICT_TRUE(start + needed <= data_size_)) {
-    // The packet and its trailer do not wrap. Whole 8-byte stores for the descriptor, padding
-    // and trailer (a descriptor built on the stack and copied as one 16-byte block would stall
-    // on store forwarding).
+  if (ABSL_PREDICT_TRUE(start + needed <= contiguous_)) {
+    // The packet and its trailer do not wrap (or the mirror makes them contiguous). Whole 8-byte
+    // stores for the descriptor, padding and trailer (a descriptor built on the stack and copied as
+    // one 16-byte block would stall on store forwarding).
     uint8_t* p = data_ + start;
     Store64(p, head);
     Store64(p + 8, packet.trans_id);
@@ -344,11 +370,13 @@ absl::StatusOr<size_t> OutgoingRing::FreeBytes() {
 // ---------------------------------------------------------------------------------------------
 
 IncomingRing::IncomingRing(RingControlPage* control, uint8_t* data, uint32_t data_size,
-                           uint32_t write, uint32_t read, absl::Span<uint8_t> scratch)
+                           uint32_t write, uint32_t read, absl::Span<uint8_t> scratch,
+                           bool mirrored)
     : control_(control),
       data_(data),
       scratch_(scratch),
       data_size_(data_size),
+      contiguous_(mirrored ? 2 * data_size : data_size),
       committed_read_(read),
       read_(read),
       last_write_(write),
@@ -356,17 +384,19 @@ IncomingRing::IncomingRing(RingControlPage* control, uint8_t* data, uint32_t dat
       pending_send_supported_(PendingSendSupported(control)) {}
 
 absl::StatusOr<IncomingRing> IncomingRing::Attach(absl::Span<uint8_t> ring_memory,
-                                                  absl::Span<uint8_t> scratch) {
-  if (absl::Status s = ValidateRingMemory(ring_memory); !s.ok()) return s;
+                                                  absl::Span<uint8_t> scratch,
+                                                  RingMapping mapping) {
+  absl::StatusOr<uint32_t> data_size_or = DataSize(ring_memory, mapping);
+  if (!data_size_or.ok()) return data_size_or.status();
+  const uint32_t data_size = *data_size_or;
   auto* control = reinterpret_cast<RingControlPage*>(ring_memory.data());
-  const auto data_size = static_cast<uint32_t>(ring_memory.size() - protocol::kPageSize);
   // [RB-R1] acquire, as in RefreshWriteIndex. read_index is ours.
   const uint32_t write = Field(control->write_index).load(std::memory_order_acquire);
   const uint32_t read = Field(control->read_index).load(std::memory_order_relaxed);
   if (absl::Status s = CheckIndex("write_index", write, data_size); !s.ok()) return s;
   if (absl::Status s = CheckIndex("read_index", read, data_size); !s.ok()) return s;
   return IncomingRing(control, ring_memory.data() + protocol::kPageSize, data_size, write, read,
-                      scratch);
+                      scratch, mapping == RingMapping::kMirrored);
 }
 
 absl::Status IncomingRing::Fail(absl::Status status) {
@@ -457,8 +487,8 @@ absl::StatusOr<std::optional<PacketView>> IncomingRing::Next() {
   view.len8_ = descriptor.len8;
   const uint32_t body = Advance(read_, kPacketDescriptorSize, data_size_);
   const size_t body_length = length - kPacketDescriptorSize;
-  if (body + body_length <= data_size_) {
-    view.body_ = data_ + body;  // zero-copy: the common case
+  if (body + body_length <= contiguous_) {
+    view.body_ = data_ + body;  // zero-copy: always with a mirror, else unless it wraps
   } else {
     if (scratch_.size() < body_length) {
       return absl::ResourceExhaustedError(absl::StrFormat(

@@ -214,6 +214,24 @@ absl::Status ValidateRingMemory(absl::Span<const uint8_t> ring_memory);
 // using the ring. The data area is left as it is. Fails as ValidateRingMemory.
 absl::Status InitializeRing(absl::Span<uint8_t> ring_memory);
 
+// RingMapping
+// How the ring memory handed to Attach is mapped.
+//   kSingle:   the control page and the data area, once (what every backend can give).
+//   kMirrored: the control page, the data area, and the same data area mapped a second time
+//              right after it (size = 4096 + 2 × data area). A packet that wraps the end of
+//              the data area is then contiguous in memory: the writer copies it in one piece
+//              and the reader's view points into the ring instead of the scratch buffer.
+//              Whoever maps the memory guarantees that the second half aliases the first
+//              (two mappings of the same pages, e.g. MirroredMapping in
+//              core/data/mirrored_mapping.h); indices and their checks are unchanged.
+enum class RingMapping : uint8_t { kSingle, kMirrored };
+
+// DataSize
+// The data area's size for `ring_memory` mapped as `mapping`: ValidateRingMemory's rules for
+// the ring itself (for kMirrored, its first 4096 + data area bytes), and for kMirrored a size
+// of one page plus an even number of pages. InvalidArgument naming the problem otherwise.
+absl::StatusOr<uint32_t> DataSize(absl::Span<uint8_t> ring_memory, RingMapping mapping);
+
 // ---------------------------------------------------------------------------------------------
 // Writer
 // ---------------------------------------------------------------------------------------------
@@ -259,7 +277,9 @@ class OutgoingRing {
   // write_index is where writing continues). Reads write_index and read_index once and checks
   // them. InvalidArgument as ValidateRingMemory; DataLoss if an index is outside the data area
   // or not 8-byte aligned. The memory must outlive the ring object.
-  static absl::StatusOr<OutgoingRing> Attach(absl::Span<uint8_t> ring_memory);
+  // With RingMapping::kMirrored, `ring_memory` is the ring mapped as that enum describes.
+  static absl::StatusOr<OutgoingRing> Attach(absl::Span<uint8_t> ring_memory,
+                                             RingMapping mapping = RingMapping::kSingle);
 
   OutgoingRing(OutgoingRing&&) = default;
   OutgoingRing& operator=(OutgoingRing&&) = default;
@@ -328,7 +348,7 @@ class OutgoingRing {
 
  private:
   OutgoingRing(RingControlPage* control, uint8_t* data, uint32_t data_size, uint32_t write,
-               uint32_t read);
+               uint32_t read, bool mirrored);
   // Loads and checks read_index; fails the ring on corruption.
   absl::Status RefreshReadIndex();
   absl::Status Fail(absl::Status status);
@@ -337,6 +357,7 @@ class OutgoingRing {
   RingControlPage* control_;
   uint8_t* data_;
   uint32_t data_size_;
+  uint32_t contiguous_;       // bytes from data_ mapped contiguously: data_size_, or 2x mirrored
   uint32_t committed_write_;  // private copy of the published write_index
   uint32_t write_;            // end of appended packets (== committed_write_ when none)
   uint32_t cached_read_;      // last read_index seen (validated)
@@ -402,9 +423,11 @@ class IncomingRing {
   // Attaches to ring memory (see OutgoingRing::Attach). `scratch` receives packets that wrap
   // around the end of the data area; it should hold the largest packet the protocol allows
   // (len8 * 8 - 16 bytes): a wrapped packet larger than it is ResourceExhausted (see Next).
-  // Both spans must outlive the ring object. Errors as OutgoingRing::Attach.
+  // A kMirrored ring never needs scratch. Both spans must outlive the ring object. Errors as
+  // OutgoingRing::Attach.
   static absl::StatusOr<IncomingRing> Attach(absl::Span<uint8_t> ring_memory,
-                                             absl::Span<uint8_t> scratch = {});
+                                             absl::Span<uint8_t> scratch = {},
+                                             RingMapping mapping = RingMapping::kSingle);
 
   IncomingRing(IncomingRing&&) = default;
   IncomingRing& operator=(IncomingRing&&) = default;
@@ -457,7 +480,7 @@ class IncomingRing {
 
  private:
   IncomingRing(RingControlPage* control, uint8_t* data, uint32_t data_size, uint32_t write,
-               uint32_t read, absl::Span<uint8_t> scratch);
+               uint32_t read, absl::Span<uint8_t> scratch, bool mirrored);
   // Loads write_index, checks it, updates available_. Fails the ring on corruption.
   absl::Status RefreshWriteIndex();
   absl::Status Fail(absl::Status status);
@@ -467,6 +490,7 @@ class IncomingRing {
   uint8_t* data_;
   absl::Span<uint8_t> scratch_;
   uint32_t data_size_;
+  uint32_t contiguous_;          // bytes from data_ mapped contiguously: data_size_, or 2x mirrored
   uint32_t committed_read_;      // private copy of the published read_index
   uint32_t read_;                // start of the next packet Next returns
   uint32_t last_write_;          // the last write_index seen (validated)

@@ -3,6 +3,8 @@
 //   - the vbus ring (OutgoingRing::Write per packet; the consumer polls with interrupts masked,
 //     copies each payload out and commits read_index every 16 packets),
 //   - the vbus ring with the writer batching 16 packets per Commit,
+//   - both again on a mirrored ring (its data area mapped twice back to back: a packet that
+//     wraps is written and read in one piece, never through the scratch buffer),
 //   - the same format without validation, with Linux's barrier placement (same_format_ring.h):
 //     the limit for this format, per packet and batched like the vbus ring,
 //   - boost::lockfree::spsc_queue of fixed-size slots (push copies in, consume_one copies out),
@@ -23,11 +25,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "boost/lockfree/spsc_queue.hpp"
+#include "core/data/mirrored_mapping.h"
 #include "core/data/ring_buffer.h"
 #include "rte_ring.h"
 #include "test/bench/same_format_ring.h"
@@ -107,14 +111,26 @@ inline bool Check(const uint8_t* payload, uint64_t seq) {
 
 // --- vbus ring ---------------------------------------------------------------------------------
 
-void RunVbus(benchmark::State& state, size_t batch) {
+void RunVbus(benchmark::State& state, size_t batch, RingMapping mapping = RingMapping::kSingle) {
   const size_t payload = static_cast<size_t>(state.range(0));
-  AlignedBuffer memory(protocol::kPageSize + QueueBytes(payload));
-  if (!InitializeRing({memory.data, memory.size}).ok()) std::abort();
+  const size_t ring_bytes = protocol::kPageSize + QueueBytes(payload);
+  std::optional<AlignedBuffer> plain;
+  std::optional<MirroredMapping> mirror;
+  absl::Span<uint8_t> ring;  // what the ring objects attach to
+  if (mapping == RingMapping::kMirrored) {
+    absl::StatusOr<MirroredMapping> m = MirroredMapping::Anonymous(ring_bytes);
+    if (!m.ok()) std::abort();
+    mirror.emplace(*std::move(m));
+    ring = mirror->memory();
+    if (!InitializeRing(mirror->ring()).ok()) std::abort();
+  } else {
+    plain.emplace(ring_bytes);
+    ring = absl::MakeSpan(plain->data, plain->size);
+    if (!InitializeRing(ring).ok()) std::abort();
+  }
   std::vector<uint8_t> scratch(payload + 64);
-  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach({memory.data, memory.size});
-  absl::StatusOr<IncomingRing> in =
-      IncomingRing::Attach({memory.data, memory.size}, absl::MakeSpan(scratch));
+  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(ring, mapping);
+  absl::StatusOr<IncomingRing> in = IncomingRing::Attach(ring, absl::MakeSpan(scratch), mapping);
   if (!out.ok() || !in.ok()) std::abort();
   in->MaskInterrupts();  // a polling consumer: the producer never needs to signal
   const size_t packet_bytes = PacketRingBytes(0, payload);
@@ -188,6 +204,10 @@ void RunVbus(benchmark::State& state, size_t batch) {
 
 void BM_VbusRing(benchmark::State& state) { RunVbus(state, 1); }
 void BM_VbusRingBatch16(benchmark::State& state) { RunVbus(state, 16); }
+void BM_VbusRingMirrored(benchmark::State& state) { RunVbus(state, 1, RingMapping::kMirrored); }
+void BM_VbusRingMirroredBatch16(benchmark::State& state) {
+  RunVbus(state, 16, RingMapping::kMirrored);
+}
 
 // --- The same format without validation (Linux's barrier placement) --------------------------
 
@@ -417,6 +437,8 @@ void BM_SameFormatRingSameThread(benchmark::State& state) {
 
 BENCHMARK(BM_VbusRing) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK(BM_VbusRingBatch16) VBUS_PAYLOADS->UseRealTime();
+BENCHMARK(BM_VbusRingMirrored) VBUS_PAYLOADS->UseRealTime();
+BENCHMARK(BM_VbusRingMirroredBatch16) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK(BM_SameFormatRing) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK(BM_SameFormatRingBatch16) VBUS_PAYLOADS->UseRealTime();
 BENCHMARK_TEMPLATE(BM_BoostSpscQueue, 64)->Arg(64)->UseRealTime();
