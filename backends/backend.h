@@ -49,6 +49,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "backends/pages.h"
+#include "core/data/mirrored_mapping.h"
 #include "proto/control.pb.h"
 
 namespace vbus {
@@ -231,6 +232,23 @@ class Backend {
   // count 0. Free them by destroying the Pages, and only after every GPADL describing them is
   // torn down.
   virtual absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) = 0;
+
+  // MapRingMirrored (optional)
+  // A second mapping of one ring inside `pages` (an allocation this backend made):
+  // `page_count` pages from page `first_page`, control page first, laid out as
+  // RingMapping::kMirrored (core/data/ring_buffer.h): the ring's data area twice, back to back,
+  // so that a packet that wraps around its end is contiguous and is neither split by the writer
+  // nor copied into scratch by the reader. The caller destroys the mapping before it frees
+  // `pages`. A backend whose guest memory cannot be mapped twice (no file behind it, PFNs that
+  // are not consecutive) keeps this default; any error means the channel uses its single
+  // mapping, which is always correct.
+  virtual absl::StatusOr<MirroredMapping> MapRingMirrored(const Pages& pages, size_t first_page,
+                                                          size_t page_count) {
+    (void)pages;
+    (void)first_page;
+    (void)page_count;
+    return absl::UnimplementedError("this backend cannot map a ring twice");
+  }
 };
 
 }  // namespace vbus

@@ -284,6 +284,26 @@ absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns
   return view;
 }
 
+absl::StatusOr<MirroredMapping> GuestMemory::MapRingMirrored(
+    absl::Span<const uint64_t> pfns) const {
+  if (pfns.size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ring of ", pfns.size(), " pages cannot be mirrored: it needs two"));
+  }
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    if (pfns[i] >= page_count()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "PFN ", pfns[i], " (index ", i, ") is outside guest memory of ", page_count(), " pages"));
+    }
+    if (i > 0 && pfns[i] != pfns[i - 1] + 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ring PFNs are not consecutive at index ", i, ": cannot mirror"));
+    }
+  }
+  return MirroredMapping::Map(fd_, pfns[0] * protocol::kPageSize,
+                              pfns.size() * protocol::kPageSize);
+}
+
 uint32_t GuestMemory::DoorbellValue(Doorbell doorbell, uint32_t vp) const {
   // [GM-A1] acquire: pairs with the ringer's [GM-R1] increment, so work published before the Ring
   // (event bits, ring contents) is visible once the new value is seen.

@@ -72,6 +72,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "backends/backend.h"
+#include "core/data/mirrored_mapping.h"
 #include "core/data/protocol.h"
 #include "proto/mock_host.pb.h"
 
@@ -265,6 +266,13 @@ class GuestMemory {
   // Fails with OutOfRange for a PFN outside the file, InvalidArgument for an empty list, or
   // the mmap errno's status.
   absl::StatusOr<MappedPages> MapPfns(absl::Span<const uint64_t> pfns) const;
+
+  // MapRingMirrored
+  // The ring in the consecutive pages `pfns` (control page first) mapped again as
+  // RingMapping::kMirrored (core/data/mirrored_mapping.h). InvalidArgument for fewer than two
+  // pages or PFNs that are not consecutive, OutOfRange for a PFN outside the file, the mmap
+  // errno's status otherwise.
+  absl::StatusOr<MirroredMapping> MapRingMirrored(absl::Span<const uint64_t> pfns) const;
 
   // The special pages (each protocol::kPageSize bytes).
   uint8_t* GuestEventPage() const { return Page(layout_.guest_event_page_pfn); }

@@ -276,16 +276,6 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
   const absl::Span<uint8_t> inbound = all.subspan(size_t{outbound_pages} * protocol::kPageSize);
   if (absl::Status s = InitializeRing(outbound); !s.ok()) return s;
   if (absl::Status s = InitializeRing(inbound); !s.ok()) return s;
-  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(outbound);
-  if (!out.ok()) return out.status();
-  absl::StatusOr<IncomingRing> in = IncomingRing::Attach(inbound);
-  if (!in.ok()) return in.status();
-  // Nothing can fail from here on.
-  if (transactions() == nullptr) {
-    transactions_owner_ = std::make_unique<TransactionTable>(options.max_outstanding_requests);
-    // [CH-T1] release: the table is fully built before any thread can load the pointer.
-    transactions_.store(transactions_owner_.get(), std::memory_order_release);
-  }
   Backend* backend;
   ChannelSignal signal;
   {
@@ -293,11 +283,37 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     backend = backend_;
     signal = SignalOf(offer_);
   }
+  // Each ring mirrored where the backend can map it so; any failure keeps the single mapping.
+  auto mirror = [&](size_t first_page, size_t page_count) -> std::optional<MirroredMapping> {
+    if (!options.mirrored_rings || backend == nullptr) return std::nullopt;
+    absl::StatusOr<MirroredMapping> m = backend->MapRingMirrored(pages, first_page, page_count);
+    if (!m.ok()) return std::nullopt;
+    return *std::move(m);
+  };
+  std::optional<MirroredMapping> out_mirror = mirror(0, outbound_pages);
+  std::optional<MirroredMapping> in_mirror =
+      mirror(outbound_pages, pages.page_count() - outbound_pages);
+  absl::StatusOr<OutgoingRing> out =
+      out_mirror.has_value() ? OutgoingRing::Attach(out_mirror->memory(), RingMapping::kMirrored)
+                             : OutgoingRing::Attach(outbound);
+  if (!out.ok()) return out.status();
+  absl::StatusOr<IncomingRing> in =
+      in_mirror.has_value() ? IncomingRing::Attach(in_mirror->memory(), {}, RingMapping::kMirrored)
+                            : IncomingRing::Attach(inbound);
+  if (!in.ok()) return in.status();
+  // Nothing can fail from here on.
+  if (transactions() == nullptr) {
+    transactions_owner_ = std::make_unique<TransactionTable>(options.max_outstanding_requests);
+    // [CH-T1] release: the table is fully built before any thread can load the pointer.
+    transactions_.store(transactions_owner_.get(), std::memory_order_release);
+  }
   {
     MutexLock lock(&poll_mu_);
-    // A packet that wraps is copied here; no packet is larger than the ring's data area.
-    scratch_.assign(in->data_size(), 0);
+    // A packet that wraps is copied here (a mirrored ring needs none); no packet is larger
+    // than the ring's data area.
+    scratch_.assign(in_mirror.has_value() ? 0 : in->data_size(), 0);
     in_ = std::move(*in);
+    in_mirror_ = std::move(in_mirror);
     in_->SetScratch(absl::MakeSpan(scratch_));
     on_packet_ = options.on_packet;
     callback_mode_ = static_cast<bool>(options.on_packet);
@@ -310,6 +326,7 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
   {
     MutexLock lock(&send_mu_);
     out_ = std::move(*out);
+    out_mirror_ = std::move(out_mirror);
     sendable_ = false;  // until the host's OpenResult
     send_backend_ = backend;
     send_signal_ = signal;
@@ -339,6 +356,7 @@ void Channel::DetachSend(const absl::Status& why) {
   {
     MutexLock lock(&send_mu_);
     out_.reset();
+    out_mirror_.reset();
     sendable_ = false;
     send_backend_ = nullptr;
     appended_ = 0;
@@ -358,6 +376,7 @@ void Channel::DetachSend(const absl::Status& why) {
 bool Channel::TryDetachReceive() {
   if (!poll_mu_.TryLock()) return false;  // a poller holds it: the executor comes back later
   in_.reset();
+  in_mirror_.reset();
   on_packet_ = nullptr;
   callback_mode_ = false;
   receive_backend_ = nullptr;
@@ -382,6 +401,7 @@ void Channel::MarkBusGone() {
   {
     MutexLock lock(&poll_mu_);  // no dispatcher runs any more; a poller finishes first
     in_.reset();
+    in_mirror_.reset();
     on_packet_ = nullptr;
     callback_mode_ = false;
     receive_backend_ = nullptr;
@@ -427,6 +447,12 @@ absl::Status Channel::removed_status() const {
 size_t Channel::outstanding_requests() const {
   TransactionTable* table = transactions();
   return table == nullptr ? 0 : table->outstanding();
+}
+
+bool Channel::rings_mirrored() const {
+  MutexLock poll_lock(&poll_mu_);  // lock order: poll_mu_ before send_mu_
+  MutexLock send_lock(&send_mu_);
+  return in_mirror_.has_value() && out_mirror_.has_value();
 }
 
 ChannelStats Channel::stats() const {

@@ -139,6 +139,11 @@ struct ChannelOpenOptions {
   // Callback mode: packets handled per delivery before the other signalled channels get their
   // turn (1..65536); the rest are handled on the dispatcher's next pass.
   uint32_t drain_budget = 64;
+  // Map each ring a second time with its data area twice, back to back, when the backend can
+  // (Backend::MapRingMirrored): a packet that wraps around the ring's end is then copied in one
+  // piece and received without the scratch copy. Costs a few system calls at open and close;
+  // false keeps the single mapping (what backends that cannot mirror always use).
+  bool mirrored_rings = true;
 };
 
 // SendOptions: per-send knobs.
@@ -346,6 +351,9 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // Why the offer went away (rescind, link lost, unload), or OK while it is active.
   absl::Status removed_status() const;
   ChannelStats stats() const;
+  // Whether the rings of the current open are both mapped mirrored
+  // (ChannelOpenOptions::mirrored_rings and a backend that can); false while closed.
+  bool rings_mirrored() const;
   // Requests waiting for completions now.
   size_t outstanding_requests() const;
 
@@ -478,6 +486,8 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // packets appended but not committed. Lock order: send_mu_ before state_mu_.
   mutable Mutex send_mu_;
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(send_mu_);
+  // The mirrored mapping out_ is attached to, if any: released with out_.
+  std::optional<MirroredMapping> out_mirror_ ABSL_GUARDED_BY(send_mu_);
   bool sendable_ ABSL_GUARDED_BY(send_mu_) = false;
   Backend* send_backend_ ABSL_GUARDED_BY(send_mu_) = nullptr;
   // How to signal the host, from the offer at the time the rings were attached.
@@ -497,6 +507,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // poll_mu_ before send_mu_ and state_mu_ (callbacks run under it may send).
   mutable Mutex poll_mu_;
   std::optional<IncomingRing> in_;
+  std::optional<MirroredMapping> in_mirror_;  // what in_ is attached to, if mirrored
   std::vector<uint8_t> scratch_;
   std::function<void(const PacketView&)> on_packet_;
   bool callback_mode_ = false;

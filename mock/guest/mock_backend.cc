@@ -539,6 +539,16 @@ absl::StatusOr<Pages> MockBackend::AllocatePages(size_t count, PageSharing shari
   return pool_->Allocate(count);
 }
 
+absl::StatusOr<MirroredMapping> MockBackend::MapRingMirrored(const Pages& pages, size_t first_page,
+                                                             size_t page_count) {
+  if (first_page > pages.page_count() || page_count > pages.page_count() - first_page) {
+    return absl::InvalidArgumentError(absl::StrCat("pages ", first_page, "+", page_count,
+                                                   " are outside an allocation of ",
+                                                   pages.page_count()));
+  }
+  return memory_->MapRingMirrored(pages.pfns().subspan(first_page, page_count));
+}
+
 ContactInfo MockBackend::contact_info() const { return memory_->GuestContactInfo(); }
 
 size_t MockBackend::held_messages() const {

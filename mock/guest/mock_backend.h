@@ -144,6 +144,9 @@ class MockBackend final : public Backend {
   uint32_t vp_count() const override { return memory_->layout().vp_count; }
   absl::Span<uint8_t> ReceiveEventFlags(uint32_t vp) override;
   absl::StatusOr<Pages> AllocatePages(size_t count, PageSharing sharing) override;
+  // The shared file's pages mapped a second time (GuestMemory::MapRingMirrored).
+  absl::StatusOr<MirroredMapping> MapRingMirrored(const Pages& pages, size_t first_page,
+                                                  size_t page_count) override;
 
   // ---- Mock specifics --------------------------------------------------------------------
   // The id the host gave this guest (empty before Start succeeded).

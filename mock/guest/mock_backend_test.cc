@@ -164,6 +164,27 @@ TEST_F(MockBackendHostTest, PagesComeFromTheSharedFile) {
   EXPECT_EQ(backend_->ReceiveEventFlags(0).size(), kEventFlagBytes);
 }
 
+TEST_F(MockBackendHostTest, RingsOfTheSharedFileCanBeMappedMirrored) {
+  MakeBackend();
+  ASSERT_TRUE(backend_->Start(&recorder_).ok());
+  absl::StatusOr<Pages> pages = backend_->AllocatePages(2 + 3, PageSharing::kDefault);
+  ASSERT_TRUE(pages.ok());
+  // The second ring of the allocation: 3 pages from page 2 (control page + 2 data pages).
+  absl::StatusOr<MirroredMapping> m = backend_->MapRingMirrored(*pages, 2, 3);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->memory().size(), (3 + 2) * protocol::kPageSize);
+  // Both copies of the data area alias the allocation's own pages.
+  pages->page(3)[10] = 0x5A;
+  EXPECT_EQ(m->memory()[protocol::kPageSize + 10], 0x5A);
+  EXPECT_EQ(m->memory()[3 * protocol::kPageSize + 10], 0x5A);
+  m->memory()[4 * protocol::kPageSize + 1] = 0xA5;  // mirror of data page 2 = pages page 4
+  EXPECT_EQ(pages->page(4)[1], 0xA5);
+  EXPECT_EQ(backend_->MapRingMirrored(*pages, 3, 3).status().code(),
+            absl::StatusCode::kInvalidArgument);  // past the allocation
+  EXPECT_EQ(backend_->MapRingMirrored(*pages, 0, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);  // not a ring
+}
+
 TEST(MockBackendDialTest, UnreachableHostIsUnavailable) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   MockBackendOptions options;
