@@ -9,11 +9,13 @@
 // Packet counts: VBUS_RING_STRESS_PACKETS overrides the small-packet count (default 1,000,000;
 // 300,000 under a sanitizer), e.g. VBUS_RING_STRESS_PACKETS=50000000 for a long soak.
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/data/mirrored_mapping.h"
 #include "core/data/ring_buffer.h"
 #include "gtest/gtest.h"
 #include "test/stress/stress_util.h"
@@ -29,6 +31,9 @@ struct StressConfig {
   size_t max_payload;  // payload sizes are 16 .. max_payload, skewed small
   uint64_t packets;
   uint64_t seed;
+  // The ring mapped mirrored (MirroredMapping): packets that wrap are read in place, with no
+  // scratch buffer at all.
+  bool mirrored = false;
 };
 
 // Payload layout: u64 sequence, u32 length, u32 checksum of bytes [16, length), then bytes.
@@ -66,14 +71,27 @@ class RingStressTest : public ::testing::TestWithParam<StressConfig> {};
 TEST_P(RingStressTest, EveryPacketArrivesOnceInOrderIntact) {
   const StressConfig& config = GetParam();
   const size_t ring_size = (config.data_pages + 1) * protocol::kPageSize;
-  auto* memory = static_cast<uint8_t*>(std::aligned_alloc(protocol::kPageSize, ring_size));
-  ASSERT_NE(memory, nullptr);
-  const absl::Span<uint8_t> ring(memory, ring_size);
-  ASSERT_TRUE(InitializeRing(ring).ok());
-  std::vector<uint8_t> scratch(config.max_payload + 64);
-  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(ring);
-  absl::StatusOr<IncomingRing> in = IncomingRing::Attach(ring, absl::MakeSpan(scratch));
+  const size_t data_size = ring_size - protocol::kPageSize;
+  std::optional<MirroredMapping> mirror;
+  uint8_t* memory = nullptr;
+  if (config.mirrored) {
+    absl::StatusOr<MirroredMapping> m = MirroredMapping::Anonymous(ring_size);
+    ASSERT_TRUE(m.ok()) << m.status();
+    mirror.emplace(*std::move(m));
+  } else {
+    memory = static_cast<uint8_t*>(std::aligned_alloc(protocol::kPageSize, ring_size));
+    ASSERT_NE(memory, nullptr);
+  }
+  const absl::Span<uint8_t> ring = mirror ? mirror->memory() : absl::MakeSpan(memory, ring_size);
+  const RingMapping mapping = mirror ? RingMapping::kMirrored : RingMapping::kSingle;
+  ASSERT_TRUE(InitializeRing(ring.first(ring_size)).ok());
+  std::vector<uint8_t> scratch(mirror ? 0 : config.max_payload + 64);
+  absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(ring, mapping);
+  absl::StatusOr<IncomingRing> in = IncomingRing::Attach(ring, absl::MakeSpan(scratch), mapping);
   ASSERT_TRUE(out.ok() && in.ok());
+  // Where the data area's first copy ends: a mirrored view reaching past it wrapped in place.
+  const uint8_t* const data_end = ring.data() + protocol::kPageSize + data_size;
+  uint64_t crossed = 0;
 
   Doorbell reader_bell, writer_bell;
   const absl::Duration kWaitLimit = absl::Seconds(30);
@@ -206,6 +224,7 @@ TEST_P(RingStressTest, EveryPacketArrivesOnceInOrderIntact) {
           return;
         }
         wrapped += v.wrapped();
+        crossed += config.mirrored && v.payload().data() + v.payload().size() > data_end;
         ++expected;
         // Batched commits of random length, sometimes mid-drain.
         if (++since_commit >= 1 + rng() % 16 && !commit()) return;
@@ -231,19 +250,25 @@ TEST_P(RingStressTest, EveryPacketArrivesOnceInOrderIntact) {
 
   writer.join();
   reader.join();
-  std::free(memory);
+  std::free(memory);  // null when mirrored
   EXPECT_TRUE(out->status().ok());
   EXPECT_TRUE(in->status().ok());
   // The run exercised what it claims to (ring full, waits on both sides, wrapped packets).
   EXPECT_GT(writer_full, 0u);
   EXPECT_GT(reader_waits, 0u);
-  EXPECT_GT(wrapped, 0u);
+  if (config.mirrored) {
+    EXPECT_EQ(wrapped, 0u);  // never through scratch (there is none)
+    EXPECT_GT(crossed, 0u);  // but packets did run past the end of the data area
+  } else {
+    EXPECT_GT(wrapped, 0u);
+  }
   std::printf(
       "%s: %llu packets; writer full %llu times, waited %llu; reader waited %llu; "
-      "%llu wrapped packets; %llu reader signals\n",
+      "%llu wrapped packets through scratch, %llu in place; %llu reader signals\n",
       config.name.c_str(), static_cast<unsigned long long>(config.packets),
       static_cast<unsigned long long>(writer_full), static_cast<unsigned long long>(writer_waits),
       static_cast<unsigned long long>(reader_waits), static_cast<unsigned long long>(wrapped),
+      static_cast<unsigned long long>(crossed),
       static_cast<unsigned long long>(writer_signals_sent));
 }
 
@@ -255,6 +280,9 @@ std::vector<StressConfig> Configs() {
       {"SmallRing", 4, 4096, small, 1},
       // A 256 KiB ring with packets up to 64 KiB.
       {"LargePackets", 64, 65536, std::max<uint64_t>(small / 20, 1000), 2},
+      // Both again on mirrored rings.
+      {"SmallRingMirrored", 4, 4096, small / 2, 3, true},
+      {"LargePacketsMirrored", 64, 65536, std::max<uint64_t>(small / 40, 1000), 4, true},
   };
 }
 
