@@ -373,20 +373,31 @@ absl::Status Channel::WhenWritable(size_t payload_bytes, std::function<void()> r
 
 void Channel::RunWritable() {
   std::vector<std::function<void()>> ready;
+  absl::Status failure;
   {
     MutexLock lock(&send_mu_);
     if (writable_.empty() || !out_.has_value()) return;
     absl::StatusOr<size_t> free_bytes = out_->FreeBytes();
-    if (!free_bytes.ok()) return;  // the sender that looks next reports the failure
-    for (auto it = writable_.begin(); it != writable_.end() && it->first < *free_bytes;) {
-      ready.push_back(std::move(it->second));
-      send_waiters_.erase(send_waiters_.find(it->first));
-      it = writable_.erase(it);
+    if (!free_bytes.ok()) {
+      // The host corrupted read_index. The channel fails here (no sender may come to find
+      // out), and the waiting callbacks are dropped without a call, as WhenWritable promises.
+      if (RecordFailure(free_bytes.status())) failure = free_bytes.status();
+      for (const auto& [need, fn] : writable_) send_waiters_.erase(send_waiters_.find(need));
+      writable_.clear();
+      writable_waiting_.store(0, std::memory_order_relaxed);
+    } else {
+      for (auto it = writable_.begin(); it != writable_.end() && it->first < *free_bytes;) {
+        ready.push_back(std::move(it->second));
+        send_waiters_.erase(send_waiters_.find(it->first));
+        it = writable_.erase(it);
+      }
+      if (!ready.empty()) {
+        writable_waiting_.fetch_sub(ready.size(), std::memory_order_relaxed);
+        RearmPendingSend();
+      }
     }
-    if (ready.empty()) return;
-    writable_waiting_.fetch_sub(ready.size(), std::memory_order_relaxed);
-    RearmPendingSend();
   }
+  if (!failure.ok()) FailRequests(failure);
   for (std::function<void()>& fn : ready) fn();
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "mock/host/ring_fault.h"
 
 namespace vbus::mock {
 
@@ -142,6 +143,8 @@ class HostChannel final : public ChannelPort {
   std::unique_ptr<Device> device_;  // called under read_mu_ (and once at open/close)
   // A packet the device asked to see again (the inbound ring was full).
   std::optional<PendingPacket> pending_ ABSL_GUARDED_BY(read_mu_);
+  // A hostile host's pause (RingFault READING_STOP): drains read nothing.
+  bool reading_stopped_ ABSL_GUARDED_BY(read_mu_) = false;
 
   // Writer side.
   Mutex write_mu_;
@@ -393,7 +396,7 @@ GuestDataPlane::DrainResult GuestDataPlane::DrainOnce(HostChannel& c) {
   // Drain, the only caller, holds it (the header cannot name a member of HostChannel, which
   // it only declares).
   c.read_mu_.AssertHeld();
-  if (!c.status().ok()) return DrainResult::kDone;
+  if (!c.status().ok() || c.reading_stopped_) return DrainResult::kDone;
   IncomingRing& in = *c.in_;
 
   // First the packet the device could not answer last time (the guest has since signalled
@@ -498,6 +501,111 @@ absl::StatusOr<bool> GuestDataPlane::SendPacket(uint32_t relid, PacketType type,
   return it->second->SendAndReport(type, flags, trans_id, payload);
 }
 
+absl::StatusOr<v1::RingFaultResult> GuestDataPlane::InjectRingFault(const v1::RingFault& fault) {
+  if (fault.kind_case() == v1::RingFault::kEventStorm) return RaiseEventStorm(fault.event_storm());
+  const uint32_t relid = fault.child_relid();
+  ReaderMutexLock lock(&channels_mu_);
+  auto it = channels_.find(relid);
+  if (it == channels_.end()) {
+    return absl::NotFoundError(absl::StrCat("relid ", relid, " is not mapped"));
+  }
+  HostChannel& c = *it->second;
+  if (absl::Status s = c.status(); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("relid ", relid, " failed on the host's side: ", s.message()));
+  }
+  v1::RingFaultResult result;
+  switch (fault.kind_case()) {
+    case v1::RingFault::kFieldWrite: {
+      const v1::RingFault::FieldWrite& write = fault.field_write();
+      absl::StatusOr<FieldWriteOutcome> done;
+      if (write.ring() == v1::RingFault::RING_INBOUND) {
+        MutexLock side(&c.write_mu_);
+        done = WriteRingField(c.inbound_pages_.span(), write);
+      } else if (write.ring() == v1::RingFault::RING_OUTBOUND) {
+        MutexLock side(&c.read_mu_);
+        done = WriteRingField(c.outbound_pages_.span(), write);
+      } else {
+        return absl::InvalidArgumentError("ring field write: ring is unset");
+      }
+      if (!done.ok()) return done.status();
+      result.set_data_size(done->data_size);
+      result.set_value_before(done->before);
+      result.set_value_after(done->after);
+      if (write.signal() && SignalGuest(relid, c.target_vp())) result.set_doorbells(1);
+      return result;
+    }
+    case v1::RingFault::kRawPacket: {
+      const std::string& bytes = fault.raw_packet();
+      MutexLock side(&c.write_mu_);
+      if (c.closing_) {
+        return absl::FailedPreconditionError(absl::StrCat("relid ", relid, " is closing"));
+      }
+      absl::StatusOr<uint32_t> at = WriteRawPacket(
+          c.inbound_pages_.span(),
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+      if (!at.ok()) return at.status();
+      // The host's writer goes on behind the packet: attached again, it reads the new
+      // write_index (and the read_index checked above).
+      absl::StatusOr<OutgoingRing> out = OutgoingRing::Attach(c.inbound_pages_.span());
+      if (!out.ok()) {
+        c.Fail(out.status());
+        return out.status();
+      }
+      c.out_.emplace(std::move(*out));
+      result.set_data_size(static_cast<uint32_t>(c.out_->data_size()));
+      result.set_packet_offset(*at);
+      if (SignalGuest(relid, c.target_vp())) result.set_doorbells(1);
+      return result;
+    }
+    case v1::RingFault::kReading:
+      if (fault.reading() == v1::RingFault::READING_STOP) {
+        MutexLock side(&c.read_mu_);
+        c.reading_stopped_ = true;
+      } else if (fault.reading() == v1::RingFault::READING_RESUME) {
+        {
+          MutexLock side(&c.read_mu_);
+          c.reading_stopped_ = false;
+        }
+        Drain(c);  // what the guest wrote meanwhile (its signals were taken while stopped)
+      } else {
+        return absl::InvalidArgumentError("ring fault: reading is unset");
+      }
+      return result;
+    case v1::RingFault::kEventStorm:
+    case v1::RingFault::KIND_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("ring fault: no kind given");
+}
+
+absl::StatusOr<v1::RingFaultResult> GuestDataPlane::RaiseEventStorm(
+    const v1::RingFault::EventStorm& storm) {
+  if (storm.relids().empty() || static_cast<size_t>(storm.relids_size()) > kMaxStormRelids) {
+    return absl::InvalidArgumentError(absl::StrCat("event storm: ", storm.relids_size(),
+                                                   " relids (1..", kMaxStormRelids, " allowed)"));
+  }
+  for (uint32_t relid : storm.relids()) {
+    if (absl::Status s = ValidateRelid(relid); !s.ok()) return s;
+  }
+  if (storm.count() > kMaxRingFaultRepeats) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event storm: ", storm.count(), " rounds is above ", kMaxRingFaultRepeats));
+  }
+  if (storm.target_vp() >= guest_events_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event storm: target VP ", storm.target_vp(), " of ", guest_events_.size()));
+  }
+  uint64_t rung = 0;
+  const uint32_t rounds = std::max<uint32_t>(storm.count(), 1);
+  for (uint32_t round = 0; round < rounds; ++round) {
+    for (uint32_t relid : storm.relids()) rung += SignalGuest(relid, storm.target_vp()) ? 1 : 0;
+  }
+  v1::RingFaultResult result;
+  result.set_doorbells(rung);
+  return result;
+}
+
 absl::StatusOr<ChannelCounters> GuestDataPlane::Counters(uint32_t relid) const {
   ReaderMutexLock lock(&channels_mu_);
   auto it = channels_.find(relid);
@@ -543,13 +651,15 @@ bool GuestDataPlane::HasMonitoredChannels() const {
   return monitored_open_ > 0;
 }
 
-void GuestDataPlane::SignalGuest(uint32_t relid, uint32_t vp) {
+bool GuestDataPlane::SignalGuest(uint32_t relid, uint32_t vp) {
   if (vp >= guest_events_.size()) vp = 0;  // MapChannel and SetTargetVp checked it
   // [EP-S1] inside Set is a release that pairs with the guest's scan exchange: the ring contents
   // and write_index stored before are visible to the guest once it sees the bit. Ring only on
   // a 0 → 1 transition: a set bit means the guest was rung for it and has not scanned yet.
   absl::StatusOr<bool> was_clear = guest_events_[vp].Set(relid);
-  if (was_clear.ok() && *was_clear) memory_->Ring(Doorbell::kGuest, vp);
+  if (!was_clear.ok() || !*was_clear) return false;
+  memory_->Ring(Doorbell::kGuest, vp);
+  return true;
 }
 
 void GuestDataPlane::PublishError(uint32_t relid, const std::string& detail) {

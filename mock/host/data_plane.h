@@ -23,8 +23,12 @@
 // ring's DataLoss, an ERROR event is published, its packets stop); an event bit for a relid
 // with no open channel is counted as spurious and ignored.
 //
-// Threading: MapChannel/UnmapChannel (control path), ProcessEvents (one doorbell thread) and
-// SendPacket (any thread) may run concurrently. Device callbacks run inside ProcessEvents.
+// For tests it also plays a hostile host (InjectRingFault: control-page writes, raw packets,
+// event storms, a device that stops reading; RingFault in proto/mock_host.proto).
+//
+// Threading: MapChannel/UnmapChannel (control path), ProcessEvents (one doorbell thread),
+// SendPacket and InjectRingFault (any thread) may run concurrently. Device callbacks run inside
+// ProcessEvents.
 #ifndef VBUS_MOCK_HOST_DATA_PLANE_H_
 #define VBUS_MOCK_HOST_DATA_PLANE_H_
 
@@ -150,6 +154,19 @@ class GuestDataPlane {
   absl::StatusOr<bool> SendPacket(uint32_t relid, PacketType type, uint16_t flags,
                                   uint64_t trans_id, absl::Span<const uint8_t> payload);
 
+  // InjectRingFault
+  // Plays a hostile host on the channel's rings or the guest's event flags (RingFault in
+  // proto/mock_host.proto, helpers in mock/host/ring_fault.h). A field write holds the lock of
+  // the host's side of that ring (the writer's for the inbound ring, the reader's for the
+  // outbound one), so it never lands inside one of the host's own packets; a raw packet is
+  // written under the writer's lock, after which the host's writer continues behind it;
+  // READING_STOP pauses the channel's drains (its signals are still taken) and READING_RESUME
+  // drains on the calling thread. An event storm needs no channel. NotFound if the relid is not
+  // mapped; FailedPrecondition if the channel failed on the host's side (or, for a raw packet,
+  // is closing); InvalidArgument for an incomplete or out-of-range fault; ResourceExhausted for
+  // a raw packet that does not fit.
+  absl::StatusOr<v1::RingFaultResult> InjectRingFault(const v1::RingFault& fault);
+
   // Counters: an open channel's counters, NotFound if not mapped.
   absl::StatusOr<ChannelCounters> Counters(uint32_t relid) const;
   // Status: OK, or the sticky error that stopped the channel (corrupt ring). NotFound if not
@@ -186,8 +203,11 @@ class GuestDataPlane {
   enum class DrainResult { kDone, kAgain };
   // One pass of Drain; also the channel's read_mu_ held.
   DrainResult DrainOnce(HostChannel& channel) ABSL_SHARED_LOCKS_REQUIRED(channels_mu_);
-  // Sets the relid's bit in VP `vp`'s event flags and rings that VP's doorbell if it was clear.
-  void SignalGuest(uint32_t relid, uint32_t vp);
+  // Sets the relid's bit in VP `vp`'s event flags and rings that VP's doorbell if it was clear
+  // (then returns true).
+  bool SignalGuest(uint32_t relid, uint32_t vp);
+  // InjectRingFault's event storm.
+  absl::StatusOr<v1::RingFaultResult> RaiseEventStorm(const v1::RingFault::EventStorm& storm);
   void PublishError(uint32_t relid, const std::string& detail);
   absl::Time Now() const { return hooks_.now ? hooks_.now() : absl::Now(); }
 

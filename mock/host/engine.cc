@@ -612,6 +612,11 @@ absl::Status HostEngine::InjectFault(const v1::InjectFaultRequest& request, absl
       EmitControl(g.id, request.send(), now, out);
       return absl::OkStatus();
     }
+    case v1::InjectFaultRequest::kRing:
+      // Shared memory is the runtime's: MockHost carries ring faults out on the data plane.
+      return absl::InvalidArgumentError(
+          "ring fault: the engine has no shared memory (the runtime, MockHost, carries ring "
+          "faults out)");
     case v1::InjectFaultRequest::FAULT_NOT_SET:
       break;
   }

@@ -319,7 +319,8 @@ class HostEngine {
   // messages of the named type (drop, delay by delay_ms, or duplicate); a RefuseNext makes the
   // next GpadlCreate / OpenChannel / ModifyChannel fail with the given status; disconnect
   // emits DisconnectGuest now. Each firing emits a FAULT_FIRED event. InvalidArgument for an
-  // unknown message type, a guest → host type, or an unset fault.
+  // unknown message type, a guest → host type, an unset fault, or a RingFault (shared memory
+  // is the runtime's: MockHost::InjectFault carries those out).
   absl::Status InjectFault(const v1::InjectFaultRequest& request, absl::Time now, Actions* out);
 
   // Configure

@@ -633,6 +633,9 @@ TEST_F(EngineChannelTest, DisconnectFaultAndBadFaults) {
   EXPECT_EQ(h_.InjectFault("refuse { }").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(h_.InjectFault("").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(h_.InjectFault("guest: 'zzz' disconnect: true").code(), absl::StatusCode::kNotFound);
+  // Ring faults act on shared memory, which only the runtime has.
+  EXPECT_EQ(h_.InjectFault("ring { child_relid: 1 reading: READING_STOP }").code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineChannelTest, ASendFaultDeliversTheMessageAsGivenAndChangesNothing) {

@@ -48,8 +48,8 @@ class HostControlService final : public v1::HostControl::Service {
     return Reply(host_->SendPacket(*request), response);
   }
   grpc::Status InjectFault(grpc::ServerContext*, const v1::InjectFaultRequest* request,
-                           v1::InjectFaultResponse*) override {
-    return ToGrpc(host_->InjectFault(*request));
+                           v1::InjectFaultResponse* response) override {
+    return Reply(host_->InjectFault(*request), response);
   }
   grpc::Status Configure(grpc::ServerContext*, const v1::ConfigureRequest* request,
                          v1::HostSettings* response) override {
@@ -215,10 +215,81 @@ absl::StatusOr<v1::SendPacketResponse> MockHost::SendPacket(const v1::SendPacket
   return response;
 }
 
-absl::Status MockHost::InjectFault(const v1::InjectFaultRequest& request) {
-  return Run([&](absl::Time now, Actions* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+absl::StatusOr<v1::InjectFaultResponse> MockHost::InjectFault(
+    const v1::InjectFaultRequest& request) {
+  if (request.fault_case() == v1::InjectFaultRequest::kRing) return InjectRingFault(request);
+  absl::Status armed = Run([&](absl::Time now, Actions* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return engine_->InjectFault(request, now, out);
   });
+  if (!armed.ok()) return armed;
+  return v1::InjectFaultResponse();
+}
+
+namespace {
+
+// What a ring fault does, for its FAULT_FIRED event ("ring fault: field_write", ...).
+std::string DescribeRingFault(const v1::RingFault& fault) {
+  switch (fault.kind_case()) {
+    case v1::RingFault::kFieldWrite:
+      return absl::StrCat("ring fault: write ",
+                          v1::RingFault::Field_Name(fault.field_write().field()), " of ",
+                          v1::RingFault::Ring_Name(fault.field_write().ring()));
+    case v1::RingFault::kRawPacket:
+      return absl::StrCat("ring fault: a raw packet of ", fault.raw_packet().size(), " bytes");
+    case v1::RingFault::kEventStorm:
+      return absl::StrCat("ring fault: an event storm of ", fault.event_storm().count(),
+                          " rounds over ", fault.event_storm().relids_size(), " relids");
+    case v1::RingFault::kReading:
+      return absl::StrCat("ring fault: ", v1::RingFault::Reading_Name(fault.reading()));
+    case v1::RingFault::KIND_NOT_SET:
+      break;
+  }
+  return "ring fault";
+}
+
+}  // namespace
+
+absl::StatusOr<v1::InjectFaultResponse> MockHost::InjectRingFault(
+    const v1::InjectFaultRequest& request) {
+  const v1::RingFault& fault = request.ring();
+  if (fault.kind_case() == v1::RingFault::KIND_NOT_SET) {
+    return absl::InvalidArgumentError("ring fault: no kind given");
+  }
+  // Under mu_, as SendPacket: the session and its data plane stay while the fault runs.
+  MutexLock lock(&mu_);
+  absl::StatusOr<std::string> id = engine_->ResolveGuest(request.guest());
+  if (!id.ok()) return id.status();
+  auto session = sessions_.find(*id);
+  if (session == sessions_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(*id, " has no data plane"));
+  }
+  const bool storm = fault.kind_case() == v1::RingFault::kEventStorm;
+  const uint32_t relid = storm ? 0 : fault.child_relid();
+  if (!storm) {
+    absl::StatusOr<HostEngine::ChannelSnapshot> channel = engine_->FindChannel(*id, relid);
+    if (!channel.ok()) return channel.status();
+    if (channel->state != HostEngine::ChannelState::kOpen) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("relid ", relid, " of ", *id, " is not open"));
+    }
+  }
+  absl::StatusOr<v1::RingFaultResult> result = session->second->plane->InjectRingFault(fault);
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kNotFound) {
+      return absl::FailedPreconditionError(result.status().message());
+    }
+    return result.status();
+  }
+  v1::ProtocolEvent e;
+  e.set_unix_nanos(absl::ToUnixNanos(absl::Now()));
+  e.set_guest_id(*id);
+  e.set_kind(v1::EVENT_KIND_FAULT_FIRED);
+  e.set_child_relid(relid);
+  e.set_detail(DescribeRingFault(fault));
+  PublishEvent(std::move(e));
+  v1::InjectFaultResponse response;
+  *response.mutable_ring() = *std::move(result);
+  return response;
 }
 
 absl::StatusOr<v1::HostSettings> MockHost::Configure(const v1::ConfigureRequest& request) {

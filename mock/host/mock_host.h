@@ -109,7 +109,9 @@ class MockHost {
   v1::ListGuestsResponse ListGuests();
   absl::StatusOr<v1::ListChannelsResponse> ListChannels(const v1::ListChannelsRequest& request);
   absl::StatusOr<v1::SendPacketResponse> SendPacket(const v1::SendPacketRequest& request);
-  absl::Status InjectFault(const v1::InjectFaultRequest& request);
+  // InjectFault: a RingFault is carried out at once on the guest's data plane (its result in
+  // the response); every other fault goes to the engine (an empty response).
+  absl::StatusOr<v1::InjectFaultResponse> InjectFault(const v1::InjectFaultRequest& request);
   absl::StatusOr<v1::HostSettings> Configure(const v1::ConfigureRequest& request);
   // Integration components (ic_control.cc): one request on the guest's open IC channel of
   // that kind (see proto/mock_host.proto). NotFound if there is none (or the host was created
@@ -135,6 +137,9 @@ class MockHost {
 
   MockHost(MockHostOptions options, std::unique_ptr<HostEngine> engine,
            std::unique_ptr<DeviceRegistry> own_devices, std::shared_ptr<IcHub> ic_hub);
+  // InjectFault{ring} (host_control.cc): checks that the guest exists and (but for an event
+  // storm) that the relid is open, runs the fault on its data plane and publishes FAULT_FIRED.
+  absl::StatusOr<v1::InjectFaultResponse> InjectRingFault(const v1::InjectFaultRequest& request);
   // The IC channel of `kind` of `guest` (id or name).
   absl::StatusOr<std::shared_ptr<IcHostChannel>> FindIc(const std::string& guest,
                                                         const std::string& kind);

@@ -347,6 +347,48 @@ TEST_F(MockHostTest, DelayFaultIsReleasedByTheTimer) {
   EXPECT_GE(absl::Now() - sent, absl::Milliseconds(50));
 }
 
+// InjectFault{ring} over gRPC: carried out on the guest's data plane, its result in the
+// response, a FAULT_FIRED event published; refused for channels that are not open.
+TEST_F(MockHostTest, RingFaultsActOnOpenChannelsOnly) {
+  EventWatch fired = WatchEvents("kinds: EVENT_KIND_FAULT_FIRED");
+  std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
+  ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());
+  EXPECT_EQ(
+      Call("InjectFault", "guest: 'vm' ring { child_relid: 1 reading: READING_STOP }").error_code(),
+      grpc::StatusCode::FAILED_PRECONDITION);  // offered, not open
+  EXPECT_EQ(
+      Call("InjectFault", "guest: 'vm' ring { child_relid: 9 reading: READING_STOP }").error_code(),
+      grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Call("InjectFault", "guest: 'nobody' ring { event_storm { relids: 5 } }").error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Call("InjectFault", "guest: 'vm' ring { child_relid: 1 }").error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  auto rings = guest->OpenChannel(1, 4, 4, Deadline());
+  ASSERT_TRUE(rings.ok()) << rings.status();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(RpcDeadline());
+  v1::InjectFaultRequest req;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      "guest: 'vm' ring { child_relid: 1 field_write { ring: RING_INBOUND field: "
+      "FIELD_WRITE_INDEX add: 4 signal: true } }",
+      &req));
+  v1::InjectFaultResponse response;
+  grpc::Status s = control_->InjectFault(&ctx, req, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.ring().data_size(), 3 * protocol::kPageSize);
+  EXPECT_EQ(response.ring().value_after(), 4u);
+  EXPECT_EQ((*rings)->inbound_control()->write_index, 4u);
+  v1::ProtocolEvent e;
+  ASSERT_TRUE(fired.ReadUntil([](const auto&) { return true; }, &e));
+  EXPECT_EQ(e.child_relid(), 1u);
+  EXPECT_THAT(e.detail(), HasSubstr("FIELD_WRITE_INDEX of RING_INBOUND"));
+  // The guest's reader refuses the misaligned index it was signalled for.
+  absl::StatusOr<ReceivedPacket> p = (*rings)->WaitForPacket(Deadline());
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(p.status().message(), HasSubstr("write_index 4 is not 8-byte aligned"));
+}
+
 TEST_F(MockHostTest, SlowPathSignalDrainsTheChannel) {
   std::unique_ptr<RawGuestClient> guest = AttachGuest("vm");
   ASSERT_TRUE(guest->Connect(protocol::kVersion5_3, Deadline()).ok());

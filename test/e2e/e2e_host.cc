@@ -144,6 +144,26 @@ absl::Status E2eHost::InjectFault(const v1::InjectFaultRequest& request) {
   return FromGrpc(control_->InjectFault(&context, request, &response));
 }
 
+absl::StatusOr<v1::RingFaultResult> E2eHost::RingFault(const std::string& guest,
+                                                       const v1::RingFault& fault) {
+  grpc::ClientContext context;
+  context.set_deadline(RpcDeadline());
+  v1::InjectFaultRequest request;
+  request.set_guest(guest);
+  *request.mutable_ring() = fault;
+  v1::InjectFaultResponse response;
+  grpc::Status s = control_->InjectFault(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s);
+  return response.ring();
+}
+
+absl::Status E2eHost::SendPacket(const v1::SendPacketRequest& request) {
+  grpc::ClientContext context;
+  context.set_deadline(RpcDeadline());
+  v1::SendPacketResponse response;
+  return FromGrpc(control_->SendPacket(&context, request, &response));
+}
+
 absl::StatusOr<std::unique_ptr<E2eGuest>> E2eGuest::Attach(const E2eHost& host,
                                                            const std::string& name,
                                                            ChannelBusOptions options,
