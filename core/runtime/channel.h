@@ -141,9 +141,12 @@ struct ChannelOpenOptions {
   uint32_t drain_budget = 64;
   // Map each ring a second time with its data area twice, back to back, when the backend can
   // (Backend::MapRingMirrored): a packet that wraps around the ring's end is then copied in one
-  // piece and received without the scratch copy. Costs a few system calls at open and close;
-  // false keeps the single mapping (what backends that cannot mirror always use).
-  bool mirrored_rings = true;
+  // piece and received without the scratch copy. For channels that move many large packets:
+  // the mappings cost five system calls per ring at open and close (an unmap also makes every
+  // CPU of the process drop the stale translations), which halves the rate of a burst of opens
+  // and closes of small channels (docs/performance.md). Backends that cannot mirror keep the
+  // single mapping whatever this says.
+  bool mirrored_rings = false;
 };
 
 // SendOptions: per-send knobs.

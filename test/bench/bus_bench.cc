@@ -547,6 +547,7 @@ void BM_MockEcho(benchmark::State& state) {
   ChannelOpenOptions open;
   open.outbound_ring_pages = kEchoRingPages;
   open.inbound_ring_pages = kEchoRingPages;
+  open.mirrored_rings = true;  // where the backend can (MockBackend)
   std::vector<uint8_t> sink(size + 8);
   open.on_packet = [&](const PacketView& p) {
     std::memcpy(sink.data(), p.payload().data(), p.payload().size());

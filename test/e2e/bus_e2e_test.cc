@@ -121,11 +121,11 @@ TEST_P(BusE2eTest, TwoEchoChannelsCarryEveryPacketBothWays) {
   std::shared_ptr<Channel> b = guest_->bus().FindChannel(relid_b);
   ASSERT_TRUE(a != nullptr && b != nullptr);
   EchoStream stream_a(0x11), stream_b(0x77);
-  ASSERT_TRUE(a->Open(EchoOptions(&stream_a), Deadline()).ok());
-  // b keeps the single mapping: both ring mappings carry the same traffic.
-  ChannelOpenOptions single = EchoOptions(&stream_b);
-  single.mirrored_rings = false;
-  ASSERT_TRUE(b->Open(single, Deadline()).ok());
+  // a asks for mirrored rings, b keeps the single mapping: both carry the same traffic.
+  ChannelOpenOptions mirrored = EchoOptions(&stream_a);
+  mirrored.mirrored_rings = true;
+  ASSERT_TRUE(a->Open(mirrored, Deadline()).ok());
+  ASSERT_TRUE(b->Open(EchoOptions(&stream_b), Deadline()).ok());
   // MockBackend maps its shared file's rings twice; the fake hypervisor's memory is not mirrored.
   EXPECT_EQ(a->rings_mirrored(), backend() == BackendKind::kMock);
   EXPECT_FALSE(b->rings_mirrored());
