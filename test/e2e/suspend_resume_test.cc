@@ -281,6 +281,12 @@ TEST_P(SuspendResumeTest, AHostThatDisconnectsWhileSuspendedFailsTheResume) {
   cut.set_guest(kGuest);
   cut.set_disconnect(true);
   ASSERT_TRUE(host_->InjectFault(cut).ok());
+  if (BackendOf(GetParam()) == BackendKind::kHyperV) {
+    // The host's side of the fake hypervisor learns of the cut on its own thread; until then
+    // it would accept the InitiateContact and lose it (the resume would end at its deadline).
+    // Once link_up() is false its connections are closed.
+    ASSERT_TRUE(Eventually([&] { return !guest_->bridge()->link_up(); }));
+  }
   const absl::Status s = bus.Resume(Deadline());
   EXPECT_FALSE(s.ok());
   if (BackendOf(GetParam()) == BackendKind::kMock) {
