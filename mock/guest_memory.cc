@@ -46,6 +46,20 @@ absl::Status CheckSize(uint64_t size_bytes, const MemoryLayout& layout) {
   return ValidateLayout(layout, size_bytes / protocol::kPageSize);
 }
 
+// How many of `pfns` from the first are consecutive, after checking that each lies in a file of
+// `page_count` pages (OutOfRange naming the first that does not).
+absl::StatusOr<size_t> ConsecutiveRun(absl::Span<const uint64_t> pfns, uint64_t page_count) {
+  size_t run = pfns.size();
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    if (pfns[i] >= page_count) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "PFN ", pfns[i], " (index ", i, ") is outside guest memory of ", page_count, " pages"));
+    }
+    if (i > 0 && run == pfns.size() && pfns[i] != pfns[i - 1] + 1) run = i;
+  }
+  return run;
+}
+
 }  // namespace
 
 absl::Status ValidateLayout(const MemoryLayout& layout, uint64_t page_count) {
@@ -253,14 +267,9 @@ absl::StatusOr<uint64_t> GuestMemory::PfnOf(const void* address) const {
 
 absl::StatusOr<MappedPages> GuestMemory::MapPfns(absl::Span<const uint64_t> pfns) const {
   if (pfns.empty()) return absl::InvalidArgumentError("no PFNs to map");
-  bool consecutive = true;
-  for (size_t i = 0; i < pfns.size(); ++i) {
-    if (pfns[i] >= page_count()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "PFN ", pfns[i], " (index ", i, ") is outside guest memory of ", page_count(), " pages"));
-    }
-    if (i > 0 && pfns[i] != pfns[i - 1] + 1) consecutive = false;
-  }
+  absl::StatusOr<size_t> run = ConsecutiveRun(pfns, page_count());
+  if (!run.ok()) return run.status();
+  const bool consecutive = *run == pfns.size();
   const size_t size = pfns.size() * protocol::kPageSize;
   if (consecutive) return MappedPages(base_ + pfns[0] * protocol::kPageSize, size, /*owned=*/false);
 
@@ -290,15 +299,11 @@ absl::StatusOr<MirroredMapping> GuestMemory::MapRingMirrored(
     return absl::InvalidArgumentError(
         absl::StrCat("a ring of ", pfns.size(), " pages cannot be mirrored: it needs two"));
   }
-  for (size_t i = 0; i < pfns.size(); ++i) {
-    if (pfns[i] >= page_count()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "PFN ", pfns[i], " (index ", i, ") is outside guest memory of ", page_count(), " pages"));
-    }
-    if (i > 0 && pfns[i] != pfns[i - 1] + 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ring PFNs are not consecutive at index ", i, ": cannot mirror"));
-    }
+  absl::StatusOr<size_t> run = ConsecutiveRun(pfns, page_count());
+  if (!run.ok()) return run.status();
+  if (*run != pfns.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ring PFNs are not consecutive at index ", *run, ": cannot mirror"));
   }
   return MirroredMapping::Map(fd_, pfns[0] * protocol::kPageSize,
                               pfns.size() * protocol::kPageSize);
