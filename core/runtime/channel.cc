@@ -458,17 +458,17 @@ bool Channel::rings_mirrored() const {
 ChannelStats Channel::stats() const {
   ChannelStats s;
   auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
-  s.packets_sent = get(counters_.packets_sent);
-  s.bytes_sent = get(counters_.bytes_sent);
-  s.packets_received = get(counters_.packets_received);
-  s.bytes_received = get(counters_.bytes_received);
-  s.completions_received = get(counters_.completions_received);
-  s.completions_unknown = get(counters_.completions_unknown);
-  s.completions_stale = get(counters_.completions_stale);
-  s.signals_sent = get(counters_.signals_sent);
-  s.signals_received = get(counters_.signals_received);
-  s.ring_full = get(counters_.ring_full);
-  s.errors = get(counters_.errors);
+  s.packets_sent = get(send_counters_.packets_sent);
+  s.bytes_sent = get(send_counters_.bytes_sent);
+  s.packets_received = get(receive_counters_.packets_received);
+  s.bytes_received = get(receive_counters_.bytes_received);
+  s.completions_received = get(receive_counters_.completions_received);
+  s.completions_unknown = get(receive_counters_.completions_unknown);
+  s.completions_stale = get(receive_counters_.completions_stale);
+  s.signals_sent = get(send_counters_.signals_sent);
+  s.signals_received = get(receive_counters_.signals_received);
+  s.ring_full = get(send_counters_.ring_full);
+  s.errors = get(error_counters_.errors);
   return s;
 }
 

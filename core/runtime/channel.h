@@ -487,7 +487,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
 
   // Sending side: the outbound ring (attached at open, enabled once the host opened it) and
   // packets appended but not committed. Lock order: send_mu_ before state_mu_.
-  mutable Mutex send_mu_;
+  alignas(64) mutable Mutex send_mu_;
   std::optional<OutgoingRing> out_ ABSL_GUARDED_BY(send_mu_);
   // The mirrored mapping out_ is attached to, if any: released with out_.
   std::optional<MirroredMapping> out_mirror_ ABSL_GUARDED_BY(send_mu_);
@@ -508,7 +508,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // callback mode by the dispatcher that holds draining_ (ordered after the writes by the
   // table's publish protocol), in polling mode by the poller holding poll_mu_. Lock order:
   // poll_mu_ before send_mu_ and state_mu_ (callbacks run under it may send).
-  mutable Mutex poll_mu_;
+  alignas(64) mutable Mutex poll_mu_;
   std::optional<IncomingRing> in_;
   std::optional<MirroredMapping> in_mirror_;  // what in_ is attached to, if mirrored
   std::vector<uint8_t> scratch_;
@@ -538,21 +538,34 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   std::atomic<uint64_t> event_seq_{0};
   std::atomic<uint32_t> event_waiters_{0};
 
-  // Counters (relaxed: statistics only).
-  struct Counters {
+  // Counters (relaxed: statistics only), grouped by the thread that writes them so that the
+  // sender and the drainer never write the same cache line per packet.
+  struct alignas(64) SendCounters {
+    // Written only under send_mu_ (one writer at a time; the mutex orders them): bumped with a
+    // relaxed load and store, no locked instruction.
     std::atomic<uint64_t> packets_sent{0};
     std::atomic<uint64_t> bytes_sent{0};
+    std::atomic<uint64_t> ring_full{0};
+    // Written by senders and drainers (a reader's commit may signal too): fetch_add.
+    std::atomic<uint64_t> signals_sent{0};
+  };
+  struct alignas(64) ReceiveCounters {
+    // Written only by the one drainer (draining_ or poll_mu_ hands the ring from one to the
+    // next with acquire/release): bumped with a relaxed load and store.
     std::atomic<uint64_t> packets_received{0};
     std::atomic<uint64_t> bytes_received{0};
     std::atomic<uint64_t> completions_received{0};
     std::atomic<uint64_t> completions_unknown{0};
     std::atomic<uint64_t> completions_stale{0};
-    std::atomic<uint64_t> signals_sent{0};
+    // Several VPs' dispatchers may count a signal at once: fetch_add.
     std::atomic<uint64_t> signals_received{0};
-    std::atomic<uint64_t> ring_full{0};
-    std::atomic<uint64_t> errors{0};
   };
-  Counters counters_;
+  struct alignas(64) ErrorCounters {
+    std::atomic<uint64_t> errors{0};  // any thread: fetch_add
+  };
+  SendCounters send_counters_;
+  ReceiveCounters receive_counters_;
+  ErrorCounters error_counters_;
 };
 
 }  // namespace vbus

@@ -588,6 +588,9 @@ void BM_MockEcho(benchmark::State& state) {
   state.counters["signals_per_packet"] =
       static_cast<double>(stats.signals_sent + stats.signals_received) /
       static_cast<double>(std::max<uint64_t>(1, 2 * sent));
+  // How often a send found the ring full and had to wait for the host to free room.
+  state.counters["full_per_packet"] =
+      static_cast<double>(stats.ring_full) / static_cast<double>(std::max<uint64_t>(1, sent));
   channel->Close(Deadline()).IgnoreError();
 }
 
