@@ -7,11 +7,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <ctime>
+#include <thread>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -322,16 +324,28 @@ void GuestMemory::Ring(Doorbell doorbell, uint32_t vp) const {
   // order of seq_cst operations either [GM-R2] follows [GM-W1] (we see the waiter and wake it) or
   // [GM-W1] follows [GM-R2], so [GM-W2] follows [GM-R1] and the waiter sees the new value and does
   // not sleep. A waiter between [GM-W2] and FUTEX_WAIT is covered by the kernel re-checking the
-  // value. [GM-R1] also releases the work published before the Ring; pairs with [GM-A1]/[GM-W2].
+  // value. [GM-R1] also releases the work published before the Ring ([GM-A1]/[GM-W2]/[GM-A3]).
   Ref(words->value).fetch_add(1, std::memory_order_seq_cst);
   if (Ref(words->waiters).load(std::memory_order_seq_cst) != 0) FutexWake(&words->value);
 }
 
 absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline,
-                               uint32_t vp) const {
+                               uint32_t vp, absl::Duration poll) const {
   DoorbellWords* words = Words(doorbell, vp);
   auto value = Ref(words->value);
   auto waiters = Ref(words->waiters);
+  // Polling: look without counting ourselves in, so a Ring meanwhile is one atomic increment
+  // and no FUTEX_WAKE. Yield between looks: on a machine with fewer CPUs than busy threads the
+  // ringer may need this CPU to ring at all.
+  if (poll > absl::ZeroDuration()) {
+    const absl::Time until = std::min(deadline, absl::Now() + poll);
+    for (;;) {
+      // [GM-A3] acquire: pairs with [GM-R1], as [GM-A2] does.
+      if (value.load(std::memory_order_acquire) != seen) return absl::OkStatus();
+      if (absl::Now() >= until) break;
+      std::this_thread::yield();
+    }
+  }
   while (true) {
     waiters.fetch_add(1, std::memory_order_seq_cst);  // [GM-W1], see Ring().
     // [GM-W2] seq_cst load (also an acquire: pairs with [GM-R1]).

@@ -313,7 +313,12 @@ class GuestMemory {
   // (DeadlineExceeded). Spurious wakeups and EINTR are absorbed. Several threads may wait at
   // once. The waiters count lives in shared memory that the peer can scribble on; that can
   // only cost the peer its own wakeups, and every wait still ends by its deadline.
-  absl::Status Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline, uint32_t vp = 0) const;
+  // With `poll` > 0 it first watches the value for up to that long (never past `deadline`),
+  // yielding the CPU between looks, and only then sleeps — what a hypervisor's halt polling
+  // does for a vCPU that halts: a ring that comes within the window costs the ringer no
+  // FUTEX_WAKE and the waiter no sleep and wake-up.
+  absl::Status Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline, uint32_t vp = 0,
+                    absl::Duration poll = absl::ZeroDuration()) const;
 
   // TriggerMonitor (guest side)
   // Sets monitor id `monitor_id`'s pending bit in the guest → host monitor page (release).

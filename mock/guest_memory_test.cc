@@ -235,8 +235,13 @@ TEST(DoorbellTest, WaitReturnsAtOnceAfterARing) {
 }
 
 // Two threads bounce a token through the two doorbells; each ring must wake the other side
-// (a lost wakeup would end in DeadlineExceeded).
-TEST(DoorbellTest, PingPongBetweenThreads) {
+// (a lost wakeup would end in DeadlineExceeded). Without polling every wait sleeps; with a
+// window longer than the wait's deadline every ring must be seen by the polling loop itself;
+// with a short one a wait may end either way.
+class DoorbellPingPongTest : public ::testing::TestWithParam<absl::Duration> {};
+
+TEST_P(DoorbellPingPongTest, BetweenThreads) {
+  const absl::Duration poll = GetParam();
   auto mem = GuestMemory::Create("", kSize);
   ASSERT_TRUE(mem.ok());
   GuestMemory* m = mem->get();
@@ -245,7 +250,7 @@ TEST(DoorbellTest, PingPongBetweenThreads) {
   std::thread host([&] {
     uint32_t seen = 0;
     for (int i = 0; i < kRounds; ++i) {
-      if (!m->Wait(Doorbell::kHost, seen, Soon()).ok()) {
+      if (!m->Wait(Doorbell::kHost, seen, Soon(), 0, poll).ok()) {
         failures.fetch_add(1);
         return;
       }
@@ -256,7 +261,7 @@ TEST(DoorbellTest, PingPongBetweenThreads) {
   uint32_t seen = 0;
   for (int i = 0; i < kRounds && failures.load() == 0; ++i) {
     m->Ring(Doorbell::kHost);
-    if (!m->Wait(Doorbell::kGuest, seen, Soon()).ok()) {
+    if (!m->Wait(Doorbell::kGuest, seen, Soon(), 0, poll).ok()) {
       failures.fetch_add(1);
       break;
     }
@@ -265,6 +270,23 @@ TEST(DoorbellTest, PingPongBetweenThreads) {
   host.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(m->DoorbellValue(Doorbell::kGuest), static_cast<uint32_t>(kRounds));
+}
+
+INSTANTIATE_TEST_SUITE_P(PollWindows, DoorbellPingPongTest,
+                         ::testing::Values(absl::ZeroDuration(), absl::Microseconds(20),
+                                           absl::Seconds(60)));
+
+TEST(DoorbellTest, APollWindowLongerThanTheDeadlineEndsAtTheDeadline) {
+  auto mem = GuestMemory::Create("", kSize);
+  ASSERT_TRUE(mem.ok());
+  const uint32_t seen = (*mem)->DoorbellValue(Doorbell::kHost);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ((*mem)->Wait(Doorbell::kHost, seen, start + absl::Milliseconds(30), 0, absl::Hours(1))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_GE(absl::Now(), start + absl::Milliseconds(30));
+  EXPECT_LT(absl::Now(), start + absl::Seconds(30));
+  EXPECT_EQ((*mem)->Doorbells()->host.waiters, 0u);
 }
 
 // The same through a second process that maps the file by path: the futexes must be the

@@ -606,7 +606,8 @@ void MockHostBridge::DoorbellLoop(uint32_t vp) {
       }
     }
     const absl::Status rang =
-        memory_->Wait(mock::Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice, vp);
+        memory_->Wait(mock::Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice, vp,
+                      options_.doorbell_poll);
     if (stop_doorbells_.load(std::memory_order_relaxed)) break;
     if (rang.ok()) seen = memory_->DoorbellValue(mock::Doorbell::kGuest, vp);
   }

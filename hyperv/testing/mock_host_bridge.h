@@ -126,6 +126,10 @@ struct MockHostBridgeOptions {
   absl::Duration attach_timeout = absl::Seconds(10);
   // The doorbell threads look for Stop at least this often.
   absl::Duration doorbell_slice = absl::Milliseconds(100);
+  // How long a doorbell thread polls its doorbell (yielding the CPU between looks) before it
+  // sleeps on it, as a hypervisor's halt polling does: a ring within the window costs the
+  // ringer no FUTEX_WAKE and this thread no sleep and wake-up. Zero: sleep at once.
+  absl::Duration doorbell_poll = absl::Microseconds(20);
   // How often the guest's monitor page is scanned while a monitored channel is offered.
   absl::Duration monitor_latency = absl::Milliseconds(1);
   // Log lines (dropped messages, the end of the stream); empty = stderr.

@@ -86,6 +86,10 @@ struct MockBackendOptions {
   absl::Duration attach_timeout = absl::Seconds(10);
   // The doorbell threads re-check for Stop at least this often while no doorbell rings.
   absl::Duration doorbell_slice = absl::Milliseconds(100);
+  // How long a doorbell thread polls its doorbell (yielding the CPU between looks) before it
+  // sleeps on it, as a hypervisor's halt polling does: a ring within the window costs the
+  // ringer no FUTEX_WAKE and this thread no sleep and wake-up. Zero: sleep at once.
+  absl::Duration doorbell_poll = absl::Microseconds(20);
   // Virtual processors the guest takes host events on (1..kMaxGuestVps), each with its event
   // flags, doorbell and doorbell thread. Sent to the host in the Attach's memory layout.
   uint32_t vp_count = 1;

@@ -243,7 +243,8 @@ void MockHost::DoorbellLoop(Session* session) {
         plane.HasMonitoredChannels()
             ? absl::Microseconds(monitor_latency_us_.load(std::memory_order_relaxed))
             : kIdleScanPeriod;
-    (void)memory.Wait(Doorbell::kHost, seen, now + period);  // a timeout is the scan tick
+    // A timeout is the scan tick.
+    (void)memory.Wait(Doorbell::kHost, seen, now + period, /*vp=*/0, options_.doorbell_poll);
   }
   plane.FlushSignalEvents();
 }

@@ -78,6 +78,11 @@ struct MockHostOptions {
   std::function<void(absl::string_view)> log;
   // Items a watcher may have queued before its oldest is dropped.
   size_t watch_queue_limit = 65536;
+  // How long each guest's doorbell thread polls the host doorbell (yielding the CPU between
+  // looks) before it sleeps on it, as a hypervisor's halt polling does: a guest signal within
+  // the window costs the guest no FUTEX_WAKE and the host thread no sleep and wake-up.
+  // Zero: sleep at once.
+  absl::Duration doorbell_poll = absl::Microseconds(20);
 };
 
 class GuestStream;  // the GuestLink reactor (guest_stream.h)
