@@ -329,8 +329,8 @@ void GuestMemory::Ring(Doorbell doorbell, uint32_t vp) const {
   if (Ref(words->waiters).load(std::memory_order_seq_cst) != 0) FutexWake(&words->value);
 }
 
-absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline,
-                               uint32_t vp, absl::Duration poll) const {
+absl::Status GuestMemory::Wait(Doorbell doorbell, uint32_t seen, absl::Time deadline, uint32_t vp,
+                               absl::Duration poll) const {
   DoorbellWords* words = Words(doorbell, vp);
   auto value = Ref(words->value);
   auto waiters = Ref(words->waiters);

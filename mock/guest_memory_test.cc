@@ -281,9 +281,9 @@ TEST(DoorbellTest, APollWindowLongerThanTheDeadlineEndsAtTheDeadline) {
   ASSERT_TRUE(mem.ok());
   const uint32_t seen = (*mem)->DoorbellValue(Doorbell::kHost);
   const absl::Time start = absl::Now();
-  EXPECT_EQ((*mem)->Wait(Doorbell::kHost, seen, start + absl::Milliseconds(30), 0, absl::Hours(1))
-                .code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(
+      (*mem)->Wait(Doorbell::kHost, seen, start + absl::Milliseconds(30), 0, absl::Hours(1)).code(),
+      absl::StatusCode::kDeadlineExceeded);
   EXPECT_GE(absl::Now(), start + absl::Milliseconds(30));
   EXPECT_LT(absl::Now(), start + absl::Seconds(30));
   EXPECT_EQ((*mem)->Doorbells()->host.waiters, 0u);

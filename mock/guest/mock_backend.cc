@@ -417,9 +417,8 @@ void MockBackend::DoorbellLoop(uint32_t vp) {
   uint32_t seen = memory_->DoorbellValue(Doorbell::kGuest, vp);
   listener->OnEventsPending(vp);
   while (!stop_doorbell_.load(std::memory_order_relaxed)) {
-    const absl::Status waited =
-        memory_->Wait(Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice, vp,
-                      options_.doorbell_poll);
+    const absl::Status waited = memory_->Wait(
+        Doorbell::kGuest, seen, absl::Now() + options_.doorbell_slice, vp, options_.doorbell_poll);
     if (stop_doorbell_.load(std::memory_order_relaxed)) break;
     if (!waited.ok()) continue;  // the slice ended with no ring: look for Stop, wait again
     seen = memory_->DoorbellValue(Doorbell::kGuest, vp);
