@@ -191,6 +191,7 @@ OutgoingRing::OutgoingRing(RingControlPage* control, uint8_t* data, uint32_t dat
       data_size_(data_size),
       contiguous_(mirrored ? 2 * data_size : data_size),
       committed_write_(write),
+      decided_write_(write),
       write_(write),
       cached_read_(read),
       pending_send_supported_(PendingSendSupported(control)) {}
@@ -297,14 +298,25 @@ absl::StatusOr<AppendResult> OutgoingRing::Append(const OutgoingPacket& packet) 
   return AppendResult::kAppended;
 }
 
+void OutgoingRing::Publish() {
+  if (!status_.ok() || write_ == committed_write_) return;
+  // [RB-W5] release store of write_index, pairs with the reader's [RB-R1] acquire load (the
+  // packet bytes before the index). No signal handshake: that is the owed Commit's [RB-W1].
+  Field(control_->write_index).store(write_, std::memory_order_release);
+  committed_write_ = write_;
+}
+
 bool OutgoingRing::Commit() {
-  if (!status_.ok() || write_ == committed_write_) return false;
+  if (!status_.ok() || (write_ == committed_write_ && !signal_owed())) return false;
   const uint32_t old_write = committed_write_;
+  const bool owed = signal_owed();
   // [RB-W1] seq_cst store of write_index. Release pairs with the reader's [RB-R1] acquire load: the
   // packet bytes copied above are visible before the index that covers them. seq_cst for the
-  // signal handshake with [RB-W3]/[RB-W2] below.
+  // signal handshake with [RB-W3]/[RB-W2] below. With nothing new appended (a decision owed by
+  // Publish) it stores the same value again: the handshake needs the seq_cst store.
   Field(control_->write_index).store(write_, std::memory_order_seq_cst);
   committed_write_ = write_;
+  decided_write_ = write_;
 
   // The reader's promise (the VMBus reader protocol): it sets interrupt_mask while draining,
   // and after clearing it re-checks write_index; a reader that is not masking drains until it
@@ -312,10 +324,14 @@ bool OutgoingRing::Commit() {
   // if it saw the ring empty: signal only on an empty → non-empty transition with the mask
   // clear, and otherwise rely on its re-check to find these packets.
   // [RB-W3] seq_cst load of interrupt_mask, pairs with the reader's [RB-R3] clear.
-  if (Field(control_->interrupt_mask).load(std::memory_order_seq_cst) != 0) return false;
+  saw_mask_ = Field(control_->interrupt_mask).load(std::memory_order_seq_cst) != 0;
+  if (saw_mask_) return false;
   // [RB-W2] seq_cst load of read_index (the same pairing as in RefreshReadIndex). Only compared:
   // any value the peer wrote is harmless here.
   const uint32_t read = Field(control_->read_index).load(std::memory_order_seq_cst);
+  // After undecided publishes the reader may have read some of them, seen the ring empty and
+  // gone idle before the rest landed: it may be asleep whenever it has not read everything.
+  if (owed) return read != write_;
   return read == old_write;
 }
 

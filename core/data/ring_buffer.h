@@ -314,8 +314,26 @@ class OutgoingRing {
   // Phase two: publishes every appended packet with one store of write_index. Returns true
   // when the caller must signal the reader: interrupt_mask was clear and the ring was empty
   // before this batch (the reader has drained it and may sleep). False when nothing was
-  // appended or the ring has failed.
+  // appended or the ring has failed. After Publish, Commit also makes the decision Publish
+  // left owed (even with nothing new appended), by a rule that holds for any number of
+  // undecided publishes: signal when the mask is clear and the reader has not read up to the
+  // write index.
   bool Commit();
+
+  // Publish
+  // Publishes every appended packet as Commit does — one store of write_index — but without
+  // the signal decision: no full barrier and no load of the reader's fields. The decision is
+  // owed to the next Commit. A reader that is draining finds the packets in its re-check
+  // after unmasking; one that went idle just before the store is not signalled until that
+  // Commit, so the caller must bound the time until it (the channel's adaptive batching
+  // does: core/runtime/channel.h). No-op on a failed ring.
+  void Publish();
+
+  // Whether published packets still await Commit's signal decision.
+  bool signal_owed() const { return decided_write_ != committed_write_; }
+  // Whether the last Commit that decided found interrupt_mask set (the reader was draining).
+  // A hint for batching only: the reader may have finished since.
+  bool reader_was_draining() const { return saw_mask_; }
 
   // Rollback
   // Discards appended-but-uncommitted packets (the space is reused by the next Append).
@@ -359,6 +377,8 @@ class OutgoingRing {
   uint32_t data_size_;
   uint32_t contiguous_;       // bytes from data_ mapped contiguously: data_size_, or 2x mirrored
   uint32_t committed_write_;  // private copy of the published write_index
+  uint32_t decided_write_;    // committed_write_ at the last signal decision
+  bool saw_mask_ = false;     // interrupt_mask at the last signal decision
   uint32_t write_;            // end of appended packets (== committed_write_ when none)
   uint32_t cached_read_;      // last read_index seen (validated)
   bool pending_armed_ = false;

@@ -434,6 +434,58 @@ TEST_F(RingTest, UnmaskRecheckFindsPacketsWrittenWhileMasked) {
   EXPECT_EQ(MustWrite(10, 3), WriteResult::kWrittenSignal);
 }
 
+// Appends Pattern(size, seed) and publishes it without the signal decision.
+void AppendAndPublish(OutgoingRing& out, size_t size, uint32_t seed) {
+  const std::vector<uint8_t> payload = Pattern(size, seed);
+  const absl::Span<const uint8_t> pieces[] = {payload};
+  OutgoingPacket packet;
+  packet.payload = pieces;
+  packet.trans_id = seed;  // what MustRead checks
+  absl::StatusOr<AppendResult> r = out.Append(packet);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(*r, AppendResult::kAppended);
+  out.Publish();
+}
+
+// The case the owed decision exists for: the reader drains a published packet, re-checks and
+// goes idle, and only then the next packet is published. The later Commit (with nothing new
+// appended) must signal: the reader sleeps with a packet unread. ("Was the ring empty before
+// this commit?" would say no here and lose the wakeup.)
+TEST_F(RingTest, PublishLeavesTheSignalDecisionToTheNextCommit) {
+  in_->MaskInterrupts();
+  EXPECT_EQ(MustWrite(10, 1), WriteResult::kWritten);  // decided: the reader is draining
+  EXPECT_TRUE(out_->reader_was_draining());
+  EXPECT_FALSE(out_->signal_owed());
+  AppendAndPublish(*out_, 10, 2);
+  EXPECT_TRUE(out_->signal_owed());
+  EXPECT_EQ(memory_->control()->write_index, 2 * PacketRingBytes(0, 10));  // visible at once
+  MustRead(10, 1);
+  MustRead(10, 2);
+  MustCommit();
+  absl::StatusOr<bool> more = in_->UnmaskInterrupts();
+  ASSERT_TRUE(more.ok());
+  EXPECT_FALSE(*more);  // idle now
+  AppendAndPublish(*out_, 10, 3);
+  EXPECT_TRUE(out_->Commit());  // owed: the reader is unmasked with packet 3 unread
+  EXPECT_FALSE(out_->signal_owed());
+  EXPECT_FALSE(out_->reader_was_draining());
+  EXPECT_FALSE(out_->Commit());  // nothing new, nothing owed
+  MustRead(10, 3);
+}
+
+TEST_F(RingTest, AnOwedDecisionSignalsNobodyWhoReadEverythingOrIsDraining) {
+  AppendAndPublish(*out_, 10, 1);
+  MustRead(10, 1);
+  MustCommit();
+  EXPECT_FALSE(out_->Commit());  // read everything: nothing to wake it for
+  AppendAndPublish(*out_, 10, 2);
+  in_->MaskInterrupts();
+  EXPECT_FALSE(out_->Commit());  // draining: its re-check finds packet 2
+  EXPECT_TRUE(out_->reader_was_draining());
+  EXPECT_FALSE(out_->signal_owed());
+  MustRead(10, 2);
+}
+
 TEST_F(RingTest, UnmaskWithUncommittedReadsIsRefused) {
   MustWrite(10, 1);
   in_->MaskInterrupts();

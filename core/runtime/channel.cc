@@ -25,6 +25,7 @@ ChannelSignal SignalOf(const OfferInfo& offer) {
 }
 
 constexpr uint32_t kMaxDrainBudget = 65536;
+constexpr uint32_t kMaxSendBatchPackets = 4096;
 
 }  // namespace
 
@@ -39,6 +40,7 @@ void ChannelStats::Add(const ChannelStats& s) {
   signals_sent += s.signals_sent;
   signals_received += s.signals_received;
   ring_full += s.ring_full;
+  sends_batched += s.sends_batched;
   errors += s.errors;
 }
 
@@ -167,6 +169,17 @@ absl::Status Channel::CheckOpenOptions(const ChannelOpenOptions& options) const 
   if (options.drain_budget == 0 || options.drain_budget > kMaxDrainBudget) {
     return absl::InvalidArgumentError(absl::StrFormat("open of %s: drain_budget %u (1..%u)", Name(),
                                                       options.drain_budget, kMaxDrainBudget));
+  }
+  if (options.send_batch_packets == 0 || options.send_batch_packets > kMaxSendBatchPackets) {
+    return absl::InvalidArgumentError(absl::StrFormat("open of %s: send_batch_packets %u (1..%u)",
+                                                      Name(), options.send_batch_packets,
+                                                      kMaxSendBatchPackets));
+  }
+  if (options.send_batch_packets > 1 && (options.send_batch_delay <= absl::ZeroDuration() ||
+                                         options.send_batch_delay > absl::Seconds(1))) {
+    return absl::InvalidArgumentError(absl::StrCat("open of ", Name(), ": send_batch_delay ",
+                                                   absl::FormatDuration(options.send_batch_delay),
+                                                   " (above 0, at most 1s)"));
   }
   return absl::OkStatus();
 }
@@ -331,6 +344,9 @@ absl::Status Channel::AttachRings(const Pages& pages, uint32_t outbound_pages,
     send_backend_ = backend;
     send_signal_ = signal;
     appended_ = 0;
+    batch_packets_ = options.send_batch_packets;
+    batch_delay_ = options.send_batch_delay;
+    undecided_ = 0;
     send_waiters_.clear();
   }
   MutexLock lock(&state_mu_);
@@ -360,6 +376,7 @@ void Channel::DetachSend(const absl::Status& why) {
     sendable_ = false;
     send_backend_ = nullptr;
     appended_ = 0;
+    undecided_ = 0;
     for (const auto& [need, fn] : writable_) send_waiters_.erase(send_waiters_.find(need));
     writable_.clear();
     writable_waiting_.store(0, std::memory_order_relaxed);
@@ -468,6 +485,7 @@ ChannelStats Channel::stats() const {
   s.signals_sent = get(send_counters_.signals_sent);
   s.signals_received = get(receive_counters_.signals_received);
   s.ring_full = get(send_counters_.ring_full);
+  s.sends_batched = get(send_counters_.sends_batched);
   s.errors = get(error_counters_.errors);
   return s;
 }

@@ -147,6 +147,17 @@ struct ChannelOpenOptions {
   // and closes of small channels (docs/performance.md). Backends that cannot mirror keep the
   // single mapping whatever this says.
   bool mirrored_rings = false;
+  // Adaptive send batching, for applications that send one packet at a time. When the last
+  // signal decision found the host draining the outbound ring (interrupt_mask set), up to
+  // `send_batch_packets` - 1 following sends publish their packet at once but leave the
+  // decision — a full barrier and two loads of the host's fields, most of a small send's cost —
+  // to a later send, which makes it for all of them. A host that is draining finds those
+  // packets in the re-check it makes before it sleeps; for one that went idle in between, the
+  // decision (and the signal) comes at the latest `send_batch_delay` after the first undecided
+  // packet. A host found idle is signalled at the send, as without batching. 1 (1..4096) =
+  // decide on every send; Flush() and a send that finds the ring full decide at once.
+  uint32_t send_batch_packets = 1;
+  absl::Duration send_batch_delay = absl::Microseconds(100);
 };
 
 // SendOptions: per-send knobs.
@@ -196,6 +207,7 @@ struct ChannelStats {
   uint64_t signals_sent = 0;          // SignalHost calls for this channel
   uint64_t signals_received = 0;      // events dispatched to this channel
   uint64_t ring_full = 0;             // sends that found the outbound ring full
+  uint64_t sends_batched = 0;         // sends that left the signal decision to a later one
   uint64_t errors = 0;                // corrupt rings, failed signals, dropped packets
 
   // Adds `other` field by field (sums over channels).
@@ -314,8 +326,9 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
                               const SendOptions& options = {});
 
   // Flush
-  // Publishes packets appended with SendOptions::more and signals the host if needed. OK
-  // (nothing to do) when none are pending.
+  // Publishes packets appended with SendOptions::more and signals the host if needed; also
+  // makes the signal decision that adaptive batching left to a later send. OK (nothing to do)
+  // when none are pending.
   absl::Status Flush();
 
   // WhenWritable
@@ -416,6 +429,12 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   absl::Status WritePacket(OutgoingPacket packet, const SendOptions& options, size_t payload_bytes,
                            CompletionCallback done = nullptr, uint64_t* trans_id = nullptr);
   absl::Status CommitAndSignal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // After a successful append without `more`: publishes it, and makes the signal decision now
+  // or (adaptive batching) leaves it to a later send or the batch timer.
+  absl::Status PublishSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // Flush, or (from_timer) the batch timer's callback: makes a decision still owed, unless a
+  // `more` batch is being appended (its last send decides).
+  absl::Status CommitPending(bool from_timer);
   // Keeps pending_send_sz armed for the smallest packet a waiting sender needs (or clears it
   // when none waits); true if one of them fits already (wake them).
   bool RearmPendingSend() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
@@ -496,6 +515,12 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
   // How to signal the host, from the offer at the time the rings were attached.
   ChannelSignal send_signal_ ABSL_GUARDED_BY(send_mu_);
   size_t appended_ ABSL_GUARDED_BY(send_mu_) = 0;
+  // Adaptive batching (ChannelOpenOptions::send_batch_*): the open's limits, the sends
+  // published since the last signal decision, and whether a BatchTimer callback is queued.
+  uint32_t batch_packets_ ABSL_GUARDED_BY(send_mu_) = 1;
+  absl::Duration batch_delay_ ABSL_GUARDED_BY(send_mu_);
+  uint32_t undecided_ ABSL_GUARDED_BY(send_mu_) = 0;
+  bool batch_timer_armed_ ABSL_GUARDED_BY(send_mu_) = false;
   // Ring bytes each sender waiting for room needs (pending_send_sz is armed for the smallest).
   std::multiset<size_t> send_waiters_ ABSL_GUARDED_BY(send_mu_);
   // WhenWritable callbacks by the ring bytes they wait for (each also in send_waiters_).
@@ -546,6 +571,7 @@ class Channel final : private EventTarget, public std::enable_shared_from_this<C
     std::atomic<uint64_t> packets_sent{0};
     std::atomic<uint64_t> bytes_sent{0};
     std::atomic<uint64_t> ring_full{0};
+    std::atomic<uint64_t> sends_batched{0};
     // Written by senders and drainers (a reader's commit may signal too): fetch_add.
     std::atomic<uint64_t> signals_sent{0};
   };

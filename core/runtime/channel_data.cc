@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "core/runtime/batch_timer.h"
 #include "core/runtime/channel.h"
 #include "core/runtime/runtime_internal.h"
 
@@ -72,10 +73,34 @@ absl::Status Channel::Signal(Backend* backend, const ChannelSignal& signal) {
 
 absl::Status Channel::CommitAndSignal() {
   appended_ = 0;
+  undecided_ = 0;
   // The ring decides: signal only if the host may be idle (ring was empty, host not draining).
   const bool signal = out_->Commit();
   if (!out_->status().ok()) return out_->status();
   return signal ? Signal(send_backend_, send_signal_) : absl::OkStatus();
+}
+
+absl::Status Channel::PublishSend() {
+  // Batch only while the host was draining at the last decision (its re-check will find the
+  // packet), and only up to the limit: the last send of a batch decides for all of them.
+  if (batch_packets_ <= 1 || !out_->reader_was_draining() || undecided_ + 1 >= batch_packets_) {
+    return CommitAndSignal();
+  }
+  out_->Publish();
+  appended_ = 0;
+  ++undecided_;
+  AddSerialized(send_counters_.sends_batched);
+  if (!batch_timer_armed_) {
+    // The latency bound: a host that went idle after the last decision is signalled by then.
+    batch_timer_armed_ = true;
+    internal::BatchTimer::Get().Schedule(absl::Now() + batch_delay_, [weak = weak_from_this()] {
+      // A failed signal is counted as an error by Signal; nobody waits for the result.
+      if (std::shared_ptr<Channel> self = weak.lock()) {
+        self->CommitPending(/*from_timer=*/true).IgnoreError();
+      }
+    });
+  }
+  return absl::OkStatus();
 }
 
 bool Channel::RearmPendingSend() {
@@ -155,13 +180,13 @@ absl::Status Channel::WritePacket(OutgoingPacket packet, const SendOptions& opti
         allocated = 0;  // in the ring: its slot stays outstanding whatever happens next
         stop_waiting();
         if (options.more) return absl::OkStatus();
-        absl::Status committed = CommitAndSignal();
+        absl::Status committed = PublishSend();
         if (!out_->status().ok()) failed(out_->status());
         return committed;
       }
       // Full. Publish what is appended so the host can drain it, then wait or give up.
       AddSerialized(send_counters_.ring_full);
-      if (appended_ > 0) {
+      if (appended_ > 0 || out_->signal_owed()) {
         if (absl::Status s = CommitAndSignal(); !s.ok()) {
           if (!out_->status().ok()) failed(out_->status());
           stop_waiting();
@@ -407,12 +432,17 @@ void Channel::RunWritable() {
   for (std::function<void()>& fn : ready) fn();
 }
 
-absl::Status Channel::Flush() {
+absl::Status Channel::Flush() { return CommitPending(/*from_timer=*/false); }
+
+absl::Status Channel::CommitPending(bool from_timer) {
   absl::Status result;
   absl::Status failure;
   {
     MutexLock lock(&send_mu_);
-    if (!out_.has_value() || appended_ == 0) return absl::OkStatus();
+    if (from_timer) batch_timer_armed_ = false;
+    if (!out_.has_value() || (appended_ == 0 && !out_->signal_owed())) return absl::OkStatus();
+    // A `more` batch in progress: its last send (or Flush) decides for everything published.
+    if (from_timer && appended_ > 0) return absl::OkStatus();
     result = CommitAndSignal();
     if (!out_->status().ok() && RecordFailure(out_->status())) failure = out_->status();
   }

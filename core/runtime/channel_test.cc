@@ -347,6 +347,68 @@ TEST_F(ChannelTest, BatchedSendsSignalOnce) {
   EXPECT_TRUE(channel_->Flush().ok());  // nothing pending
 }
 
+// Adaptive batching: the host plays "draining" by setting interrupt_mask itself and reads when
+// the test says so.
+TEST_F(ChannelTest, AdaptiveBatchingDefersTheSignalOnlyWhileTheHostDrains) {
+  ChannelOpenOptions o = Options();
+  o.send_batch_packets = 4;
+  o.send_batch_delay = absl::Milliseconds(1);
+  ASSERT_TRUE(channel_->Open(o, Deadline()).ok());
+  std::atomic_ref<uint32_t> mask(host_.GuestOutboundControl(7)->interrupt_mask);
+  // An idle host is signalled at the send, as without batching.
+  ASSERT_TRUE(channel_->Send(Bytes("0")).ok());
+  EXPECT_EQ(channel_->stats().signals_sent, 1u);
+  EXPECT_EQ(host_.ReadFromGuest(7)->size(), 1u);
+  // The host drains: the first send decides (no signal: masked), the next three only publish,
+  // the fifth decides for them.
+  mask.store(1, std::memory_order_relaxed);
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(channel_->Send(Bytes(std::to_string(i))).ok());
+  EXPECT_EQ(channel_->stats().sends_batched, 3u);  // 2, 3 and 4
+  EXPECT_EQ(channel_->stats().signals_sent, 1u);
+  absl::StatusOr<std::vector<HostPacket>> visible = host_.ReadFromGuest(7);
+  ASSERT_TRUE(visible.ok());
+  EXPECT_EQ(visible->size(), 5u);  // published at once, batched or not
+  // The host finishes and goes idle right after packet 5 was published without a decision:
+  // nobody sends again, so the batch timer must decide (and signal) within the delay.
+  mask.store(0, std::memory_order_relaxed);
+  ASSERT_TRUE(channel_->Send(Bytes("6")).ok());  // the last decision saw the mask: batched
+  EXPECT_EQ(channel_->stats().sends_batched, 4u);
+  ASSERT_TRUE(host_.WaitFor([&] { return host_.SignalsFrom(7) >= 2; }, Deadline()));
+  EXPECT_EQ(channel_->stats().signals_sent, 2u);
+  EXPECT_EQ(host_.ReadFromGuest(7)->size(), 1u);
+  // Idle again: the next send decides and signals at once.
+  ASSERT_TRUE(channel_->Send(Bytes("7")).ok());
+  EXPECT_EQ(channel_->stats().signals_sent, 3u);
+  EXPECT_EQ(channel_->stats().sends_batched, 4u);
+}
+
+TEST_F(ChannelTest, FlushMakesTheDecisionAdaptiveBatchingLeftOwed) {
+  ChannelOpenOptions o = Options();
+  o.send_batch_packets = 16;
+  o.send_batch_delay = absl::Seconds(1);  // the timer must not be what signals here
+  ASSERT_TRUE(channel_->Open(o, Deadline()).ok());
+  std::atomic_ref<uint32_t> mask(host_.GuestOutboundControl(7)->interrupt_mask);
+  mask.store(1, std::memory_order_relaxed);
+  ASSERT_TRUE(channel_->Send(Bytes("a")).ok());
+  ASSERT_TRUE(channel_->Send(Bytes("b")).ok());  // batched
+  mask.store(0, std::memory_order_relaxed);
+  EXPECT_EQ(channel_->stats().signals_sent, 0u);
+  ASSERT_TRUE(channel_->Flush().ok());
+  EXPECT_EQ(channel_->stats().signals_sent, 1u);
+  EXPECT_EQ(host_.ReadFromGuest(7)->size(), 2u);
+  EXPECT_TRUE(channel_->Flush().ok());  // nothing owed any more
+  EXPECT_EQ(channel_->stats().signals_sent, 1u);
+}
+
+TEST_F(ChannelTest, AdaptiveBatchingOptionsAreChecked) {
+  ChannelOpenOptions o = Options();
+  o.send_batch_packets = 0;
+  EXPECT_EQ(channel_->Open(o, Deadline()).code(), absl::StatusCode::kInvalidArgument);
+  o.send_batch_packets = 8;
+  o.send_batch_delay = absl::ZeroDuration();
+  EXPECT_EQ(channel_->Open(o, Deadline()).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(ChannelTest, FullRingFailsFastOrAtTheDeadline) {
   ASSERT_TRUE(channel_->Open(Options(2), Deadline()).ok());
   const std::vector<uint8_t> big(1000, 0x5A);

@@ -34,6 +34,9 @@ struct StressConfig {
   // The ring mapped mirrored (MirroredMapping): packets that wrap are read in place, with no
   // scratch buffer at all.
   bool mirrored = false;
+  // Every packet between two Commits is published at once without the signal decision
+  // (OutgoingRing::Publish); the Commit decides for all of them.
+  bool publish = false;
 };
 
 // Payload layout: u64 sequence, u32 length, u32 checksum of bytes [16, length), then bytes.
@@ -145,6 +148,8 @@ TEST_P(RingStressTest, EveryPacketArrivesOnceInOrderIntact) {
             ++writer_signals_sent;
             reader_bell.Ring();
           }
+        } else if (config.publish) {
+          out->Publish();
         }
         continue;
       }
@@ -283,6 +288,9 @@ std::vector<StressConfig> Configs() {
       // Both again on mirrored rings.
       {"SmallRingMirrored", 4, 4096, small / 2, 3, true},
       {"LargePacketsMirrored", 64, 65536, std::max<uint64_t>(small / 40, 1000), 4, true},
+      // Batches published packet by packet, decided once (adaptive send batching's pattern).
+      {"SmallRingPublished", 4, 4096, small / 2, 5, false, true},
+      {"LargePacketsPublished", 64, 65536, std::max<uint64_t>(small / 40, 1000), 6, false, true},
   };
 }
 
