@@ -371,6 +371,9 @@ absl::StatusOr<bool> OutgoingRing::ArmPendingSend(size_t ring_bytes) {
 }
 
 void OutgoingRing::DisarmPendingSend() {
+  // Only if we armed it: a store to the shared control line on every send would pull that
+  // line from the reader each time. (A value the peer wrote there itself is its own problem.)
+  if (!pending_armed_) return;
   Field(control_->pending_send_sz).store(0, std::memory_order_relaxed);
   pending_armed_ = false;
 }

@@ -350,7 +350,8 @@ class OutgoingRing {
   absl::StatusOr<bool> ArmPendingSend(size_t ring_bytes);
 
   // DisarmPendingSend
-  // Clears pending_send_sz (e.g. the writer gave up waiting).
+  // Clears pending_send_sz if this writer armed it (e.g. it gave up waiting); otherwise
+  // touches nothing.
   void DisarmPendingSend();
 
   // FreeBytes

@@ -486,6 +486,22 @@ TEST_F(RingTest, AnOwedDecisionSignalsNobodyWhoReadEverythingOrIsDraining) {
   MustRead(10, 2);
 }
 
+// The channel disarms after every send that found no other sender waiting: a store there each
+// time would pull the shared control line from the reader per packet.
+TEST_F(RingTest, DisarmTouchesTheControlPageOnlyAfterAnArm) {
+  memory_->control()->pending_send_sz = 0x1234;  // whatever the peer left there
+  out_->DisarmPendingSend();
+  EXPECT_EQ(memory_->control()->pending_send_sz, 0x1234u);
+  memory_->control()->pending_send_sz = 0;
+  for (uint32_t i = 1; i <= 31; ++i) ASSERT_NE(MustWrite(100, i), WriteResult::kFull);
+  absl::StatusOr<bool> room = out_->ArmPendingSend(PacketRingBytes(0, 100));
+  ASSERT_TRUE(room.ok());
+  EXPECT_FALSE(*room);
+  EXPECT_NE(memory_->control()->pending_send_sz, 0u);
+  out_->DisarmPendingSend();
+  EXPECT_EQ(memory_->control()->pending_send_sz, 0u);
+}
+
 TEST_F(RingTest, UnmaskWithUncommittedReadsIsRefused) {
   MustWrite(10, 1);
   in_->MaskInterrupts();

@@ -531,8 +531,9 @@ void BM_BareRingEcho(benchmark::State& state) {
 }
 
 // How the guest takes the echoes: a receive callback on the doorbell thread, or polling from
-// the sending thread (the bare pair's structure: one guest thread writes and drains).
-enum class EchoReceive { kCallback, kPolled };
+// the sending thread (the bare pair's structure: one guest thread writes and drains); or
+// there are none: the host's sink device reads and drops every packet.
+enum class EchoReceive { kCallback, kPolled, kSink };
 
 // The echo through the whole stack; returns its bytes/s (0 when skipped).
 double RunMockEcho(benchmark::State& state, e2e::BackendKind kind, uint32_t batch_packets,
@@ -544,7 +545,7 @@ double RunMockEcho(benchmark::State& state, e2e::BackendKind kind, uint32_t batc
   if (guest == nullptr) return 0;
   v1::OfferRequest offer;
   offer.set_guest("bench");
-  offer.mutable_spec()->set_device("echo");
+  offer.mutable_spec()->set_device(receive == EchoReceive::kSink ? "sink" : "echo");
   auto offered = e2e_host->in_process_host()->Offer(offer);
   if (!offered.ok() || !guest->bus().Connect(Deadline()).ok()) {
     state.SkipWithError("setup failed");
@@ -580,7 +581,7 @@ double RunMockEcho(benchmark::State& state, e2e::BackendKind kind, uint32_t batc
   };
   const absl::Time start = absl::Now();
   for (auto _ : state) {
-    if (receive == EchoReceive::kCallback) {
+    if (receive != EchoReceive::kPolled) {
       failed = !channel->Send(payload, wait).ok();
     } else {
       // As the bare pair's guest: never wait while there is something to drain.
@@ -600,7 +601,8 @@ double RunMockEcho(benchmark::State& state, e2e::BackendKind kind, uint32_t batc
     ++sent;
   }
   // [BB-R2] acquire, pairs with [BB-R1]: the sink's copies are done.
-  for (int spins = 0; !failed && received.load(std::memory_order_acquire) < sent;) {
+  for (int spins = 0; !failed && receive != EchoReceive::kSink &&
+                      received.load(std::memory_order_acquire) < sent;) {
     if (receive == EchoReceive::kCallback || !poll()) Relax(spins);
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -647,6 +649,23 @@ void BM_MockEchoPolled(benchmark::State& state) {
   }
 }
 
+// Sends only (the host's sink drops them): where the sender's own cost is the limit.
+std::atomic<double> g_send_bytes_per_second[2] = {0, 0};
+
+void BM_MockSend(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  g_send_bytes_per_second[SizeSlot(size)].store(
+      RunMockEcho(state, e2e::BackendKind::kMock, 1, EchoReceive::kSink));
+}
+
+void BM_MockSendBatched(benchmark::State& state) {
+  const size_t size = static_cast<size_t>(state.range(0));
+  const double rate = RunMockEcho(state, e2e::BackendKind::kMock, 16, EchoReceive::kSink);
+  if (const double plain = g_send_bytes_per_second[SizeSlot(size)].load(); rate > 0 && plain > 0) {
+    state.counters["vs_unbatched"] = rate / plain;
+  }
+}
+
 void BM_MockEchoBatched(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
   const double rate = RunMockEcho(state, e2e::BackendKind::kMock, 16);
@@ -661,6 +680,8 @@ BENCHMARK_TEMPLATE(BM_MockEcho, e2e::BackendKind::kMock)->Arg(64)->Arg(1500)->Us
 BENCHMARK_TEMPLATE(BM_MockEcho, e2e::BackendKind::kHyperV)->Arg(64)->Arg(1500)->UseRealTime();
 BENCHMARK(BM_MockEchoBatched)->Arg(64)->Arg(1500)->UseRealTime();
 BENCHMARK(BM_MockEchoPolled)->Arg(64)->Arg(1500)->UseRealTime();
+BENCHMARK(BM_MockSend)->Arg(64)->Arg(1500)->UseRealTime();
+BENCHMARK(BM_MockSendBatched)->Arg(64)->Arg(1500)->UseRealTime();
 
 }  // namespace
 }  // namespace vbus
