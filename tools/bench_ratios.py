@@ -63,6 +63,8 @@ BUS_RATIOS = [
      "echo_bytes_per_s"),
     ("echo 1500 B: adaptive batching / none", "BM_MockEchoBatched/1500",
      f"BM_MockEcho{MOCK}/1500", "echo_bytes_per_s"),
+    ("send only 64 B: adaptive batching / none", "BM_MockSendBatched/64", "BM_MockSend/64"),
+    ("send only 1500 B: adaptive batching / none", "BM_MockSendBatched/1500", "BM_MockSend/1500"),
     ("echo 64 B: HyperV / Mock backend", f"BM_MockEcho{HYPERV}/64", f"BM_MockEcho{MOCK}/64",
      "echo_bytes_per_s"),
     ("echo 1500 B: HyperV / Mock backend", f"BM_MockEcho{HYPERV}/1500", f"BM_MockEcho{MOCK}/1500",
