@@ -32,11 +32,6 @@ void BatchTimer::Schedule(absl::Time due, std::function<void()> fn) {
   if (earliest) cv_.Signal();
 }
 
-uint64_t BatchTimer::fired() const {
-  MutexLock lock(&mu_);
-  return fired_;
-}
-
 void BatchTimer::Loop() {
   pthread_setname_np(pthread_self(), "vbus-batch");
   MutexLock lock(&mu_);
@@ -51,7 +46,6 @@ void BatchTimer::Loop() {
     mu_.Unlock();
     fn();
     mu_.Lock();
-    ++fired_;
   }
 }
 

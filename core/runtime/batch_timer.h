@@ -31,18 +31,14 @@ class BatchTimer {
   // Runs `fn` on the timer's thread at `due` (or soon after).
   void Schedule(absl::Time due, std::function<void()> fn);
 
-  // Callbacks run so far (for tests).
-  uint64_t fired() const;
-
  private:
   BatchTimer() = default;
   void Loop();
 
-  mutable Mutex mu_;
+  Mutex mu_;
   CondVar cv_;
   std::multimap<absl::Time, std::function<void()>> due_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t fired_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace vbus::internal

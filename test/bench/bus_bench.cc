@@ -31,6 +31,11 @@
 //   BM_MockEchoBatched/B      BM_MockEcho<kMock> with adaptive send batching (16 packets, 100 us):
 //                             vs_unbatched = its bytes/s ÷ BM_MockEcho<kMock>'s; batched_share =
 //                             the sends that left their signal decision to a later one.
+//   BM_MockEchoPolled/B       BM_MockEcho<kMock> with the bare pair's structure: one guest
+//                             thread sends and polls (no receive callback); vs_callback = its
+//                             bytes/s ÷ BM_MockEcho<kMock>'s.
+//   BM_MockSend/B,            sends only, to the host's sink device (the sender's own cost),
+//   BM_MockSendBatched/B      without and with adaptive batching; vs_unbatched as above.
 //
 // Run: bazel run --config=opt //test/bench:bus_bench
 // The ratios need the baselines first: run the whole binary (or filter so that each baseline
@@ -66,6 +71,13 @@ absl::Time Deadline() { return absl::Now() + absl::Seconds(60); }
 // Baselines measured in this run, for the ratios.
 std::atomic<double> g_round_trips_per_second{0};
 std::atomic<double> g_bare_bytes_per_second[2] = {0, 0};  // 64 B, 1500 B
+
+// Sets counter `name` to rate ÷ the baseline's rate, if both were measured.
+void SetRatio(benchmark::State& state, const char* name, double rate,
+              const std::atomic<double>& baseline) {
+  if (const double base = baseline.load(); rate > 0 && base > 0) state.counters[name] = rate / base;
+}
+
 int SizeSlot(size_t bytes) { return bytes <= 64 ? 0 : 1; }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,9 +170,7 @@ void BM_HandoffRoundTrip(benchmark::State& state) {
   partner.join();
   const double rate = static_cast<double>(state.iterations()) / seconds;
   state.counters["round_trips_per_s"] = rate;
-  if (const double rtt = g_round_trips_per_second.load(); rtt > 0) {
-    state.counters["vs_grpc_rtt"] = rate / rtt;
-  }
+  SetRatio(state, "vs_grpc_rtt", rate, g_round_trips_per_second);
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_HandoffRoundTrip)->UseRealTime()->MinTime(1.0);
@@ -380,9 +390,7 @@ void BM_ChannelLifecycle(benchmark::State& state) {
   if constexpr (kKind == e2e::BackendKind::kMock) {
     g_mock_channels_per_second[LifecycleSlot(n)].store(rate);
   } else {
-    if (const double mock = g_mock_channels_per_second[LifecycleSlot(n)].load(); mock > 0) {
-      state.counters["vs_mock"] = rate / mock;
-    }
+    SetRatio(state, "vs_mock", rate, g_mock_channels_per_second[LifecycleSlot(n)]);
     // Where a HyperV guest's time goes: HvPostMessage calls per channel, and the waits after a
     // transient refusal (the hypervisor's message buffers full).
     const hyperv::HyperVBackendStats stats = guest->hyperv_backend()->stats();
@@ -610,8 +618,8 @@ double RunMockEcho(benchmark::State& state, e2e::BackendKind kind, uint32_t batc
   state.SetBytesProcessed(static_cast<int64_t>(sent * size));
   const double rate = static_cast<double>(sent * size) / seconds;
   state.counters["echo_bytes_per_s"] = rate;
-  if (const double bare = g_bare_bytes_per_second[SizeSlot(size)].load(); bare > 0) {
-    state.counters["vs_bare_ring"] = rate / bare;
+  if (receive != EchoReceive::kSink) {
+    SetRatio(state, "vs_bare_ring", rate, g_bare_bytes_per_second[SizeSlot(size)]);
   }
   const ChannelStats stats = channel->stats();
   state.counters["signals_per_packet"] =
@@ -632,21 +640,18 @@ template <e2e::BackendKind kKind>
 void BM_MockEcho(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
   const double rate = RunMockEcho(state, kKind, 1);
-  if (rate == 0) return;
   if constexpr (kKind == e2e::BackendKind::kMock) {
-    g_mock_echo_bytes_per_second[SizeSlot(size)].store(rate);
-  } else if (const double mock = g_mock_echo_bytes_per_second[SizeSlot(size)].load(); mock > 0) {
-    state.counters["vs_mock"] = rate / mock;
+    if (rate > 0) g_mock_echo_bytes_per_second[SizeSlot(size)].store(rate);
+  } else {
+    SetRatio(state, "vs_mock", rate, g_mock_echo_bytes_per_second[SizeSlot(size)]);
   }
 }
 
 void BM_MockEchoPolled(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
-  const double rate = RunMockEcho(state, e2e::BackendKind::kMock, 1, EchoReceive::kPolled);
-  if (const double mock = g_mock_echo_bytes_per_second[SizeSlot(size)].load();
-      rate > 0 && mock > 0) {
-    state.counters["vs_callback"] = rate / mock;
-  }
+  SetRatio(state, "vs_callback",
+           RunMockEcho(state, e2e::BackendKind::kMock, 1, EchoReceive::kPolled),
+           g_mock_echo_bytes_per_second[SizeSlot(size)]);
 }
 
 // Sends only (the host's sink drops them): where the sender's own cost is the limit.
@@ -660,19 +665,15 @@ void BM_MockSend(benchmark::State& state) {
 
 void BM_MockSendBatched(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
-  const double rate = RunMockEcho(state, e2e::BackendKind::kMock, 16, EchoReceive::kSink);
-  if (const double plain = g_send_bytes_per_second[SizeSlot(size)].load(); rate > 0 && plain > 0) {
-    state.counters["vs_unbatched"] = rate / plain;
-  }
+  SetRatio(state, "vs_unbatched",
+           RunMockEcho(state, e2e::BackendKind::kMock, 16, EchoReceive::kSink),
+           g_send_bytes_per_second[SizeSlot(size)]);
 }
 
 void BM_MockEchoBatched(benchmark::State& state) {
   const size_t size = static_cast<size_t>(state.range(0));
-  const double rate = RunMockEcho(state, e2e::BackendKind::kMock, 16);
-  if (const double mock = g_mock_echo_bytes_per_second[SizeSlot(size)].load();
-      rate > 0 && mock > 0) {
-    state.counters["vs_unbatched"] = rate / mock;
-  }
+  SetRatio(state, "vs_unbatched", RunMockEcho(state, e2e::BackendKind::kMock, 16),
+           g_mock_echo_bytes_per_second[SizeSlot(size)]);
 }
 
 BENCHMARK(BM_BareRingEcho)->Arg(64)->Arg(1500)->UseRealTime();
